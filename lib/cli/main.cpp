@@ -1,0 +1,48 @@
+// The `safetune` command: parse arguments, set up logging, run one subcommand, map errors to exit codes.
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "safetune/error.hpp"
+#include "safetune/log.hpp"
+
+int main(int argc, char** argv) {
+  using namespace safetune;
+  CLI::App app{"safetune: LoRA fine-tuning that keeps safety alignment"};
+  app.set_version_flag("--version", std::string("safetune ") + SAFETUNE_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  bool quiet = false;
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_flag("-q,--quiet", quiet, "only warnings and errors");
+
+  cli::Action action;
+  cli::register_config_commands(app, action);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "run with --help for usage\n");
+    return 2;
+  }
+  try {
+    log_setup(parse_log_level(log_level), quiet);
+    return action ? action() : 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,50 @@
+// The key descriptions of every config section: the single source of truth for the schema.
+#include <regex>
+
+#include "safetune/config.hpp"
+
+namespace safetune {
+
+void RunSection::describe(ConfigVisitor& v) {
+  v.field("name", name, Field("Run name, used in logs and reports."));
+  v.field("output_dir", output_dir,
+          Field("Directory for checkpoints, adapters, metrics.jsonl and reports."));
+  v.field("seed", seed, Field("Seed for initialisation, shuffling and dropout.").at_least(0));
+}
+
+void ModelSection::describe(ConfigVisitor& v) {
+  v.field("path", path,
+          Field("Base model: a Hugging Face directory (config.json + safetensors) or a .gguf file.")
+              .required());
+  v.field("dtype", dtype, Field("Compute dtype of the base weights.")
+                              .one_of({"float32", "bfloat16", "float16"}));
+  v.field("device", device,
+          Field("Device to run on.")
+              .check(
+                  [](const std::string& s) -> std::optional<std::string> {
+                    static const std::regex re("cpu|cuda(:[0-9]+)?");
+                    if (std::regex_match(s, re)) return std::nullopt;
+                    return "expected cpu, cuda or cuda:N; got '" + s + "'";
+                  },
+                  "cpu, cuda or cuda:N"));
+}
+
+void GenerationSection::describe(ConfigVisitor& v) {
+  v.field("max_new_tokens", max_new_tokens,
+          Field("Maximum tokens generated per prompt.").range(1, 1 << 20));
+  v.field("temperature", temperature,
+          Field("Sampling temperature; 0 decodes greedily.").range(0, 100));
+  v.field("top_k", top_k, Field("Keep the k most likely tokens; 0 keeps all.").at_least(0));
+  v.field("top_p", top_p, Field("Nucleus sampling mass; 1 keeps all.").range(0, 1));
+  v.field("repetition_penalty", repetition_penalty,
+          Field("CTRL-style penalty on tokens already present; 1 disables.").range(0.01, 100));
+  v.field("seed", seed, Field("Sampling seed.").at_least(0));
+}
+
+void Config::describe(ConfigVisitor& v) {
+  v.section("run", run, Field("Run identity and output location."));
+  v.section("model", model, Field("The base model."));
+  v.section("generation", generation, Field("Decoding settings for generate and assessments."));
+}
+
+}  // namespace safetune

@@ -1,0 +1,69 @@
+// The safetune command line: exit codes (0 ok, 1 error, 2 usage) and one-line error messages.
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+
+using namespace safetune;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+namespace {
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+}  // namespace
+
+TEST_CASE("cli: --version and --help", "[cli]") {
+  auto v = test::run_cli({"--version"});
+  CHECK(v.exit_code == 0);
+  CHECK_THAT(v.out, StartsWith("safetune "));
+  auto h = test::run_cli({"--help"});
+  CHECK(h.exit_code == 0);
+  CHECK_THAT(h.out, Contains("config"));
+}
+
+TEST_CASE("cli: usage errors exit 2", "[cli]") {
+  auto r = test::run_cli({"no-such-command"});
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, StartsWith("error: "));
+  auto bad = test::run_cli({"--log-level", "loud", "config", "reference"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Contains("unknown log level 'loud'"));
+}
+
+TEST_CASE("cli: config check and show", "[cli]") {
+  test::TempDir dir;
+  test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");
+  auto ok = test::run_cli({"config", "check", (dir / "ok.yaml").string()});
+  CHECK(ok.exit_code == 0);
+  auto show = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "generation.top_k=7"});
+  CHECK(show.exit_code == 0);
+  CHECK_THAT(show.out, Contains("top_k: 7"));
+  CHECK_THAT(show.out, Contains("path: m.gguf"));
+
+  test::write_text(dir / "bad.yaml", "model:\n  path: m.gguf\n  dtype: fp8\n");
+  auto bad = test::run_cli({"config", "check", (dir / "bad.yaml").string()});
+  CHECK(bad.exit_code == 1);
+  CHECK(count_lines(bad.err) == 1);
+  CHECK_THAT(bad.err, StartsWith("error: " + (dir / "bad.yaml").string() + ":3:10: model.dtype: expected one of"));
+
+  auto missing = test::run_cli({"config", "check", (dir / "nope.yaml").string()});
+  CHECK(missing.exit_code == 1);
+  CHECK_THAT(missing.err, Contains("config file not found"));
+
+  auto syntax = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "generation.top_k"});
+  CHECK(syntax.exit_code == 2);
+  CHECK_THAT(syntax.err, Contains("bad override 'generation.top_k'"));
+}
+
+TEST_CASE("cli: bundled configs validate", "[cli]") {
+  for (const auto& entry : std::filesystem::directory_iterator(test::source_dir() / "configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path());
+    auto r = test::run_cli({"config", "check", entry.path().string()});
+    CHECK(r.exit_code == 0);
+    CHECK(r.err == "");
+  }
+}

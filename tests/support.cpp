@@ -1,0 +1,79 @@
+// Test helpers: environment lookups, CLI runner (posix_spawn), temp directories.
+#include "support.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace safetune::test {
+namespace fs = std::filesystem;
+
+// The build bakes in defaults; the environment variable of the same name overrides each.
+static fs::path env_path(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? v : fallback;
+}
+
+fs::path source_dir() { return env_path("SAFETUNE_SOURCE_DIR", SAFETUNE_TEST_SOURCE_DIR); }
+fs::path fixture_dir() { return env_path("SAFETUNE_FIXTURE_DIR", SAFETUNE_TEST_FIXTURE_DIR); }
+fs::path safetune_home() { return env_path("SAFETUNE_HOME", SAFETUNE_TEST_HOME); }
+fs::path python() { return env_path("SAFETUNE_PYTHON", SAFETUNE_TEST_PYTHON); }
+fs::path smollm2_gguf() { return safetune_home() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"; }
+
+static std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+RunResult run_cli(const std::vector<std::string>& args) {
+  TempDir tmp;
+  fs::path out = tmp / "stdout", err = tmp / "stderr";
+  std::string cli = env_path("SAFETUNE_CLI", SAFETUNE_TEST_CLI).string();
+  std::vector<std::string> argv_s{cli};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid;
+  int rc = posix_spawn(&pid, cli.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw std::runtime_error("cannot spawn " + cli);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return RunResult{code, slurp(out), slurp(err)};
+}
+
+TempDir::TempDir() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  path_ = fs::temp_directory_path() / ("safetune-test-" + std::to_string(::getpid()) + "-" +
+                                       std::to_string(rng() % 1000000000ULL));
+  fs::create_directories(path_);
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream o(p, std::ios::binary);
+  o << text;
+}
+
+}  // namespace safetune::test
