@@ -1,0 +1,40 @@
+// Architecture hyperparameters of a decoder-only model, as in a Hugging Face config.json.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace safetune::model {
+
+struct RopeScaling {
+  std::string type;  // "" (none), "llama3", "linear"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  std::int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string architecture = "llama";  // "llama" or "qwen2" (model_type in config.json)
+  std::int64_t vocab_size = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_hidden_layers = 0;
+  std::int64_t num_attention_heads = 0;
+  std::int64_t num_key_value_heads = 0;
+  std::int64_t head_dim = 0;  // hidden_size / num_attention_heads unless given explicitly
+  std::int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool attention_bias = false;  // q/k/v/o biases (Llama attention_bias)
+  bool qkv_bias = false;        // q/k/v biases only (Qwen2)
+  bool mlp_bias = false;
+  bool tie_word_embeddings = false;
+  std::int64_t bos_token_id = -1;
+  std::vector<std::int64_t> eos_token_ids;
+  std::int64_t pad_token_id = -1;
+  std::string torch_dtype = "float32";
+};
+
+}  // namespace safetune::model
