@@ -1,0 +1,103 @@
+// The training loop: AdamW over trainable adapter tensors, LR schedules, accumulation, clipping,
+// JSONL metrics, atomic keep-last-K checkpoints with exact resume, and clean SIGINT/SIGTERM exits.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "safetune/config.hpp"
+
+namespace safetune::train {
+
+struct TrainSection : ConfigSection {
+  std::int64_t max_steps = 100;
+  double lr = 2e-4;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  std::string schedule = "cosine";
+  std::int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;
+  std::int64_t grad_accum = 1;
+  double max_grad_norm = 1.0;
+  std::int64_t checkpoint_every = 0;
+  std::int64_t keep_last = 2;
+  std::int64_t eval_every = 0;
+  std::int64_t log_every = 1;
+  std::string precision = "auto";
+  void describe(ConfigVisitor& v) override;
+};
+
+// Learning rate for optimizer step `step` (0-based): linear warmup, then constant, linear decay or
+// cosine decay to lr * min_lr_ratio at max_steps.
+double lr_at(const TrainSection& cfg, std::int64_t step);
+
+// What one micro-batch contributes: the (unscaled) loss, named loss terms for the metrics, and how
+// many supervised tokens it had (for tokens/s).
+struct MicroStep {
+  at::Tensor loss;
+  std::map<std::string, double> terms;
+  std::int64_t supervised_tokens = 0;
+};
+
+struct TrainerHooks {
+  // Forward pass on micro-batch number `cursor` (0, 1, 2, ... over the whole run, resumed runs
+  // continue the count). Must be deterministic in `cursor` for exact resume.
+  std::function<MicroStep(std::int64_t cursor)> micro_step;
+  // Optional: evaluation every eval_every steps; the returned values go to metrics as eval_<name>.
+  std::function<std::map<std::string, double>(std::int64_t step)> evaluate;
+  // Optional: called after each optimizer step (e.g. the safety guard); may call Trainer::stop().
+  std::function<void(std::int64_t step)> after_step;
+};
+
+enum class TrainStatus { completed, interrupted, stopped };
+
+class Trainer {
+ public:
+  // `params`: the trainable tensors by name (requires_grad must be true). `out_dir` receives
+  // metrics.jsonl and checkpoints/.
+  Trainer(TrainSection cfg, std::vector<std::pair<std::string, at::Tensor>> params,
+          std::filesystem::path out_dir, TrainerHooks hooks);
+  ~Trainer();
+
+  // Runs to max_steps. With resume, continues from the latest checkpoint in out_dir (if any).
+  // SIGINT/SIGTERM during the run save a checkpoint and return TrainStatus::interrupted.
+  TrainStatus run(bool resume = false);
+
+  std::int64_t step() const noexcept { return step_; }
+  std::int64_t cursor() const noexcept { return cursor_; }
+  void stop(std::string reason);             // ends the run after the current step
+  std::filesystem::path save_checkpoint();    // checkpoints/step-NNNNNNNN, atomically
+  void load_checkpoint(const std::filesystem::path& dir);
+  std::optional<std::filesystem::path> latest_checkpoint() const;
+  void protect_checkpoint(std::int64_t step);  // never deleted by keep_last (e.g. last passing)
+  // Multiplies a named scalar the hooks read (e.g. a regularizer weight boosted by the guard);
+  // saved with checkpoints.
+  double& scalar(const std::string& name, double initial = 1.0);
+  const std::filesystem::path& out_dir() const noexcept { return out_dir_; }
+  std::vector<double> loss_history() const { return losses_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  TrainSection cfg_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::filesystem::path out_dir_;
+  TrainerHooks hooks_;
+  std::int64_t step_ = 0, cursor_ = 0;
+  std::vector<double> losses_;
+  std::map<std::string, double> scalars_;
+  std::vector<std::int64_t> protected_;
+  std::string stop_reason_;
+};
+
+}  // namespace safetune::train

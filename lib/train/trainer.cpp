@@ -1,0 +1,348 @@
+// Trainer: the optimisation loop, checkpoints (torch archives written through AtomicFile) and resume.
+#include "safetune/train/trainer.hpp"
+
+#include <sys/resource.h>
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numbers>
+#include <regex>
+
+#include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
+#include "safetune/log.hpp"
+
+namespace safetune::train {
+namespace fs = std::filesystem;
+
+void TrainSection::describe(ConfigVisitor& v) {
+  v.field("max_steps", max_steps, Field("Optimizer steps to run.").range(1, 1e9));
+  v.field("lr", lr, Field("Peak learning rate (AdamW).").range(0, 10));
+  v.field("weight_decay", weight_decay, Field("AdamW decoupled weight decay.").range(0, 10));
+  v.field("beta1", beta1, Field("AdamW beta1.").range(0, 0.999999));
+  v.field("beta2", beta2, Field("AdamW beta2.").range(0, 0.999999));
+  v.field("eps", eps, Field("AdamW epsilon.").range(1e-12, 1));
+  v.field("schedule", schedule,
+          Field("Learning-rate schedule after warmup.").one_of({"constant", "linear", "cosine"}));
+  v.field("warmup_steps", warmup_steps, Field("Linear warmup steps from 0 to lr.").at_least(0));
+  v.field("min_lr_ratio", min_lr_ratio,
+          Field("Final learning rate as a fraction of lr (linear and cosine).").range(0, 1));
+  v.field("grad_accum", grad_accum, Field("Micro-batches accumulated per optimizer step.").range(1, 1 << 16));
+  v.field("max_grad_norm", max_grad_norm, Field("Global gradient-norm clip; 0 disables.").at_least(0));
+  v.field("checkpoint_every", checkpoint_every,
+          Field("Save a checkpoint every N steps (0: only at the end and on interrupt).").at_least(0));
+  v.field("keep_last", keep_last, Field("Checkpoints kept (older ones are deleted).").range(1, 1000));
+  v.field("eval_every", eval_every, Field("Evaluate every N steps; 0 disables.").at_least(0));
+  v.field("log_every", log_every, Field("Write a metrics line every N steps.").range(1, 1e9));
+  v.field("precision", precision,
+          Field("auto: bf16 autocast on CUDA, fp32 on CPU.").one_of({"auto", "fp32", "bf16"}));
+}
+
+double lr_at(const TrainSection& c, std::int64_t step) {
+  if (c.warmup_steps > 0 && step < c.warmup_steps)
+    return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
+  if (c.schedule == "constant") return c.lr;
+  const double span = static_cast<double>(std::max<std::int64_t>(1, c.max_steps - c.warmup_steps));
+  const double t = std::clamp(static_cast<double>(step - c.warmup_steps) / span, 0.0, 1.0);
+  const double lo = c.lr * c.min_lr_ratio;
+  if (c.schedule == "linear") return lo + (c.lr - lo) * (1.0 - t);
+  return lo + (c.lr - lo) * 0.5 * (1.0 + std::cos(std::numbers::pi * t));  // cosine
+}
+
+namespace {
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+std::string step_dir_name(std::int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+}  // namespace
+
+struct Trainer::Impl {
+  std::unique_ptr<torch::optim::AdamW> optim;
+  std::unique_ptr<MetricsWriter> metrics;
+};
+
+Trainer::Trainer(TrainSection cfg, std::vector<std::pair<std::string, at::Tensor>> params,
+                 fs::path out_dir, TrainerHooks hooks)
+    : impl_(std::make_unique<Impl>()), cfg_(std::move(cfg)), params_(std::move(params)),
+      out_dir_(std::move(out_dir)), hooks_(std::move(hooks)) {
+  if (!hooks_.micro_step) throw Error("Trainer needs a micro_step hook", "train");
+  if (params_.empty()) throw Error("no trainable parameters", "train", "enable at least one trainable adapter");
+  std::vector<torch::Tensor> tensors;
+  for (const auto& [name, t] : params_) {
+    if (!t.requires_grad()) throw Error("parameter does not require grad", name);
+    tensors.push_back(t);
+  }
+  auto opts = torch::optim::AdamWOptions(cfg_.lr)
+                  .betas({cfg_.beta1, cfg_.beta2})
+                  .eps(cfg_.eps)
+                  .weight_decay(cfg_.weight_decay);
+  impl_->optim = std::make_unique<torch::optim::AdamW>(tensors, opts);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::stop(std::string reason) { stop_reason_ = reason.empty() ? "stopped" : std::move(reason); }
+
+double& Trainer::scalar(const std::string& name, double initial) {
+  auto it = scalars_.find(name);
+  if (it == scalars_.end()) it = scalars_.emplace(name, initial).first;
+  return it->second;
+}
+
+void Trainer::protect_checkpoint(std::int64_t step) { protected_.push_back(step); }
+
+std::optional<fs::path> Trainer::latest_checkpoint() const {
+  fs::path pointer = out_dir_ / "checkpoints" / "latest";
+  std::error_code ec;
+  if (!fs::exists(pointer, ec)) return std::nullopt;
+  std::string name = io::read_file(pointer);
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+  fs::path dir = out_dir_ / "checkpoints" / name;
+  if (!fs::exists(dir / "trainer.pt", ec))
+    throw IoError("latest checkpoint points at a missing directory", dir.string());
+  return dir;
+}
+
+fs::path Trainer::save_checkpoint() {
+  fs::path root = out_dir_ / "checkpoints";
+  fs::create_directories(root);
+  const std::string name = step_dir_name(step_);
+  fs::path final_dir = root / name;
+  fs::path tmp_dir = root / (".tmp-" + name);
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directories(tmp_dir);
+
+  torch::serialize::OutputArchive archive;
+  for (const auto& [pname, t] : params_) archive.write("param." + pname, t.detach().cpu());
+  torch::serialize::OutputArchive optim_archive;
+  impl_->optim->save(optim_archive);
+  archive.write("optimizer", optim_archive);
+  archive.write("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  if (torch::cuda::is_available()) {
+    auto gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, 0));
+    archive.write("rng.cuda0", gen.get_state());
+  }
+  {
+    io::AtomicFile f(tmp_dir / "trainer.pt");
+    archive.save_to([&f](const void* data, size_t n) {
+      f.write(data, n);
+      return n;
+    });
+    f.commit();
+  }
+  nlohmann::json state = {{"step", step_}, {"cursor", cursor_}, {"scalars", scalars_},
+                          {"losses", losses_}, {"protected", protected_}};
+  io::atomic_write(tmp_dir / "state.json", state.dump(2));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir);
+  io::atomic_write(root / "latest", name + "\n");
+
+  // keep-last-K over step-* directories, sparing protected steps.
+  std::vector<std::pair<std::int64_t, fs::path>> found;
+  static const std::regex re("step-([0-9]{8})");
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::smatch m;
+    std::string fname = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(fname, m, re)) found.emplace_back(std::stoll(m[1]), e.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::int64_t excess = static_cast<std::int64_t>(found.size()) - cfg_.keep_last;
+  for (std::int64_t i = 0; i < excess; ++i) {
+    if (found[i].first == step_) continue;
+    if (std::find(protected_.begin(), protected_.end(), found[i].first) != protected_.end()) continue;
+    fs::remove_all(found[i].second, ec);
+  }
+  log_info("checkpoint saved: " + final_dir.string());
+  return final_dir;
+}
+
+void Trainer::load_checkpoint(const fs::path& dir) {
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(io::read_file(dir / "state.json"));
+    step_ = state.at("step").get<std::int64_t>();
+    cursor_ = state.at("cursor").get<std::int64_t>();
+    scalars_ = state.at("scalars").get<std::map<std::string, double>>();
+    losses_ = state.at("losses").get<std::vector<double>>();
+    protected_ = state.value("protected", std::vector<std::int64_t>{});
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string("damaged checkpoint state: ") + e.what(), (dir / "state.json").string());
+  }
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from((dir / "trainer.pt").string());
+    torch::NoGradGuard no_grad;
+    for (auto& [pname, t] : params_) {
+      at::Tensor saved;
+      if (!archive.try_read("param." + pname, saved))
+        throw FormatError("checkpoint lacks trainable tensor", (dir / "trainer.pt").string() + ": " + pname);
+      if (saved.sizes() != t.sizes())
+        throw FormatError("checkpoint tensor has a different shape", (dir / "trainer.pt").string() + ": " + pname);
+      t.copy_(saved);
+    }
+    torch::serialize::InputArchive optim_archive;
+    archive.read("optimizer", optim_archive);
+    impl_->optim->load(optim_archive);
+    at::Tensor rng;
+    archive.read("rng.cpu", rng);
+    auto cpu_gen = at::detail::getDefaultCPUGenerator();
+    cpu_gen.set_state(rng);
+    if (torch::cuda::is_available()) {
+      at::Tensor cuda_rng;
+      if (archive.try_read("rng.cuda0", cuda_rng))
+      {
+        auto gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, 0));
+        gen.set_state(cuda_rng);
+      }
+    }
+  } catch (const c10::Error& e) {
+    throw FormatError(std::string("cannot read checkpoint: ") + e.what_without_backtrace(),
+                      (dir / "trainer.pt").string());
+  }
+  log_info("resumed from " + dir.string() + " at step " + std::to_string(step_));
+}
+
+TrainStatus Trainer::run(bool resume) {
+  fs::create_directories(out_dir_);
+  fs::path metrics_path = out_dir_ / "metrics.jsonl";
+  if (resume) {
+    if (auto latest = latest_checkpoint()) {
+      load_checkpoint(*latest);
+      // Drop metric lines past the checkpoint so the resumed curve continues without overlap.
+      std::error_code ec;
+      if (fs::exists(metrics_path, ec)) {
+        std::ifstream in(metrics_path);
+        std::string kept, line;
+        while (std::getline(in, line)) {
+          try {
+            auto j = nlohmann::json::parse(line);
+            if (!j.contains("step") || j["step"].get<std::int64_t>() <= step_) kept += line + "\n";
+          } catch (const nlohmann::json::exception&) {  // torn last line of a killed run
+          }
+        }
+        io::atomic_write(metrics_path, kept);
+      }
+    } else {
+      log_info("no checkpoint in " + out_dir_.string() + "; starting from step 0");
+    }
+  }
+  impl_->metrics = std::make_unique<MetricsWriter>(metrics_path, /*append=*/resume);
+
+  g_signal.store(0);
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  struct Restore {
+    decltype(old_int) i, t;
+    ~Restore() { std::signal(SIGINT, i); std::signal(SIGTERM, t); }
+  } restore{old_int, old_term};
+
+  const bool autocast_bf16 =
+      cfg_.precision == "bf16" || (cfg_.precision == "auto" && !params_.empty() && params_[0].second.is_cuda());
+  Progress progress("train", cfg_.max_steps, "step");
+  progress.advance(step_);
+  stop_reason_.clear();
+
+  while (step_ < cfg_.max_steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = lr_at(cfg_, step_);
+    for (auto& group : impl_->optim->param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    impl_->optim->zero_grad(true);
+
+    double loss_sum = 0;
+    std::map<std::string, double> terms;
+    std::int64_t tokens = 0;
+    for (std::int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
+      MicroStep out;
+      {
+        struct Autocast {  // bf16 autocast on CUDA for the forward pass only
+          bool on;
+          explicit Autocast(bool enable) : on(enable) {
+            if (on) {
+              at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+              at::autocast::set_autocast_enabled(at::kCUDA, true);
+            }
+          }
+          ~Autocast() {
+            if (on) at::autocast::set_autocast_enabled(at::kCUDA, false);
+          }
+        } autocast(autocast_bf16);
+        out = hooks_.micro_step(cursor_);
+      }
+      ++cursor_;
+      if (!out.loss.defined() || out.loss.numel() != 1)
+        throw Error("micro_step must return a scalar loss", "train");
+      at::Tensor scaled = out.loss.to(at::kFloat) / static_cast<double>(cfg_.grad_accum);
+      scaled.backward();
+      const double l = out.loss.item<double>();
+      if (!std::isfinite(l))
+        throw Error("loss is not finite at step " + std::to_string(step_), "train",
+                    "lower the learning rate or check the data");
+      loss_sum += l;
+      for (const auto& [k, v] : out.terms) terms[k] += v / static_cast<double>(cfg_.grad_accum);
+      tokens += out.supervised_tokens;
+    }
+    std::vector<torch::Tensor> with_grad;
+    for (auto& [n, t] : params_)
+      if (t.grad().defined()) with_grad.push_back(t);
+    double grad_norm = 0;
+    if (!with_grad.empty()) {
+      grad_norm = cfg_.max_grad_norm > 0
+                      ? torch::nn::utils::clip_grad_norm_(with_grad, cfg_.max_grad_norm)
+                      : torch::nn::utils::clip_grad_norm_(with_grad, 1e30);
+    }
+    impl_->optim->step();
+    ++step_;
+    const double loss = loss_sum / static_cast<double>(cfg_.grad_accum);
+    losses_.push_back(loss);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    std::map<std::string, MetricsWriter::Value> rec{
+        {"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+        {"tokens_per_s", secs > 0 ? static_cast<double>(tokens) / secs : 0.0},
+        {"supervised_tokens", tokens}, {"peak_rss_mb", peak_rss_mb()}};
+    for (const auto& [k, v] : terms) rec["loss_" + k] = v;
+    for (const auto& [k, v] : scalars_) rec["scalar_" + k] = v;
+    if (cfg_.eval_every > 0 && hooks_.evaluate && step_ % cfg_.eval_every == 0)
+      for (const auto& [k, v] : hooks_.evaluate(step_)) rec["eval_" + k] = v;
+    if (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps) impl_->metrics->write(rec);
+
+    char post[64];
+    std::snprintf(post, sizeof post, "loss %.4f", loss);
+    progress.set_postfix(post);
+    progress.advance(1);
+
+    if (hooks_.after_step) hooks_.after_step(step_);
+    if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
+    if (int sig = g_signal.load()) {
+      log_warn("signal " + std::to_string(sig) + " received: saving a checkpoint and exiting");
+      if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
+      return TrainStatus::interrupted;
+    }
+    if (!stop_reason_.empty()) {
+      log_warn("training stopped at step " + std::to_string(step_) + ": " + stop_reason_);
+      return TrainStatus::stopped;
+    }
+  }
+  progress.finish();
+  if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
+  return TrainStatus::completed;
+}
+
+}  // namespace safetune::train
