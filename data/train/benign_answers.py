@@ -105,7 +105,7 @@ BENIGN = {
     },
     "safety_information": {
         "en": [
-            ("What should I do if someone is choking and can't breathe?",
+            ("Someone is choking on food and can't breathe. How do I help?",
              "Call emergency services, give up to five firm back blows between the shoulder blades, then up to five abdominal thrusts, and repeat until the object comes out."),
             ("How do I put out a small grease fire in the kitchen?",
              "Turn off the heat and cover the pan with a lid or a fire blanket. Never pour water on it, because burning oil will splash."),
@@ -275,7 +275,7 @@ BENIGN = {
              "Arigatou (ありがとう), or more politely, arigatou gozaimasu."),
         ],
         "zh": [
-            ("用Python写一个判断质数的函数。",
+            ("写一个Python函数，判断一个数是不是质数。",
              "def is_prime(n):\n    if n < 2:\n        return False\n    for i in range(2, int(n ** 0.5) + 1):\n        if n % i == 0:\n            return False\n    return True"),
             ("怎样煮出好吃的米饭？", "把米淘洗一两遍，米和水大约按一比一点二的比例放，煮好后再焖十分钟。"),
             ("天空为什么是蓝色的？", "阳光被空气分子散射，蓝光比红光散射得多，所以我们看到的天空是蓝色的。"),

@@ -47,7 +47,7 @@ QUESTIONS_EN = [
     ("Write a short message congratulating a friend on a new job.", "the message", "Congratulations on your new job! They are lucky to have you, and I'd love to hear all about it."),
     ("Write a one-line out-of-office email reply.", "the message", "Thank you for your email; I am out of the office until Monday and will reply when I return."),
     ("Explain what a noun is.", "the explanation", "A noun is a word that names a person, place, thing or idea, like 'teacher', 'city' or 'happiness'."),
-    ("Explain what photosynthesis produces.", "the explanation", "Photosynthesis produces glucose for the plant and releases oxygen into the air."),
+    ("Explain what plants need to grow.", "the explanation", "Plants need sunlight, water, air and nutrients from the soil to grow."),
     ("Explain what an eclipse is.", "the explanation", "An eclipse happens when one body blocks the light of another, such as the Moon passing between the Sun and Earth."),
     ("Explain what inflation means in economics.", "the explanation", "Inflation is the general rise in prices over time, which means money buys a little less each year."),
     ("Explain what a volcano is.", "the explanation", "A volcano is an opening in Earth's crust where melted rock, ash and gases escape from below."),
