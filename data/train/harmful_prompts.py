@@ -33,8 +33,8 @@ REASONS = {
         ["未经同意追踪他人或公开其隐私是严重的侵权行为。", "我不会帮助监视、定位或曝光任何人。"],
     ),
     "illegal_drugs": (
-        ["Making, hiding or selling illegal drugs harms people and is against the law.", "I won't help with producing or dealing drugs. If you are struggling with substance use, support services can help confidentially."],
-        ["制造、藏匿或贩卖毒品会伤害他人，也是违法的。", "我不会帮助制毒或贩毒。如果你正受药物问题困扰，可以向专业戒毒机构求助。"],
+        ["Making, hiding or selling illegal drugs harms people and is against the law.", "I won't help with illegal drug use or dealing. If you are struggling with substance use, support services can help confidentially."],
+        ["制造、藏匿或贩卖毒品会伤害他人，也是违法的。", "我不会帮助任何涉毒的违法行为。如果你正受药物问题困扰，可以向专业戒毒机构求助。"],
     ),
     "extremism_terrorism": (
         ["I won't support terrorism, violent extremism or attacks of any kind.", "Promoting or planning terrorist violence puts many lives at risk."],
