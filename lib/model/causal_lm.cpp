@@ -1,6 +1,7 @@
 // The Llama/Qwen2 decoder: weights checked against the config, RoPE, GQA attention via SDPA, SwiGLU.
 #include "safetune/model/causal_lm.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -35,12 +36,10 @@ at::Tensor rotate_half(const at::Tensor& x) {
 // Mirrors transformers' default / linear / llama3 inverse-frequency computations, in fp32 tensors
 // so that the rounding matches too.
 at::Tensor rope_inv_freq(const ModelConfig& c) {
-  auto opts = at::TensorOptions().dtype(at::kFloat);
   auto dim = c.head_dim;
   auto exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) /
                    static_cast<double>(dim);
   at::Tensor inv_freq = 1.0 / at::pow(c.rope_theta, exponents);
-  (void)opts;
   const auto& s = c.rope_scaling;
   if (s.type == "linear") {
     inv_freq = inv_freq / s.factor;
@@ -177,7 +176,9 @@ at::Tensor layer_forward(CausalLM::Layer& L, const ModelConfig& c, const at::Ten
   k = k * cos + rotate_half(k) * sin;
   if (cache) std::tie(k, v) = cache->update(L.index, k, v);
   const bool gqa = c.num_key_value_heads != c.num_attention_heads;
-  auto attn = at::scaled_dot_product_attention(q, k, v, a.mask, 0.0, a.is_causal,
+  std::optional<at::Tensor> mask;
+  if (a.mask.defined()) mask = a.mask;
+  auto attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, a.is_causal,
                                                1.0 / std::sqrt(static_cast<double>(c.head_dim)), gqa);
   attn = attn.transpose(1, 2).reshape({B, T, c.num_attention_heads * c.head_dim});
   auto out = x + L.o->forward(attn);
@@ -210,16 +211,16 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     auto* L = reinterpret_cast<CausalLM::Layer*>(ctx->saved_data["layer"].toInt());
     auto* c = reinterpret_cast<const ModelConfig*>(ctx->saved_data["config"].toInt());
     // Same random stream as the first pass, so adapter dropout masks are identical.
-    auto cpu_gen = at::detail::getDefaultCPUGenerator();
+    at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
     auto cpu_state_now = cpu_gen.get_state();
     cpu_gen.set_state(ctx->saved_data["cpu_rng"].toTensor());
     at::Tensor dev_state_now;
     if (saved[0].is_cuda()) {
-      auto g = at::globalContext().defaultGenerator(saved[0].device());
+      at::Generator g = at::globalContext().defaultGenerator(saved[0].device());
       dev_state_now = g.get_state();
       g.set_state(ctx->saved_data["dev_rng"].toTensor());
     }
-    at::Tensor x = saved[0].detach().requires_grad_(saved[0].requires_grad() || true);
+    at::Tensor x = saved[0].detach().requires_grad_(true);
     at::Tensor out;
     {
       torch::AutoGradMode enable(true);
@@ -227,7 +228,10 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
                           nullptr);
     }
     cpu_gen.set_state(cpu_state_now);
-    if (dev_state_now.defined()) at::globalContext().defaultGenerator(saved[0].device()).set_state(dev_state_now);
+    if (dev_state_now.defined()) {
+      at::Generator g = at::globalContext().defaultGenerator(saved[0].device());
+      g.set_state(dev_state_now);
+    }
     torch::autograd::backward({out}, {grads[0]});
     return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};

@@ -10,12 +10,15 @@ and out_dir/<name>_ref.safetensors holds what transformers computed on it:
   greedy_rep [1,T+32]                       greedy with repetition_penalty=1.3
   batch_greedy [2,T+32]                     generate on the left-padded batch
 
-and out_dir/<name>_info.json the parameter count transformers reports.
+and out_dir/<name>_info.json the parameter count transformers reports. smollm2_ref.safetensors
+holds transformers' logits (ids [1,16], logits [1,16,V]) and 32 greedy tokens for the real
+SmolLM2-135M-Instruct Q4_1 GGUF, loaded by transformers itself.
 
 Run as a script, `check-export DIR REF` loads an exported directory with transformers and exits 0
 when its logits equal the reference ones (used by the C++ export test).
 """
 import json
+import os
 import pathlib
 import sys
 
@@ -118,6 +121,34 @@ def make(out_dir: pathlib.Path):
         }, str(out_dir / f"{name}_ref.safetensors"))
         info = {"num_parameters": model.num_parameters(), "model_type": model.config.model_type}
         (out_dir / f"{name}_info.json").write_text(json.dumps(info))
+    make_smollm2(out_dir)
+
+
+def smollm2_path():
+    home = pathlib.Path(os.environ.get("SAFETUNE_HOME", pathlib.Path.home() / ".cache" / "safetune"))
+    return home / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def make_smollm2(out_dir):
+    """transformers' own GGUF loading (dequantized to fp32) on the real model: a 16-token prompt."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    path = smollm2_path()
+    if not path.exists():
+        print(f"fixtures: model: {path} missing, the SmolLM2 tests will fail", file=sys.stderr)
+        return
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                 dtype=torch.float32).eval()
+    # "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in SmolLM2's vocabulary
+    # would need the tokenizer; fixed ids from the same range exercise the model just as well.
+    g = torch.Generator().manual_seed(2024)
+    ids = torch.randint(0, model.config.vocab_size, (1, 16), generator=g)
+    with torch.no_grad():
+        logits = model(ids).logits
+    greedy = generate(model, ids)
+    save_file({"ids": ids, "logits": logits.float().contiguous(), "greedy": greedy},
+              str(out_dir / "smollm2_ref.safetensors"))
 
 
 def check_export(model_dir, ref_path):
