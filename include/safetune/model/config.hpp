@@ -1,6 +1,7 @@
 // Architecture hyperparameters of a decoder-only model, as in a Hugging Face config.json.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -36,5 +37,17 @@ struct ModelConfig {
   std::int64_t pad_token_id = -1;
   std::string torch_dtype = "float32";
 };
+
+// Parses the text of a Hugging Face config.json (model_type llama|qwen2, or architectures
+// LlamaForCausalLM / Qwen2ForCausalLM). Reads both the legacy rope_theta + rope_scaling keys and
+// transformers v5's rope_parameters. `where` names the source in errors (FormatError for bad
+// JSON, ModelError for an unsupported or inconsistent architecture).
+ModelConfig config_from_json(const std::string& json_text, const std::string& where = "config.json");
+// Reads <dir>/config.json, or the file itself when `path` is a file.
+ModelConfig load_config(const std::filesystem::path& path);
+// Checks the sizes are usable (positive, heads divisible by kv heads, even head_dim, ...).
+void validate_config(const ModelConfig& config, const std::string& where);
+// config.json text that transformers (v4 and v5) reads back into the same architecture.
+std::string to_hf_json(const ModelConfig& config);
 
 }  // namespace safetune::model
