@@ -18,6 +18,15 @@ namespace {
 std::mutex g_override_mutex;
 std::vector<PolicyOverride> g_overrides;
 
+kernels::LoraFactors factors_of(const Adapter& a) {
+  kernels::LoraFactors f;
+  f.A = a.A;
+  f.B = a.B;
+  f.scale = a.scale();
+  f.dropout = a.spec.dropout;
+  return f;
+}
+
 }  // namespace
 
 const char* role_name(AdapterRole role) {
@@ -203,12 +212,7 @@ at::Tensor AdapterStack::apply(const at::Tensor& x, const at::Tensor& base_out) 
   std::vector<kernels::LoraFactors> factors;
   for (const auto& a : adapters_) {
     if (!a.enabled || a.merged) continue;
-    kernels::LoraFactors f;
-    f.A = a.A;
-    f.B = a.B;
-    f.scale = a.scale();
-    f.dropout = a.spec.dropout;
-    factors.push_back(std::move(f));
+    factors.push_back(factors_of(a));
   }
   if (factors.empty()) return base_out;
   try {
@@ -238,9 +242,9 @@ void AdapterStack::merge_impl(const std::vector<std::string>& names, MergeCopy c
   const auto idx = indices_for_merge(names, true);
   if (idx.empty()) return;
   at::NoGradGuard no_grad;
-  auto factors_of = [&](const std::vector<std::size_t>& which) {
+  auto group_factors = [&](const std::vector<std::size_t>& which) {
     std::vector<kernels::LoraFactors> f;
-    for (auto i : which) f.push_back({adapters_[i].A, adapters_[i].B, adapters_[i].scale()});
+    for (auto i : which) f.push_back(factors_of(adapters_[i]));
     return f;
   };
   MergeRecord record{names, {}};
@@ -248,13 +252,13 @@ void AdapterStack::merge_impl(const std::vector<std::string>& names, MergeCopy c
   try {
     if (safe) {
       at::Tensor trial = weight_.clone();
-      kernels::lora_merge_(trial, factors_of(idx), 1.0);
+      kernels::lora_merge_(trial, group_factors(idx), 1.0);
       if (!trial.isfinite().all().item<bool>()) {
         // Find the culprit(s): each adapter alone; when none fails alone, the sum overflowed.
         std::vector<std::string> bad;
         for (auto i : idx) {
           at::Tensor one = weight_.clone();
-          kernels::lora_merge_(one, factors_of({i}), 1.0);
+          kernels::lora_merge_(one, group_factors({i}), 1.0);
           if (!one.isfinite().all().item<bool>()) bad.push_back(adapters_[i].spec.name);
         }
         std::string list;
@@ -264,7 +268,7 @@ void AdapterStack::merge_impl(const std::vector<std::string>& names, MergeCopy c
       }
       weight_.copy_(trial);
     } else {
-      kernels::lora_merge_(weight_, factors_of(idx), 1.0);
+      kernels::lora_merge_(weight_, group_factors(idx), 1.0);
     }
   } catch (const KernelError& e) {
     throw AdapterError(e.what_only(), module_, e.hint());
@@ -298,7 +302,7 @@ void AdapterStack::unmerge(const std::vector<std::string>& names) {
   if (todo.empty()) return;
   std::vector<kernels::LoraFactors> f;
   for (const auto& a : adapters_)
-    if (todo.count(a.spec.name)) f.push_back({a.A, a.B, a.scale()});
+    if (todo.count(a.spec.name)) f.push_back(factors_of(a));
   try {
     kernels::lora_merge_(weight_, f, -1.0);
   } catch (const KernelError& e) {

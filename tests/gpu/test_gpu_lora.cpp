@@ -57,7 +57,13 @@ TEST_CASE("CUDA merge matches the reference for every dtype and awkward shape", 
           CHECK(diff.max().item<double>() < 1e-5);
         } else {
           const double rel_ulp = dtype == at::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
-          CHECK((diff <= ref.abs() * rel_ulp + 1e-30).all().item<bool>());
+          // one ulp, plus fp32 accumulation loss where W and the update cancel, plus fp16 subnormals
+          at::Tensor mag = W0.to(at::kDouble).abs();
+          for (const auto& a : to_cpu(f))
+            mag += std::abs(a.scale) * at::mm(a.B.to(at::kDouble).abs(), a.A.to(at::kDouble).abs());
+          const auto bound = ref.abs() * rel_ulp + mag * std::ldexp(1.0, -20) +
+                             (dtype == at::kHalf ? std::ldexp(1.0, -24) : 0.0);
+          CHECK((diff <= bound).all().item<bool>());
           CHECK((diff == 0).to(at::kDouble).mean().item<double>() > 0.99);
         }
         // the CPU kernel and the CUDA kernel agree (same fp32 accumulation up to order)
