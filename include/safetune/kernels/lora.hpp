@@ -1,0 +1,46 @@
+// Fused LoRA kernels: multi-adapter weight merge and the multi-adapter forward/backward, each with
+// a plain reference implementation the tests compare against.
+#pragma once
+#include <ATen/Tensor.h>
+#include <vector>
+
+namespace safetune::kernels {
+
+// One low-rank adapter as the kernels see it: A [r, in], B [out, r], output scale s.
+struct LoraFactors {
+  at::Tensor A;
+  at::Tensor B;
+  double scale = 1.0;
+  // Forward only: dropout probability applied to this adapter's input in training mode.
+  double dropout = 0.0;
+  // Forward only: a precomputed dropout mask [N, in] (or x's shape), already divided by (1 - p).
+  // Lets callers replay a step exactly (and tests check gradients with dropout); when undefined
+  // and dropout > 0 in training mode, a fresh mask is drawn from the default generator.
+  at::Tensor mask;
+};
+
+// W[out, in] += sign * sum_i s_i * B_i A_i, in place, in one pass over W. The low-rank product is
+// accumulated in fp32 and added to W with a single rounding. W: fp32/fp16/bf16 on CPU or CUDA;
+// factors in any float dtype on W's device. Throws KernelError on bad shapes/devices/dtypes.
+void lora_merge_(at::Tensor& W, const std::vector<LoraFactors>& adapters, double sign = 1.0);
+
+// Plain reference: returns (W + sign * sum_i s_i B_i A_i) computed in fp64, rounded to W's dtype.
+at::Tensor lora_merge_reference(const at::Tensor& W, const std::vector<LoraFactors>& adapters,
+                                double sign = 1.0);
+
+// y = base_out + sum_i s_i * (drop_i(x) A_i^T) B_i^T for x [..., in], base_out [..., out].
+// Differentiable through a hand-written backward: gradients flow to x, base_out and to the A_i/B_i
+// that require grad; frozen factors cost no backward GEMMs at all. All A/B must share one dtype
+// (the compute dtype); x is cast to it and the result is cast back to base_out's dtype, as PEFT does.
+at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
+                           const std::vector<LoraFactors>& adapters, bool training);
+
+// Plain reference of lora_linear_add (one ATen product chain per adapter; autograd by ATen). Uses the
+// given masks when dropout applies; requires them when training with dropout > 0.
+at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base_out,
+                                     const std::vector<LoraFactors>& adapters, bool training);
+
+// True when this build has the CUDA kernels compiled in.
+bool cuda_kernels_built();
+
+}  // namespace safetune::kernels

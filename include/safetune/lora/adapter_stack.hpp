@@ -1,0 +1,131 @@
+// AdapterStack: the ordered named LoRA adapters on one Linear, with merging and the inference policy.
+#pragma once
+#include "safetune/lora/hook.hpp"
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace safetune::lora {
+
+enum class AdapterRole { safety, task, other };
+const char* role_name(AdapterRole role);
+AdapterRole parse_role(const std::string& name);  // "safety" | "task" | "other"; ConfigError otherwise
+
+// "peft_default": A ~ kaiming_uniform(a = sqrt(5)) (bound 1/sqrt(in)), B = 0, as PEFT's default.
+// "gaussian": A ~ N(0, std = 1/r), B = 0, as PEFT's init_lora_weights="gaussian".
+enum class InitMethod { peft_default, gaussian };
+InitMethod parse_init(const std::string& name);  // "peft_default"|"default"|"true"|"gaussian"
+
+struct AdapterSpec {
+  std::string name;
+  std::int64_t rank = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  bool use_rslora = false;  // scale alpha/sqrt(r) instead of alpha/r
+  AdapterRole role = AdapterRole::other;
+  bool trainable = true;
+  bool required_at_inference = false;
+  InitMethod init = InitMethod::peft_default;
+
+  double scale() const;  // alpha/r or alpha/sqrt(r)
+};
+
+// One adapter on one Linear. A [r, in] and B [out, r] are leaf tensors (requires_grad == trainable).
+struct Adapter {
+  AdapterSpec spec;
+  at::Tensor A, B;
+  bool enabled = true;
+  bool merged = false;  // its product sits inside the base weight; forward no longer adds it
+  double scale() const { return spec.scale(); }
+};
+
+// An explicit override of the inference policy, kept for the safety report.
+struct PolicyOverride {
+  std::string module;   // the Linear's module name
+  std::string adapter;
+  std::string action;   // "disable" | "remove"
+  std::string reason;   // what the caller passed as the override
+};
+// Every override granted in this process, in order (thread-safe copy).
+std::vector<PolicyOverride> policy_overrides();
+void clear_policy_overrides();
+
+// How to restore a merge exactly: a caller that wants bit-exact unmerge asks for a saved copy.
+enum class MergeCopy { none, keep };
+
+class AdapterStack : public LinearHook {
+ public:
+  // base_weight is the Linear's [out, in] weight; the stack keeps a handle to the same storage so
+  // merge/unmerge edit the model's weight in place.
+  AdapterStack(std::string module_name, at::Tensor base_weight);
+
+  const std::string& module_name() const { return module_; }
+  const at::Tensor& base_weight() const { return weight_; }
+  std::int64_t in_features() const { return weight_.size(1); }
+  std::int64_t out_features() const { return weight_.size(0); }
+
+  // Adds an initialised adapter (on the weight's device; dtype defaults to fp32, PEFT's default
+  // for adapter weights). AdapterError when the name exists or the spec is invalid.
+  Adapter& add(const AdapterSpec& spec, std::optional<at::ScalarType> dtype = std::nullopt);
+  // Adds an adapter with given factors (loading a saved adapter): A [r, in], B [out, r], r = spec.rank.
+  Adapter& add(const AdapterSpec& spec, const at::Tensor& A, const at::Tensor& B);
+  // Removes an adapter. A required_at_inference adapter needs a non-empty override reason.
+  void remove(const std::string& name, const std::string& override_reason = {});
+  // Enables/disables. Disabling a required_at_inference adapter needs a non-empty override reason;
+  // a merged adapter must be unmerged first.
+  void set_enabled(const std::string& name, bool enabled, const std::string& override_reason = {});
+  void set_trainable(const std::string& name, bool trainable);
+  void set_required_at_inference(const std::string& name, bool required);
+
+  bool contains(const std::string& name) const;
+  Adapter& get(const std::string& name);
+  const Adapter& get(const std::string& name) const;
+  std::vector<std::string> names() const;  // in stack order
+  const std::vector<Adapter>& adapters() const { return adapters_; }
+  // The A/B leaves of trainable adapters, for the optimizer.
+  std::vector<at::Tensor> trainable_parameters() const;
+  // Names of required_at_inference adapters that are currently disabled (only possible through an
+  // override), for generation-time checks.
+  std::vector<std::string> inference_violations() const;
+
+  void train(bool on = true) { training_ = on; }
+  bool is_training() const { return training_; }
+
+  // LinearHook
+  bool active() const override;
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& base_out) override;
+
+  // W += sum s_i B_i A_i for the named (enabled, unmerged) adapters, fp32 accumulation, one rounding.
+  void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none);
+  // As merge, but computes into a copy first; refuses (AdapterError naming the adapter) when the
+  // result would contain NaN/Inf, leaving W untouched.
+  void safe_merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none);
+  // Restores W. Merges made with MergeCopy::keep are undone bit-exactly when unmerged in reverse
+  // order (the whole group at once); everything else is subtracted with the same kernel, leaving W
+  // within a few roundings of the original: elementwise |W' - W| <= 2^-19 (|W| + sum |s_i| |B_i||A_i|)
+  // in fp32 (tested); for bf16/fp16 weights, one ulp of the merged value per merge/unmerge pair.
+  void unmerge(const std::vector<std::string>& names);
+  std::vector<std::string> merged_names() const;
+
+ private:
+  struct MergeRecord {
+    std::vector<std::string> names;
+    at::Tensor saved;  // W before this merge, when requested
+  };
+  std::vector<std::size_t> indices_for_merge(const std::vector<std::string>& names, bool merging) const;
+  void merge_impl(const std::vector<std::string>& names, MergeCopy copy, bool safe);
+  void record_override(const Adapter& a, const std::string& action, const std::string& reason);
+  std::size_t index_of(const std::string& name) const;
+
+  std::string module_;
+  at::Tensor weight_;
+  std::vector<Adapter> adapters_;
+  std::vector<MergeRecord> merges_;
+  bool training_ = false;
+};
+
+}  // namespace safetune::lora
