@@ -30,8 +30,9 @@ TEST_CASE("peft: adapters made by PEFT give PEFT's logits", "[peft][reference]")
   torch::NoGradGuard ng;
   lora::ModelAdapters adapters(*model);
   CHECK(max_diff(model->forward(ids), ref.at("base")) < 1e-4);
-  auto info = adapters.load_peft(dir / "adapters");  // PEFT saves the first adapter at the top
-  CHECK(info.modules.size() == 6);                     // q, v, down in 2 layers
+  auto info = adapters.load_peft(dir / "adapters" / "a");  // PEFT puts non-default adapters in subdirectories
+  CHECK(info.modules.size() == 6);  // q, v, down in 2 layers
+  CHECK(info.name == "a");
   auto la = model->forward(ids);
   double da = max_diff(la, ref.at("a"));
   INFO("max |safetune - PEFT| with adapter a: " << da);
@@ -42,11 +43,11 @@ TEST_CASE("peft: adapters made by PEFT give PEFT's logits", "[peft][reference]")
   INFO("max |safetune - PEFT| with adapters a+b: " << dab);
   CHECK(dab < 1e-4);
   // Merged equals unmerged.
-  adapters.merge({"adapters", "b"}, lora::MergeCopy::keep);
+  adapters.merge({"a", "b"}, lora::MergeCopy::keep);
   CHECK(max_diff(model->forward(ids), ref.at("ab")) < 1e-4);
-  adapters.unmerge({"adapters", "b"});
+  adapters.unmerge({"a", "b"});
   adapters.set_enabled("b", false);
-  adapters.set_enabled("adapters", false);
+  adapters.set_enabled("a", false);
   CHECK(max_diff(model->forward(ids), ref.at("base")) < 1e-5);
 }
 
@@ -112,17 +113,17 @@ TEST_CASE("peft: bad adapter directories are refused with the file named", "[pef
   test::TempDir tmp;
   CHECK_THROWS_WITH(adapters.load_peft(tmp / "nothing"), Catch::Matchers::Contains("adapter_config.json"));
   fs::create_directories(tmp / "bad");
-  fs::copy_file(fix / "adapters" / "adapter_model.safetensors", tmp / "bad" / "adapter_model.safetensors");
+  fs::copy_file(fix / "adapters" / "a" / "adapter_model.safetensors", tmp / "bad" / "adapter_model.safetensors");
   test::write_text(tmp / "bad" / "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"use_dora\": true}");
   CHECK_THROWS_WITH(adapters.load_peft(tmp / "bad"), Catch::Matchers::Contains("DoRA adapters are not supported"));
   test::write_text(tmp / "bad" / "adapter_config.json", "{not json");
   CHECK_THROWS_WITH(adapters.load_peft(tmp / "bad"), Catch::Matchers::Contains("malformed JSON"));
   // A model of another shape: the adapter's tensors do not fit.
-  auto bigger = io::safetensors_load(fix / "adapters" / "adapter_model.safetensors");
+  auto bigger = io::safetensors_load(fix / "adapters" / "a" / "adapter_model.safetensors");
   for (auto& [k, t] : bigger) t = torch::cat({t, t}, t.dim() - 1).contiguous();
   fs::create_directories(tmp / "shape");
   io::safetensors_save(tmp / "shape" / "adapter_model.safetensors", bigger);
-  fs::copy_file(fix / "adapters" / "adapter_config.json", tmp / "shape" / "adapter_config.json");
+  fs::copy_file(fix / "adapters" / "a" / "adapter_config.json", tmp / "shape" / "adapter_config.json");
   CHECK_THROWS_WITH(adapters.load_peft(tmp / "shape"), Catch::Matchers::Contains("do not fit the Linear"));
   CHECK(adapters.names().empty());  // nothing attached by the failed loads
 }
