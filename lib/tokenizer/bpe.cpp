@@ -7,6 +7,7 @@
 #include <unicode/unistr.h>
 
 #include <array>
+#include <bit>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -208,16 +209,54 @@ struct StringHash {
 };
 using StringMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
-struct PairHash {
-  size_t operator()(uint64_t k) const noexcept {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    return static_cast<size_t>(k);
-  }
-};
 struct MergeInfo {
   int32_t rank, merged;
+};
+
+// Open-addressing map (id pair -> merge) with linear probing: the hot lookup of BPE, where
+// std::unordered_map's node chasing dominated the profile.
+class MergeTable {
+ public:
+  void reserve(size_t n) { rehash(std::max<size_t>(16, std::bit_ceil(n * 2 + 1))); }
+  // Keeps the first insertion of a key (the lowest rank).
+  void insert(uint64_t key, MergeInfo v) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(16, slots_.size() * 2));
+    size_t i = index(key);
+    while (slots_[i].used) {
+      if (slots_[i].key == key) return;
+      i = (i + 1) & mask_;
+    }
+    slots_[i] = {key, v, true};
+    ++size_;
+  }
+  const MergeInfo* find(uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    size_t i = index(key);
+    while (slots_[i].used) {
+      if (slots_[i].key == key) return &slots_[i].value;
+      i = (i + 1) & mask_;
+    }
+    return nullptr;
+  }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    MergeInfo value{};
+    bool used = false;
+  };
+  size_t index(uint64_t k) const { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ULL) >> 20) & mask_; }
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Slot& s : old)
+      if (s.used) insert(s.key, s.value);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0;
 };
 
 bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -242,7 +281,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> vocab_forms_;  // id -> vocabulary string (GPT-2 unicode form)
   std::vector<std::string> id_bytes_;     // id -> bytes it decodes to
   StringMap bytes_to_id_;                 // bytes -> id (normal vocabulary)
-  std::unordered_map<uint64_t, MergeInfo, PairHash> merges_;
+  MergeTable merges_;
   std::array<int32_t, 256> byte_ids_{};
   std::vector<AddedToken> added_;
   StringMap added_by_content_;
@@ -312,7 +351,7 @@ class BpeTokenizer final : public Tokenizer {
     if (a < 0 || b < 0 || m < 0)
       throw TokenizerError("merge '" + std::string(left) + " " + std::string(right) + "' uses tokens missing from the vocabulary", where_);
     uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-    merges_.emplace(key, MergeInfo{rank, m});  // first (lowest) rank wins on duplicates
+    merges_.insert(key, MergeInfo{rank, m});  // first (lowest) rank wins on duplicates
   }
 
   // ---- Tokenizer interface --------------------------------------------------------------------
@@ -498,7 +537,7 @@ class BpeTokenizer final : public Tokenizer {
         return;
       }
     }
-    constexpr size_t kCacheable = 64;
+    constexpr size_t kCacheable = 1024;
     if (piece.size() <= kCacheable) {
       std::lock_guard<std::mutex> lock(cache_mu_);
       if (auto it = cache_.find(piece); it != cache_.end()) {
@@ -510,7 +549,12 @@ class BpeTokenizer final : public Tokenizer {
     merge_word(piece, out);
     if (piece.size() <= kCacheable) {
       std::lock_guard<std::mutex> lock(cache_mu_);
-      if (cache_.size() >= kCacheEntries) cache_.clear();  // bounded; a full reset is cheap and rare
+      // Bounded by entries and bytes; a full reset is cheap and rare.
+      if (cache_.size() >= kCacheEntries || cache_bytes_ >= kCacheBytes) {
+        cache_.clear();
+        cache_bytes_ = 0;
+      }
+      cache_bytes_ += piece.size() + (out.size() - start) * sizeof(out[0]) + 64;
       cache_.emplace(std::string(piece), std::vector<std::pair<TokenId, uint32_t>>(out.begin() + start, out.end()));
     }
   }
@@ -529,8 +573,7 @@ class BpeTokenizer final : public Tokenizer {
 
   const MergeInfo* merge_of(int32_t a, int32_t b) const {
     uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-    auto it = merges_.find(key);
-    return it == merges_.end() ? nullptr : &it->second;
+    return merges_.find(key);
   }
 
   // Lowest rank first, leftmost on ties, one merge at a time (as tokenizers' Word::merge_all).
@@ -576,6 +619,8 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   static constexpr size_t kCacheEntries = 1 << 16;
+  static constexpr size_t kCacheBytes = 32u << 20;
+  mutable size_t cache_bytes_ = 0;
   mutable std::mutex cache_mu_;
   mutable std::unordered_map<std::string, std::vector<std::pair<TokenId, uint32_t>>, StringHash, std::equal_to<>> cache_;
 

@@ -160,6 +160,31 @@ def make_smollm2(lines, out):
     hf.backend_tokenizer.save(str(d / "tokenizer.json"))
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     encode_all(tok, lines, d)
+    # SmolLM2's published tokenizer.json splits digits one by one before the GPT-2 split (GGUF pre
+    # "smollm"); transformers' GGUF conversion leaves that out. Reference ids for the real split:
+    from tokenizers import pre_tokenizers
+    real = Tokenizer.from_file(str(d / "tokenizer.json"))
+    real.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    write_json(d / "ids_digits.json", {"plain": [real.encode(l, add_special_tokens=False).ids for l in lines]})
+    # The GGUF's raw tokenizer metadata, as the GGUF reader will hand it to BpeSpec.
+    from gguf import GGUFReader
+    reader = GGUFReader(str(gguf))
+
+    def field(name):
+        f = reader.fields[name]
+        if len(f.data) == 1 and name not in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
+            v = f.parts[f.data[0]]
+            return bytes(v).decode() if f.types[0].name == "STRING" else v.tolist()[0]
+        if name == "tokenizer.ggml.token_type":
+            return [int(f.parts[i][0]) for i in f.data]
+        return [bytes(f.parts[i]).decode() for i in f.data]
+
+    write_json(d / "gguf_spec.json", {
+        "tokens": field("tokenizer.ggml.tokens"), "token_types": field("tokenizer.ggml.token_type"),
+        "merges": field("tokenizer.ggml.merges"), "pre": field("tokenizer.ggml.pre"),
+        "bos_id": field("tokenizer.ggml.bos_token_id"), "eos_id": field("tokenizer.ggml.eos_token_id"),
+        "pad_id": field("tokenizer.ggml.padding_token_id"), "add_bos": bool(field("tokenizer.ggml.add_bos_token"))})
     # transformers' own encode must agree with the backend (guards the fixture itself).
     for l in lines[:50]:
         assert hf(l, add_special_tokens=False).input_ids == tok.encode(l, add_special_tokens=False).ids

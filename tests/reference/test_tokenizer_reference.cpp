@@ -122,29 +122,36 @@ TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[ref
   require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
 }
 
-TEST_CASE("BpeSpec (GGUF-style metadata) gives the same ids as tokenizer.json", "[reference][tokenizer]") {
-  // Build the spec the GGUF reader would: tokens by id, control types for added specials, merges.
-  json tj = read_json(fix() / "smollm2" / "tokenizer.json");
+TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata gives transformers' ids", "[reference][tokenizer]") {
+  // gguf_spec.json holds tokenizer.ggml.* exactly as the gguf package reads them from the file.
+  json g = read_json(fix() / "smollm2" / "gguf_spec.json");
   BpeSpec spec;
-  spec.tokens.resize(tj["model"]["vocab"].size());
-  spec.token_types.assign(spec.tokens.size(), 1);
-  for (auto& [form, id] : tj["model"]["vocab"].items()) spec.tokens.at(id.get<size_t>()) = form;
-  for (auto& a : tj["added_tokens"]) spec.token_types.at(a["id"].get<size_t>()) = a["special"].get<bool>() ? 3 : 4;
-  for (auto& m : tj["model"]["merges"])
-    spec.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
-  spec.pre = "smollm";
-  spec.bos_id = 1;
-  spec.eos_id = 2;
-  spec.pad_id = 2;
+  spec.tokens = g["tokens"].get<std::vector<std::string>>();
+  spec.token_types = g["token_types"].get<std::vector<int32_t>>();
+  spec.merges = g["merges"].get<std::vector<std::string>>();
+  spec.pre = g["pre"];
+  CHECK(spec.pre == "smollm");
+  spec.bos_id = g["bos_id"];
+  spec.eos_id = g["eos_id"];
+  spec.pad_id = g["pad_id"];
+  spec.add_bos = g["add_bos"];
   auto tok = bpe_from_spec(spec);
   CHECK(tok->bos_id() == 1);
   CHECK(tok->eos_id() == 2);
+  CHECK(tok->pad_id() == 2);
+  CHECK(tok->vocab_size() == 49152);
+  // pre = "smollm" is SmolLM2's published pre-tokenizer (digits split one by one, then GPT-2);
+  // the reference is tokenizers with that pre-tokenizer on the same vocabulary and merges.
   auto corpus = read_corpus();
-  json ref = read_json(fix() / "smollm2" / "ids.json");
-  size_t bad = 0;
-  for (size_t i = 0; i < corpus.size(); ++i)
-    if (tok->encode(corpus[i], false) != ref["plain"][i].get<std::vector<TokenId>>()) ++bad;
+  json ref = read_json(fix() / "smollm2" / "ids_digits.json");
+  size_t bad = 0, bad_special = 0;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    auto want = ref["plain"][i].get<std::vector<TokenId>>();
+    if (tok->encode(corpus[i], false) != want) ++bad;
+    if (tok->encode(corpus[i], true) != want) ++bad_special;  // add_bos is false in this GGUF
+  }
   CHECK(bad == 0);
+  CHECK(bad_special == 0);
 }
 
 TEST_CASE("SentencePiece model with byte fallback: identical ids and decode", "[reference][tokenizer]") {
