@@ -2,6 +2,7 @@
 // baseline that used the same suite and decoding setup, and round-trip it through JSON.
 #include "safetune/safety/assessment.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <nlohmann/json.hpp>

@@ -104,8 +104,8 @@ CsvTable parse_csv(const std::string& input, const std::string& origin) {
   std::set<std::string> seen;
   for (std::size_t c = 0; c < table.header.size(); ++c) {
     const std::string h = trim(table.header[c]);
-    if (h.empty()) throw FormatError("empty column name in header (column " + std::to_string(c + 1) + ")", where(record_lines[0]));
-    if (!seen.insert(h).second) throw FormatError("duplicate column '" + h + "' in header", where(record_lines[0]));
+    // An unnamed column is legal: pandas writes its index that way (older JailbreakBench files).
+    if (!h.empty() && !seen.insert(h).second) throw FormatError("duplicate column '" + h + "' in header", where(record_lines[0]));
   }
   for (std::size_t r = 1; r < records.size(); ++r) {
     if (records[r].size() != table.header.size())

@@ -301,7 +301,7 @@ ProbeSuite load_xstest(const std::filesystem::path& path) {
   return finish(std::move(s), origin);
 }
 
-ProbeSuite load_jailbreakbench(const std::filesystem::path& path) {
+ProbeSuite load_jailbreakbench(const std::filesystem::path& path, ProbeKind kind) {
   const std::string origin = path.string();
   CsvTable t = parse_csv(io::read_file(path), origin);
   int goal = need_column(t, "Goal", origin, "JailbreakBench");
@@ -313,9 +313,10 @@ ProbeSuite load_jailbreakbench(const std::filesystem::path& path) {
   s.name = "jailbreakbench";
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     Probe p;
-    p.id = "jbb-" + cell(t, r, behavior, origin, "Behavior");
+    if (kind == ProbeKind::discrimination) throw DataError("JailbreakBench rows are harmful or benign, not discrimination items", origin);
+    p.id = std::string(kind == ProbeKind::benign ? "jbb-benign-" : "jbb-") + cell(t, r, behavior, origin, "Behavior");
     p.category = cell(t, r, category, origin, "Category");
-    p.kind = ProbeKind::harmful;
+    p.kind = kind;
     p.messages.push_back({"user", cell(t, r, goal, origin, "Goal")});
     p.lang = "en";
     p.source = "JailbreakBench/" + t.rows[r][static_cast<std::size_t>(source)];

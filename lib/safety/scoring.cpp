@@ -229,7 +229,10 @@ RefusalMatch detect_refusal(const std::string& response, const RefusalRules& rul
   auto consider = [&](const std::string& phrase, bool start_only) {
     const std::string needle = normalise(phrase, rules.case_insensitive);
     if (needle.empty()) return;
+    // English phrases must start at a word boundary ("no, i" must not match "casino, it").
+    auto is_word = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
     std::size_t b = body.find(needle);
+    while (b != std::string::npos && b > 0 && is_word(needle[0]) && is_word(body[b - 1])) b = body.find(needle, b + 1);
     if (b == std::string::npos) return;
     std::size_t cp = codepoints_before(body, b);
     if (start_only && cp > window) return;

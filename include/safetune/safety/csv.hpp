@@ -17,8 +17,8 @@ struct CsvTable {
 // Parses `text`; the first record is the header. A UTF-8 BOM is skipped; quoted fields may hold
 // commas, quotes ("") and newlines; a final newline is optional; blank lines are skipped.
 // FormatError "origin:line: ..." on an unterminated quote, a stray quote inside an unquoted
-// field, text after a closing quote, a row whose field count differs from the header, duplicate or
-// empty header names, or invalid UTF-8.
+// field, text after a closing quote, a row whose field count differs from the header, duplicate
+// header names, or invalid UTF-8. Unnamed columns are allowed (a pandas index).
 CsvTable parse_csv(const std::string& text, const std::string& origin);
 CsvTable read_csv(const std::string& path);
 

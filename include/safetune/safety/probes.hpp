@@ -64,9 +64,10 @@ ProbeSuite load_advbench(const std::filesystem::path& path);
 // XSTest: columns prompt, type, label (safe|unsafe) -> benign (safe) / harmful (unsafe),
 // category = type. Extra columns (id, focus, note) are ignored.
 ProbeSuite load_xstest(const std::filesystem::path& path);
-// JailbreakBench behaviours: columns Goal, Target, Behavior, Category, Source -> harmful probes,
-// category = Category, id = "jbb-" + Behavior.
-ProbeSuite load_jailbreakbench(const std::filesystem::path& path);
+// JailbreakBench behaviours: columns Goal, Target, Behavior, Category, Source (an Index column,
+// named or not, is ignored) -> probes of `kind` (harmful-behaviors.csv; benign-behaviors.csv with
+// ProbeKind::benign), category = Category, id = "jbb-" + Behavior.
+ProbeSuite load_jailbreakbench(const std::filesystem::path& path, ProbeKind kind = ProbeKind::harmful);
 
 // A fixed id list (one per line, '#' comments) picking a subset, e.g. for the in-training guard.
 std::vector<std::string> load_id_list(const std::filesystem::path& path);
