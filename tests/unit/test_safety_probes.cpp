@@ -163,7 +163,9 @@ TEST_CASE("JailbreakBench layout: Goal, Target, Behavior, Category, Source", "[s
   REQUIRE(unnamed.probes.size() == 1);
   CHECK(unnamed.probes[0].kind == ProbeKind::benign);
   CHECK(unnamed.probes[0].id == "jbb-benign-Shoplifting");
-  CHECK_THROWS_WITH(load_jailbreakbench(data("advbench_small.csv")), Contains("missing column 'Goal'"));
+  CHECK_THROWS_WITH(load_jailbreakbench(data("xstest_small.csv")), Contains("missing column 'Goal'"));
+  // Column names match case-insensitively: AdvBench's "goal" counts as "Goal", then Behavior is missing.
+  CHECK_THROWS_WITH(load_jailbreakbench(data("advbench_small.csv")), Contains("missing column 'Behavior'"));
 }
 
 TEST_CASE("bundled suites load and meet the counts", "[safety]") {
