@@ -163,7 +163,14 @@ std::string html_escape(const std::string& s) {
 
 std::string svg_grouped_bars(const std::string& title, const std::vector<std::string>& series_names,
                              const std::vector<BarGroup>& groups) {
-  const int bar_w = 18, gap = 22, left = 52, right = 16, top = 48, plot_h = 200, bottom = 110;
+  // Labels are rotated -35 degrees: long ones need room below the axis and, for the first group,
+  // to the left of it (about 5.5 px per character at 11 px sans-serif).
+  std::size_t longest = 0;
+  for (const auto& g : groups) longest = std::max(longest, utf8_length(g.label));
+  const int label_px = static_cast<int>(std::min<std::size_t>(longest, 40) * 55 / 10);
+  const int bar_w = 18, gap = 22, right = 16, top = 48, plot_h = 200;
+  const int left = std::clamp(label_px * 82 / 100 - 20, 52, 220);
+  const int bottom = std::clamp(label_px * 57 / 100 + 30, 60, 160);
   const int n_series = std::max<int>(1, static_cast<int>(series_names.size()));
   const int group_w = n_series * bar_w + gap;
   const int width = std::max(420, left + right + static_cast<int>(groups.size()) * group_w);
