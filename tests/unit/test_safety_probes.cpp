@@ -3,6 +3,7 @@
 #include <set>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/safety/csv.hpp"
 #include "safetune/safety/probes.hpp"
 #include "support.hpp"
@@ -216,4 +217,47 @@ TEST_CASE("id lists: comments, blanks, duplicates", "[safety]") {
   CHECK_THROWS_WITH(load_id_list(dir / "dup.txt"), Contains("dup.txt:3") && Contains("duplicate id 'a'"));
   test::write_text(dir / "empty.txt", "# nothing\n");
   CHECK_THROWS_WITH(load_id_list(dir / "empty.txt"), Contains("empty id list"));
+}
+
+TEST_CASE("parsers survive mutated input: only safetune errors, never a crash", "[safety]") {
+  // Deterministic byte-level mutations (flip, insert, delete, truncate) of valid files.
+  const std::string jsonl = io::read_file(bundled() / "discrimination.jsonl").substr(0, 3000);
+  const std::string csv = io::read_file(data("xstest_small.csv"));
+  std::uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&]() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  auto mutate = [&](std::string s) {
+    const int edits = 1 + static_cast<int>(next() % 4);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const std::size_t at = next() % s.size();
+      switch (next() % 4) {
+        case 0: s[at] = static_cast<char>(next() & 0xFF); break;
+        case 1: s.insert(at, 1, "\"{}[],:\\\n\xE4"[next() % 10]); break;
+        case 2: s.erase(at, 1 + next() % 8); break;
+        default: s.resize(at); break;
+      }
+    }
+    return s;
+  };
+  int errors = 0, parsed = 0;
+  for (int i = 0; i < 1500; ++i) {
+    for (int which = 0; which < 2; ++which) {
+      const std::string input = mutate(which == 0 ? jsonl : csv);
+      try {
+        if (which == 0) parse_probe_suite(input, "fuzz.jsonl");
+        else parse_csv(input, "fuzz.csv");
+        ++parsed;
+      } catch (const safetune::Error&) {
+        ++errors;
+      } catch (const std::exception& e) {
+        FAIL("non-safetune exception: " << e.what() << "\ninput:\n" << input);
+      }
+    }
+  }
+  CHECK(errors > 100);  // the mutations do break things
+  CHECK(parsed > 10);   // and some survive
 }

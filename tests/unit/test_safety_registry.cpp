@@ -177,3 +177,61 @@ TEST_CASE("registry: a write interrupted before commit leaves the old registry v
   CHECK(io::read_file(p) == before);
   CHECK(nlohmann::json::parse(before)["releases"][0]["id"] == "a");
 }
+
+TEST_CASE("registry and assessment readers survive mutated files", "[safety]") {
+  test::TempDir dir;
+  make_adapter(dir / "a", "w");
+  make_adapter(dir / "b", "v");
+  const fs::path p = dir / "registry.json";
+  {
+    ReleaseRegistry reg = ReleaseRegistry::open(p);
+    reg.add("a", {dir / "a"}, summary(9, 10), pass());
+    reg.add("b", {dir / "b"}, summary(5, 10), fail("drop"));
+    reg.promote("a");
+  }
+  const std::string valid = io::read_file(p);
+  Assessment a = summary(9, 10);
+  a.results = {ProbeResult{"x", "c", "en", ProbeKind::harmful, true, 0.5, "d", "r"}};
+  summarise(a);
+  const std::string valid_assessment = assessment_to_json(a);
+  std::uint64_t state = 88172645463325252ull;
+  auto next = [&]() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  auto mutate = [&](std::string s) {
+    for (int e = 0, n = 1 + static_cast<int>(next() % 3); e < n && !s.empty(); ++e) {
+      const std::size_t at = next() % s.size();
+      switch (next() % 4) {
+        case 0: s[at] = "\"{}[],:0an-"[next() % 11]; break;
+        case 1: s.insert(at, 1, "\"{}[],:1tn"[next() % 10]); break;
+        case 2: s.erase(at, 1 + next() % 12); break;
+        default: s.resize(at); break;
+      }
+    }
+    return s;
+  };
+  int rejected = 0;
+  for (int i = 0; i < 400; ++i) {
+    const std::string text = mutate(valid);
+    test::write_text(p, text);
+    try {
+      ReleaseRegistry::open(p);
+    } catch (const safetune::Error&) {
+      ++rejected;
+      CHECK(io::read_file(p) == text);  // a rejected file is left exactly as it was
+    } catch (const std::exception& e) {
+      FAIL("non-safetune exception: " << e.what() << "\n" << text);
+    }
+    const std::string atext = mutate(valid_assessment);
+    try {
+      assessment_from_json(atext, "fuzz.json");
+    } catch (const safetune::Error&) {
+    } catch (const std::exception& e) {
+      FAIL("non-safetune exception: " << e.what() << "\n" << atext);
+    }
+  }
+  CHECK(rejected > 50);
+}
