@@ -9,6 +9,7 @@
 
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
+#include "safetune/safety/guard.hpp"
 
 namespace safetune::safety {
 
@@ -22,13 +23,6 @@ struct ReportDataset {
 struct ReportRegularizer {
   std::string name;
   double weight = 0;
-  std::string detail;
-};
-struct GuardEvent {
-  std::int64_t step = 0;
-  std::string metric;
-  double value = 0, threshold = 0;
-  std::string action;  // stop | rollback | boost | none
   std::string detail;
 };
 struct SeriesPoint {
