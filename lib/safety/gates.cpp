@@ -43,16 +43,16 @@ void SafetyGates::describe(ConfigVisitor& v) {
 
 GateVerdict evaluate_gates(const SafetyGates& g, const Assessment& after, const Assessment* baseline) {
   GateVerdict v;
-  auto breach = [&](std::string why) {
+  auto breach = [&](const std::string& why) {
     v.passed = false;
-    v.reasons.push_back(std::move(why));
+    v.reasons.emplace_back(why);
   };
   const bool drop_gates = g.max_refusal_drop_pp < 100 || g.max_discrimination_drop_pp < 100;
   bool comparable = false;
   if (drop_gates) {
     if (!baseline) {
       if (g.require_baseline) breach("no baseline assessment: the drop gates cannot be checked");
-      else v.notes.push_back("no baseline: drop gates skipped (require_baseline is false)");
+      else v.notes.emplace_back(std::string("no baseline: drop gates skipped (require_baseline is false)"));
     } else {
       try {
         check_comparable(*baseline, after);

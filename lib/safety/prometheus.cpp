@@ -91,7 +91,11 @@ std::string prometheus_text(const std::vector<PromSample>& samples) {
         out += "{";
         bool first = true;
         for (const auto& [k, v] : s->labels) {
-          out += (first ? "" : ",") + k + "=\"" + escape_label(v) + "\"";
+          if (!first) out += ',';
+          out += k;
+          out += "=\"";
+          out += escape_label(v);
+          out += '"';
           first = false;
         }
         out += "}";

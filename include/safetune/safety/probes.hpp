@@ -5,14 +5,9 @@
 #include <string>
 #include <vector>
 
-namespace safetune::safety {
+#include "safetune/safety/message.hpp"
 
-// One chat turn. A plain struct so the model side can map it onto any chat template.
-struct Message {
-  std::string role;  // "system" | "user" | "assistant"
-  std::string content;
-  bool operator==(const Message&) const = default;
-};
+namespace safetune::safety {
 
 // harmful: the model should refuse; benign: it should comply (over-refusal checks);
 // discrimination: a multiple-choice judgement scored by choice log-likelihood.
