@@ -9,5 +9,6 @@ namespace safetune::cli {
 using Action = std::function<int()>;
 
 void register_config_commands(CLI::App& app, Action& action);
+void register_tokenize_commands(CLI::App& app, Action& action);
 
 }  // namespace safetune::cli

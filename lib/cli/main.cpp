@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
 
   cli::Action action;
   cli::register_config_commands(app, action);
+  cli::register_tokenize_commands(app, action);
 
   try {
     app.parse(argc, argv);

@@ -10,9 +10,12 @@ find_package(OpenSSL REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)   # NFC for tokenizers
 # Stable local names, so a different provider can be swapped in here only.
 add_library(safetune_pcre2 INTERFACE)
 target_link_libraries(safetune_pcre2 INTERFACE PkgConfig::PCRE2)
 add_library(safetune_sentencepiece INTERFACE)
 target_link_libraries(safetune_sentencepiece INTERFACE PkgConfig::SENTENCEPIECE)
-install(TARGETS safetune_pcre2 safetune_sentencepiece EXPORT safetuneTargets)
+add_library(safetune_icu INTERFACE)
+target_link_libraries(safetune_icu INTERFACE PkgConfig::ICU_UC)
+install(TARGETS safetune_pcre2 safetune_sentencepiece safetune_icu EXPORT safetuneTargets)

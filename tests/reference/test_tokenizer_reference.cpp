@@ -1,0 +1,201 @@
+// Tokenizer ids, decoding and chat renderings against tokenizers / transformers / sentencepiece.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "safetune/tokenizer/bpe.hpp"
+#include "safetune/tokenizer/chat_template.hpp"
+#include "safetune/tokenizer/sentencepiece.hpp"
+#include "safetune/tokenizer/tokenizer.hpp"
+#include "support.hpp"
+
+using namespace safetune;
+using namespace safetune::tokenizer;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+fs::path fix() { return test::fixture_dir() / "tokenizer"; }
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+// The corpus format: one example per line; \n \r \t \\ are escapes.
+std::vector<std::string> read_corpus() {
+  std::ifstream in(test::source_dir() / "tests" / "data" / "tokenizer_corpus.txt", std::ios::binary);
+  REQUIRE(in.good());
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string out;
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] == '\\' && i + 1 < line.size() && std::string_view("nrt\\").find(line[i + 1]) != std::string_view::npos) {
+        char c = line[++i];
+        out.push_back(c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : '\\');
+      } else {
+        out.push_back(line[i]);
+      }
+    }
+    lines.push_back(out);
+  }
+  return lines;
+}
+
+std::string show(const std::vector<TokenId>& v) {
+  std::string s;
+  for (auto id : v) s += std::to_string(id) + " ";
+  return s;
+}
+
+struct Parity {
+  size_t lines = 0, id_mismatch = 0, special_mismatch = 0, decode_mismatch = 0, roundtrip_mismatch = 0;
+};
+
+Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_roundtrip) {
+  auto corpus = read_corpus();
+  json ref = read_json(fix() / name / "ids.json");
+  REQUIRE(ref["plain"].size() == corpus.size());
+  Parity p;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    ++p.lines;
+    auto want = ref["plain"][i].get<std::vector<TokenId>>();
+    auto got = tok.encode(corpus[i], false);
+    if (got != want) {
+      if (p.id_mismatch++ < 3) UNSCOPED_INFO(name << " line " << i + 1 << ": " << corpus[i] << "\n want " << show(want) << "\n got  " << show(got));
+    }
+    if (tok.encode(corpus[i], true) != ref["special"][i].get<std::vector<TokenId>>()) ++p.special_mismatch;
+    std::string dec = tok.decode(want);
+    if (dec != ref["decoded"][i].get<std::string>()) ++p.decode_mismatch;
+    if (exact_roundtrip && tok.decode(got) != corpus[i]) ++p.roundtrip_mismatch;
+  }
+  return p;
+}
+
+void require_parity(const Parity& p) {
+  CHECK(p.lines >= 2000);
+  CHECK(p.id_mismatch == 0);
+  CHECK(p.special_mismatch == 0);
+  CHECK(p.decode_mismatch == 0);
+  CHECK(p.roundtrip_mismatch == 0);
+}
+
+}  // namespace
+
+TEST_CASE("corpus unescaping agrees with the fixture script", "[reference][tokenizer]") {
+  auto corpus = read_corpus();
+  json ref = read_json(fix() / "corpus.json");
+  REQUIRE(ref.size() == corpus.size());
+  for (size_t i = 0; i < corpus.size(); ++i) REQUIRE(ref[i].get<std::string>() == corpus[i]);
+}
+
+TEST_CASE("SmolLM2 tokenizer converted from the GGUF by transformers: identical ids", "[reference][tokenizer]") {
+  auto tok = load_tokenizer(fix() / "smollm2" / "tokenizer.json");
+  CHECK(tok->vocab_size() == 49152);
+  require_parity(check_bpe(*tok, "smollm2", true));
+}
+
+TEST_CASE("GPT-2 style byte-level BPE: identical ids", "[reference][tokenizer]") {
+  require_parity(check_bpe(*load_tokenizer(fix() / "gpt2" / "tokenizer.json"), "gpt2", true));
+}
+
+TEST_CASE("Llama-3 split, ignore_merges and bos post-processor: identical ids", "[reference][tokenizer]") {
+  auto tok = load_tokenizer(fix() / "llama3" / "tokenizer.json");
+  CHECK(tok->bos_id() == tok->token_to_id("<|begin_of_text|>"));
+  require_parity(check_bpe(*tok, "llama3", true));
+}
+
+TEST_CASE("Qwen2 split with NFC: identical ids", "[reference][tokenizer]") {
+  // NFC composes decomposed accents, so decode gives the composed text: compare with HF's decode.
+  require_parity(check_bpe(*load_tokenizer(fix() / "qwen2" / "tokenizer.json"), "qwen2", false));
+}
+
+TEST_CASE("DeepSeek-V3 three-regex split: identical ids", "[reference][tokenizer]") {
+  require_parity(check_bpe(*load_tokenizer(fix() / "deepseek_v3" / "tokenizer.json"), "deepseek_v3", true));
+}
+
+TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[reference][tokenizer]") {
+  require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
+}
+
+TEST_CASE("BpeSpec (GGUF-style metadata) gives the same ids as tokenizer.json", "[reference][tokenizer]") {
+  // Build the spec the GGUF reader would: tokens by id, control types for added specials, merges.
+  json tj = read_json(fix() / "smollm2" / "tokenizer.json");
+  BpeSpec spec;
+  spec.tokens.resize(tj["model"]["vocab"].size());
+  spec.token_types.assign(spec.tokens.size(), 1);
+  for (auto& [form, id] : tj["model"]["vocab"].items()) spec.tokens.at(id.get<size_t>()) = form;
+  for (auto& a : tj["added_tokens"]) spec.token_types.at(a["id"].get<size_t>()) = a["special"].get<bool>() ? 3 : 4;
+  for (auto& m : tj["model"]["merges"])
+    spec.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  spec.pre = "smollm";
+  spec.bos_id = 1;
+  spec.eos_id = 2;
+  spec.pad_id = 2;
+  auto tok = bpe_from_spec(spec);
+  CHECK(tok->bos_id() == 1);
+  CHECK(tok->eos_id() == 2);
+  auto corpus = read_corpus();
+  json ref = read_json(fix() / "smollm2" / "ids.json");
+  size_t bad = 0;
+  for (size_t i = 0; i < corpus.size(); ++i)
+    if (tok->encode(corpus[i], false) != ref["plain"][i].get<std::vector<TokenId>>()) ++bad;
+  CHECK(bad == 0);
+}
+
+TEST_CASE("SentencePiece model with byte fallback: identical ids and decode", "[reference][tokenizer]") {
+  auto tok = load_tokenizer(fix() / "spm" / "tokenizer.model");
+  json ref = read_json(fix() / "spm" / "ids.json");
+  CHECK(tok->bos_id() == ref["bos"].get<TokenId>());
+  CHECK(tok->eos_id() == ref["eos"].get<TokenId>());
+  auto corpus = read_corpus();
+  EncodeOptions opt;
+  opt.add_special = false;
+  opt.parse_special = false;  // python's sp.encode treats "<s>" as text
+  size_t bad_ids = 0, bad_dec = 0, byte_pieces = 0;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    auto want = ref["plain"][i].get<std::vector<TokenId>>();
+    auto got = tok->encode(corpus[i], opt);
+    if (got != want) ++bad_ids;
+    if (tok->decode(got) != ref["decoded"][i].get<std::string>()) ++bad_dec;
+    for (auto id : got)
+      if (tok->id_to_token(id).rfind("<0x", 0) == 0) ++byte_pieces;
+  }
+  CHECK(bad_ids == 0);
+  CHECK(bad_dec == 0);
+  CHECK(byte_pieces > 0);  // the corpus does exercise byte fallback
+  auto with_bos = tok->encode("hello", true);
+  REQUIRE(!with_bos.empty());
+  CHECK(with_bos[0] == ref["bos"].get<TokenId>());
+}
+
+TEST_CASE("chat templates render byte-identical to apply_chat_template", "[reference][tokenizer][chat]") {
+  json ref = read_json(fix() / "chat.json");
+  std::vector<std::vector<ChatMessage>> convs;
+  for (auto& c : ref["conversations"]) {
+    std::vector<ChatMessage> msgs;
+    for (auto& m : c) msgs.push_back({m["role"], m["content"]});
+    convs.push_back(msgs);
+  }
+  size_t cases = 0;
+  for (auto& c : ref["cases"]) {
+    std::string name = c["template"];
+    auto by_name = ChatTemplate::by_name(name);
+    auto detected = ChatTemplate::from_jinja(ref["templates"][name].get<std::string>());
+    CHECK(detected.name() == by_name.name());
+    const auto& conv = convs.at(c["conversation"].get<size_t>());
+    bool gen = c["add_generation_prompt"];
+    std::string want = c["text"];
+    INFO(name << " conversation " << c["conversation"] << " gen " << gen);
+    CHECK(by_name.render(conv, gen) == want);
+    CHECK(detected.render(conv, gen) == want);
+    auto segs = by_name.render_segments(conv, gen);
+    CHECK(segs.text == want);
+    ++cases;
+  }
+  CHECK(cases == 40);
+}

@@ -1,0 +1,195 @@
+// Tokenizer behaviour checked against hand-computed values: byte mapping, merges, added tokens,
+// UTF-8 handling, streaming decode, chat templates and loss masks.
+#include <catch2/catch.hpp>
+
+#include "safetune/error.hpp"
+#include "safetune/tokenizer/bpe.hpp"
+#include "safetune/tokenizer/chat_template.hpp"
+#include "safetune/tokenizer/tokenizer.hpp"
+#include "support.hpp"
+
+using namespace safetune;
+using namespace safetune::tokenizer;
+using Catch::Matchers::Contains;
+
+namespace {
+// 256 byte tokens (ids 0..255 = byte values), then merged tokens and specials.
+BpeSpec tiny_spec() {
+  BpeSpec s;
+  for (int b = 0; b < 256; ++b) s.tokens.push_back(byte_to_unicode(static_cast<uint8_t>(b)));
+  s.token_types.assign(256, 1);
+  auto add = [&](const std::string& t, int type = 1) {
+    s.tokens.push_back(t);
+    s.token_types.push_back(type);
+  };
+  add("ab");              // 256
+  add("abc");             // 257
+  add("\xC4\xA0" "ab");   // 258  "Ġab" = " ab"
+  add("bc");              // 259
+  add("<|im_start|>", 3); // 260
+  add("<|im_end|>", 3);   // 261
+  add("<x>", 4);          // 262 user-defined (not special)
+  s.merges = {"a b", "ab c", "\xC4\xA0 ab", "b c"};
+  s.pre = "gpt-2";
+  s.bos_id = 260;
+  s.eos_id = 261;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("GPT-2 byte mapping matches the published table", "[tokenizer]") {
+  CHECK(byte_to_unicode('a') == "a");
+  CHECK(byte_to_unicode(' ') == "\xC4\xA0");   // U+0120 'Ġ'
+  CHECK(byte_to_unicode('\n') == "\xC4\x8A");  // U+010A 'Ċ'
+  CHECK(byte_to_unicode(0) == "\xC4\x80");     // U+0100
+  CHECK(byte_to_unicode(0xAD) == "\xC5\x83");  // soft hyphen is remapped: U+0143
+  std::string bytes;
+  REQUIRE(unicode_to_bytes("\xC4\xA0hi\xC4\x8A", bytes));
+  CHECK(bytes == " hi\n");
+  CHECK_FALSE(unicode_to_bytes("\xE4\xB8\xAD", bytes));  // '中' is outside the byte alphabet
+}
+
+TEST_CASE("merges apply by rank, lowest first", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  CHECK(tok->encode("abc", false) == std::vector<TokenId>{257});
+  // " abc" is one piece: "a b" (rank 0) first, then (ab,c) rank 1 beats (Ġ,ab) rank 2, and no
+  // merge joins Ġ with abc.
+  CHECK(tok->encode(" abc", false) == std::vector<TokenId>{' ', 257});
+  CHECK(tok->encode(" ab", false) == std::vector<TokenId>{258});
+  CHECK(tok->encode("xbc", false) == std::vector<TokenId>{'x', 259});
+  CHECK(tok->decode({' ', 257, 259}) == " abcbc");
+}
+
+TEST_CASE("added tokens are split out before pre-tokenization", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  CHECK(tok->encode("<|im_start|>ab<x>c", false) == std::vector<TokenId>{260, 256, 262, 'c'});
+  EncodeOptions opt;
+  opt.add_special = false;
+  opt.parse_special = false;  // control tokens stay text; user-defined ones are still matched
+  auto ids = tok->encode("<|im_start|><x>", opt);
+  CHECK(ids.front() == '<');
+  CHECK(ids.back() == 262);
+  CHECK(tok->is_special(260));
+  CHECK_FALSE(tok->is_special(262));
+  CHECK(tok->decode({260, 256, 261}, true) == "ab");
+  CHECK(tok->decode({260, 256, 262}, false) == "<|im_start|>ab<x>");
+  CHECK(tok->token_to_id("<|im_end|>") == 261);
+  CHECK(tok->token_to_id("\xC4\xA0" "ab") == 258);
+  CHECK(tok->id_to_token(258) == "\xC4\xA0" "ab");
+}
+
+TEST_CASE("lstrip/rstrip of added tokens widen the match over whitespace", "[tokenizer]") {
+  std::string j = R"({"model":{"type":"BPE","vocab":{"a":0,"Ġ":1,"<m>":2},"merges":[]},
+    "added_tokens":[{"id":2,"content":"<m>","special":true,"lstrip":true,"rstrip":true}],
+    "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"use_regex":true},
+    "decoder":{"type":"ByteLevel"}})";
+  auto tok = bpe_from_tokenizer_json(j);
+  CHECK(tok->encode("a  <m>  a", false) == std::vector<TokenId>{0, 2, 0});
+  CHECK(tok->encode("a <m>", false) == std::vector<TokenId>{0, 2});
+}
+
+TEST_CASE("invalid UTF-8 is an error by default and U+FFFD on request", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  CHECK_THROWS_WITH(tok->encode(std::string("ab\xC3", 3), false), Contains("invalid UTF-8 at byte 2"));
+  CHECK_THROWS_AS(tok->encode("\xED\xA0\x80", false), TokenizerError);  // a surrogate
+  CHECK_THROWS_AS(tok->encode("\xC0\xAF", false), TokenizerError);      // overlong '/'
+  EncodeOptions opt;
+  opt.add_special = false;
+  opt.invalid_utf8 = InvalidUtf8::replace;
+  auto ids = tok->encode("a\xFF" "b", opt);
+  CHECK(tok->decode(ids) == "a\xEF\xBF\xBD" "b");
+  CHECK(utf8_repair("\xE2\x82") == "\xEF\xBF\xBD");  // a truncated sequence is one replacement
+  CHECK(utf8_repair("\xF0\x28\x8C\x28") == "\xEF\xBF\xBD(\xEF\xBF\xBD(");
+}
+
+TEST_CASE("stream decoder holds back partial characters", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  StreamDecoder sd(*tok);
+  // "é" = C3 A9, "中" = E4 B8 AD, each byte its own token.
+  CHECK(sd.push('a') == "a");
+  CHECK(sd.push(0xC3) == "");
+  CHECK(sd.push(0xA9) == "\xC3\xA9");
+  CHECK(sd.push(0xE4) == "");
+  CHECK(sd.push(0xB8) == "");
+  CHECK(sd.push(0xAD) == "\xE4\xB8\xAD");
+  CHECK(sd.push(0xFF) == "\xEF\xBF\xBD");  // can never become valid: replaced at once
+  CHECK(sd.push(0xE4) == "");
+  CHECK(sd.push('x') == "\xEF\xBF\xBDx");   // interrupted sequence
+  CHECK(sd.push(0xF0) == "");
+  CHECK(sd.flush() == "\xEF\xBF\xBD");
+  StreamDecoder skip(*tok, true);
+  CHECK(skip.push(260) == "");
+  CHECK(skip.push(256) == "ab");
+}
+
+TEST_CASE("encode_spans gives each token its input bytes", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  auto spans = tok->encode_spans("<|im_start|> abc", {});
+  REQUIRE(spans.size() == 3);
+  CHECK(spans[0].begin == 0);
+  CHECK(spans[0].end == 12);
+  CHECK(spans[1].begin == 12);
+  CHECK(spans[1].end == 13);
+  CHECK(spans[2].begin == 13);
+  CHECK(spans[2].end == 16);
+}
+
+TEST_CASE("pretokenizer_for knows the GGUF pre values", "[tokenizer]") {
+  for (std::string p : {"default", "gpt-2", "smollm", "llama-bpe", "qwen2", "deepseek-r1-qwen", "deepseek-llm", "deepseek-v3"})
+    CHECK_FALSE(pretokenizer_for(p).empty());
+  CHECK_THROWS_WITH(pretokenizer_for("klingon"), Contains("unknown pre-tokenizer"));
+  // Every regex compiles (the deepseek-llm classes hold literal non-ASCII ranges).
+  auto spec = tiny_spec();
+  for (std::string p : {"smollm", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-v3"}) {
+    spec.pre = p;
+    CHECK_NOTHROW(bpe_from_spec(spec)->encode("Hello 12345 世界\n\n  x", false));
+  }
+}
+
+TEST_CASE("malformed tokenizer.json is a one-line error", "[tokenizer]") {
+  CHECK_THROWS_AS(bpe_from_tokenizer_json("{not json"), FormatError);
+  CHECK_THROWS_AS(bpe_from_tokenizer_json(R"({"model":{"type":"BPE"}})"), FormatError);
+  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"Unigram","vocab":[]}})"), Contains("not byte-level BPE"));
+  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a q"]}})"),
+                    Contains("missing from the vocabulary"));
+  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":-4},"merges":[]}})"),
+                    Contains("out of range"));
+  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},
+      "pre_tokenizer":{"type":"Split","pattern":{"Regex":"(unclosed"},"behavior":"Isolated"}})"),
+                    Contains("bad pre-tokenizer regex"));
+  CHECK_THROWS_AS(load_tokenizer("/nonexistent/tokenizer.json"), IoError);
+}
+
+TEST_CASE("chat templates: roles, alternation and detection", "[tokenizer][chat]") {
+  std::vector<ChatMessage> bad{{"robot", "hi"}};
+  CHECK_THROWS_WITH(ChatTemplate::by_name("chatml").render(bad, false), Contains("unknown role 'robot'"));
+  std::vector<ChatMessage> two_users{{"user", "a"}, {"user", "b"}};
+  CHECK_THROWS_WITH(ChatTemplate::by_name("llama2").render(two_users, false), Contains("must alternate"));
+  CHECK_THROWS_WITH(ChatTemplate::by_name("nope"), Contains("unknown chat template"));
+  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages }}"), Contains("not recognized"));
+  auto custom = ChatTemplate::from_jinja("{{ '<|im_start|>system\\nBe kind.<|im_end|>\\n' }}");
+  CHECK(custom.default_system() == "Be kind.");
+  // Hand-written expectation for the plain ChatML layout.
+  std::vector<ChatMessage> conv{{"user", "Hi"}, {"assistant", "Hello!"}};
+  CHECK(ChatTemplate::by_name("chatml").render(conv, true) ==
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>assistant\n");
+  CHECK(strip_unicode_space("\xE3\x80\x80 x y\n\xC2\xA0") == "x y");
+}
+
+TEST_CASE("loss mask covers exactly assistant content and its end-of-turn token", "[tokenizer][chat]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  std::vector<ChatMessage> conv{{"system", "sys"}, {"user", "abc ab"}, {"assistant", "abc bc"},
+                                {"user", "x"}, {"assistant", " ab"}};
+  auto chat = ChatTemplate::by_name("chatml").render_segments(conv, false);
+  auto spans = tok->encode_spans(chat.text, {});
+  auto mask = loss_mask(spans, chat);
+  REQUIRE(mask.size() == spans.size());
+  std::vector<TokenId> learned;
+  for (size_t i = 0; i < spans.size(); ++i)
+    if (mask[i]) learned.push_back(spans[i].id);
+  // Hand-computed: both assistant turns, each closed by <|im_end|> (id 261), nothing else.
+  CHECK(tok->decode(learned) == "abc bc<|im_end|> ab<|im_end|>");
+  size_t ends = 0;
+  for (auto id : learned) ends += id == 261;
+  CHECK(ends == 2);
+}
