@@ -1,0 +1,119 @@
+// Regularizer formulas against plain full-matrix computations and autograd of the textbook form.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "safetune/train/penalties.hpp"
+
+using namespace safetune::train;
+
+TEST_CASE("kl_anchor equals the explicit sum over masked tokens", "[regularizer]") {
+  torch::manual_seed(0);
+  auto a = torch::randn({2, 3, 5}, torch::kDouble), b = torch::randn({2, 3, 5}, torch::kDouble);
+  auto mask = torch::tensor({{1, 0, 1}, {1, 1, 0}});
+  double want = 0;
+  int n = 0;
+  for (int i = 0; i < 2; ++i)
+    for (int t = 0; t < 3; ++t) {
+      if (!mask[i][t].item<int>()) continue;
+      auto p = torch::softmax(b[i][t], 0), q = torch::softmax(a[i][t], 0);
+      want += (p * (p.log() - q.log())).sum().item<double>();
+      ++n;
+    }
+  CHECK(kl_anchor(a, b, mask).item<double>() == Approx(want / n).epsilon(1e-5));
+  CHECK(kl_anchor(a, a, mask).item<double>() == Approx(0).margin(1e-7));
+}
+
+TEST_CASE("token_constrained: value and gradient of the detached form match the formula", "[regularizer]") {
+  torch::manual_seed(1);
+  auto logits = torch::randn({2, 8, 6}, torch::kDouble).requires_grad_(true);
+  auto ref = torch::randn({2, 8, 6}, torch::kDouble);
+  auto labels = torch::randint(0, 6, {2, 8});
+  labels.index_put_({0, torch::indexing::Slice(0, 2)}, -100);  // prompt positions
+  TokenBetas betas;
+  double value = 0;
+  auto detached = token_constrained(logits, ref, labels, betas, &value);
+  auto g1 = torch::autograd::grad({detached}, {logits})[0];
+
+  // Textbook form, per token, with the beta schedule written out by hand.
+  auto lp = torch::log_softmax(logits, -1), lr = torch::log_softmax(ref, -1);
+  auto total = torch::zeros({}, torch::kDouble);
+  int n = 0;
+  for (int i = 0; i < 2; ++i) {
+    int t_resp = 0;
+    for (int t = 0; t < 8; ++t) {
+      int y = labels[i][t].item<int>();
+      if (y == -100) continue;
+      ++t_resp;
+      double beta = t_resp == 1 ? 0.5 : (t_resp <= 5 ? 2.0 : 0.1);
+      auto delta = lp[i][t][y] - lr[i][t][y];
+      total = total - (2.0 / beta) * torch::log_sigmoid(beta * delta);
+      ++n;
+    }
+  }
+  total = total / n;
+  auto g2 = torch::autograd::grad({total}, {logits})[0];
+  CHECK(value == Approx(total.item<double>()).epsilon(1e-10));
+  CHECK(torch::allclose(g1, g2, 1e-9, 1e-12));
+}
+
+TEST_CASE("orthogonal, l2_delta and subspace penalties equal their full-matrix forms", "[regularizer]") {
+  torch::manual_seed(2);
+  auto At = torch::randn({4, 10}, torch::kDouble), Bt = torch::randn({12, 4}, torch::kDouble);
+  auto As = torch::randn({3, 10}, torch::kDouble), Bs = torch::randn({12, 3}, torch::kDouble);
+  const double s = 0.75;
+  CHECK(orthogonal_penalty(At, As).item<double>() == Approx(At.matmul(As.t()).pow(2).sum().item<double>()));
+  auto dW = s * Bt.matmul(At);
+  CHECK(l2_delta_penalty(At, Bt, s).item<double>() == Approx(dW.pow(2).sum().item<double>()).epsilon(1e-10));
+  auto Q = column_basis(Bs);
+  REQUIRE(Q.size(1) == 3);
+  auto P = Bs.matmul(torch::linalg_pinv(Bs));  // projector onto col(Bs), computed independently
+  auto want = (torch::eye(12, torch::kDouble) - P).matmul(dW).pow(2).sum().item<double>();
+  CHECK(subspace_penalty(At, Bt, s, Q).item<double>() == Approx(want).epsilon(1e-8));
+  // A task update inside the safety subspace has no penalty.
+  auto Bin = Bs.matmul(torch::randn({3, 4}, torch::kDouble));
+  CHECK(subspace_penalty(At, Bin, s, Q).item<double>() == Approx(0).margin(1e-9));
+  // Rank-deficient safety B: the basis has the true rank.
+  auto Bdef = torch::cat({Bs.narrow(1, 0, 2), Bs.narrow(1, 0, 1) * 2}, 1);
+  CHECK(column_basis(Bdef).size(1) == 2);
+}
+
+TEST_CASE("gradients of the penalties match autograd of the full-matrix forms", "[regularizer]") {
+  torch::manual_seed(3);
+  auto At = torch::randn({4, 10}, torch::kDouble).requires_grad_(true);
+  auto Bt = torch::randn({12, 4}, torch::kDouble).requires_grad_(true);
+  auto Q = column_basis(torch::randn({12, 3}, torch::kDouble));
+  auto g = torch::autograd::grad({subspace_penalty(At, Bt, 2.0, Q)}, {At, Bt});
+  auto P = Q.matmul(Q.t());
+  auto full = (torch::eye(12, torch::kDouble) - P).matmul(2.0 * Bt.matmul(At)).pow(2).sum();
+  auto h = torch::autograd::grad({full}, {At, Bt});
+  CHECK(torch::allclose(g[0], h[0], 1e-9, 1e-10));
+  CHECK(torch::allclose(g[1], h[1], 1e-9, 1e-10));
+  auto g2 = torch::autograd::grad({l2_delta_penalty(At, Bt, 2.0)}, {At, Bt});
+  auto h2 = torch::autograd::grad({(2.0 * Bt.matmul(At)).pow(2).sum()}, {At, Bt});
+  CHECK(torch::allclose(g2[0], h2[0], 1e-9, 1e-10));
+  CHECK(torch::allclose(g2[1], h2[1], 1e-9, 1e-10));
+}
+
+TEST_CASE("gradient projection removes only the conflicting component", "[regularizer]") {
+  std::vector<at::Tensor> g{torch::tensor({1.0, -2.0}), torch::tensor({0.5})};
+  std::vector<at::Tensor> s{torch::tensor({0.0, 1.0}), torch::tensor({1.0})};
+  double dot = project_conflicting(g, s);  // <g, s> = -2 + 0.5 = -1.5; ||s||^2 = 2
+  CHECK(dot == Approx(-1.5));
+  CHECK(g[0][0].item<double>() == Approx(1.0));
+  CHECK(g[0][1].item<double>() == Approx(-2.0 + 0.75));
+  CHECK(g[1][0].item<double>() == Approx(0.5 + 0.75));
+  double after = (g[0] * s[0]).sum().item<double>() + (g[1] * s[1]).sum().item<double>();
+  CHECK(after == Approx(0).margin(1e-12));
+  std::vector<at::Tensor> agree{torch::tensor({0.0, 3.0}), torch::tensor({1.0})};
+  project_conflicting(agree, s);
+  CHECK(agree[0][1].item<double>() == 3.0);  // no conflict: unchanged
+}
+
+TEST_CASE("projection cosine equals the full-matrix cosine", "[regularizer]") {
+  torch::manual_seed(4);
+  auto A = torch::randn({4, 9}, torch::kDouble), B = torch::randn({7, 4}, torch::kDouble);
+  auto Q = column_basis(torch::randn({7, 2}, torch::kDouble));
+  auto dW = B.matmul(A), PdW = Q.matmul(Q.t()).matmul(dW);
+  double want = (dW * PdW).sum().item<double>() / (dW.norm().item<double>() * PdW.norm().item<double>());
+  CHECK(projection_cosine(A, B, Q) == Approx(want).epsilon(1e-9));
+}
