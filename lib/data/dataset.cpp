@@ -274,14 +274,8 @@ Encoded ExampleEncoder::encode(const Example& ex) const {
     opt.add_special = false;
     auto rendered = tmpl_.render_segments(ex.messages, /*add_generation_prompt=*/false);
     auto spans = tok_.encode_spans(rendered.text, opt);
-    std::size_t seg = 0;
-    for (const auto& sp : spans) {
-      while (seg < rendered.segments.size() && rendered.segments[seg].end <= sp.begin) ++seg;
-      bool learn = sp.end > sp.begin && seg < rendered.segments.size() && rendered.segments[seg].loss &&
-                   rendered.segments[seg].begin <= sp.begin;
-      out.ids.push_back(sp.id);
-      out.loss.push_back(learn ? 1 : 0);
-    }
+    out.loss = tokenizer::loss_mask(spans, rendered);
+    for (const auto& sp : spans) out.ids.push_back(sp.id);
   }
   if (static_cast<std::int64_t>(out.ids.size()) > max_length_) {
     out.ids.resize(static_cast<std::size_t>(max_length_));
