@@ -11,5 +11,6 @@ using Action = std::function<int()>;
 void register_config_commands(CLI::App& app, Action& action);
 void register_model_commands(CLI::App& app, Action& action);
 void register_tokenize_commands(CLI::App& app, Action& action);
+void register_chat_commands(CLI::App& app, Action& action);
 
 }  // namespace safetune::cli
