@@ -81,6 +81,8 @@ struct ModelSection : ConfigSection {
   std::string path;
   std::string dtype = "float32";
   std::string device = "cpu";
+  std::string tokenizer;      // default: the model's own
+  std::string chat_template;  // default: what the model's metadata names
   void describe(ConfigVisitor& v) override;
 };
 

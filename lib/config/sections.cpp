@@ -27,6 +27,10 @@ void ModelSection::describe(ConfigVisitor& v) {
                     return "expected cpu, cuda or cuda:N; got '" + s + "'";
                   },
                   "cpu, cuda or cuda:N"));
+  v.field("tokenizer", tokenizer,
+          Field("tokenizer.json or SentencePiece .model; empty uses the model's own (GGUF metadata or the directory)."));
+  v.field("chat_template", chat_template,
+          Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
 }
 
 void GenerationSection::describe(ConfigVisitor& v) {

@@ -251,6 +251,13 @@ Example ExampleFile::get(std::size_t i) const {
       ex.messages.push_back({role, str_field(m, "content", ctx)});
     }
     if (ex.messages.empty()) throw DataError("'messages' is empty", at);
+    if (j.contains("harmful_prefix")) {
+      ex.no_loss_prefix = str_field(j, "harmful_prefix", "");
+      auto first = std::find_if(ex.messages.begin(), ex.messages.end(),
+                                [](const ChatMessage& m) { return m.role == "assistant"; });
+      if (first != ex.messages.end() && first->content.rfind(ex.no_loss_prefix, 0) != 0)
+        throw DataError("'harmful_prefix' is not the start of the first assistant message", at);
+    }
   }
   if (std::none_of(ex.messages.begin(), ex.messages.end(), [](const ChatMessage& m) { return m.role == "assistant"; }))
     throw DataError("conversation has no assistant message, so nothing to learn", at);
@@ -273,6 +280,15 @@ Encoded ExampleEncoder::encode(const Example& ex) const {
     // The template writes bos itself where the model wants one (as apply_chat_template does).
     opt.add_special = false;
     auto rendered = tmpl_.render_segments(ex.messages, /*add_generation_prompt=*/false);
+    if (!ex.no_loss_prefix.empty()) {
+      // The first learnt segment is the first assistant message: its prefix carries no loss.
+      for (auto& seg : rendered.segments) {
+        if (!seg.loss) continue;
+        if (rendered.text.compare(seg.begin, ex.no_loss_prefix.size(), ex.no_loss_prefix) == 0)
+          seg.begin += ex.no_loss_prefix.size();
+        break;
+      }
+    }
     auto spans = tok_.encode_spans(rendered.text, opt);
     out.loss = tokenizer::loss_mask(spans, rendered);
     for (const auto& sp : spans) out.ids.push_back(sp.id);

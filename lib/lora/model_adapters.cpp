@@ -1,7 +1,6 @@
 // ModelAdapters: adapter stacks over a CausalLM and the PEFT file format.
 #include "safetune/lora/model_adapters.hpp"
 
-#include <openssl/evp.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +9,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/io/hash.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -19,13 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr const char* kPrefix = "base_model.model.";
-
-std::string hex(const unsigned char* d, unsigned n) {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < n; ++i) s += digits[d[i] >> 4], s += digits[d[i] & 15];
-  return s;
-}
 }  // namespace
 
 std::string tensors_sha256(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
@@ -33,19 +26,13 @@ std::string tensors_sha256(const std::vector<std::pair<std::string, at::Tensor>>
   std::vector<const std::pair<std::string, at::Tensor>*> sorted;
   for (const auto& p : tensors) sorted.push_back(&p);
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  io::Sha256 h;
   for (const auto* p : sorted) {
-    const auto& [name, t] = *p;
-    EVP_DigestUpdate(ctx, name.data(), name.size() + 1);
-    auto c = t.detach().to(torch::kCPU).contiguous();
-    EVP_DigestUpdate(ctx, c.data_ptr(), c.numel() * c.element_size());
+    h.update(p->first.data(), p->first.size() + 1);
+    auto c = p->second.detach().to(torch::kCPU).contiguous();
+    h.update(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_DigestFinal_ex(ctx, md, &n);
-  EVP_MD_CTX_free(ctx);
-  return hex(md, n);
+  return h.hex();
 }
 
 ModelAdapters::ModelAdapters(model::CausalLM& model) : model_(model) {

@@ -298,6 +298,7 @@ TrainStatus Trainer::run(bool resume) {
       for (const auto& [k, v] : out.terms) terms[k] += v / static_cast<double>(cfg_.grad_accum);
       tokens += out.supervised_tokens;
     }
+    if (hooks_.before_optimizer_step) hooks_.before_optimizer_step(step_);
     std::vector<torch::Tensor> with_grad;
     for (auto& [n, t] : params_)
       if (t.grad().defined()) with_grad.push_back(t);

@@ -46,6 +46,9 @@ struct Example {
   std::vector<tokenizer::ChatMessage> messages;
   std::string text;
   std::size_t line = 0;  // 1-based line (or CSV record) in its file
+  // Deep-alignment augmentation (Qi et al. 2024): the first assistant message starts with this
+  // harmful-sounding prefix, which carries no loss; only the recovery after it is learnt.
+  std::string no_loss_prefix;
 };
 
 // A file of examples, indexed by byte offsets on open; get(i) reads and parses record i only.

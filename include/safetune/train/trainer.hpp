@@ -55,6 +55,9 @@ struct TrainerHooks {
   std::function<MicroStep(std::int64_t cursor)> micro_step;
   // Optional: evaluation every eval_every steps; the returned values go to metrics as eval_<name>.
   std::function<std::map<std::string, double>(std::int64_t step)> evaluate;
+  // Optional: called after backward of all micro-batches, before clipping and the optimizer step
+  // (gradient surgery such as gradient_projection edits the .grad tensors here).
+  std::function<void(std::int64_t step)> before_optimizer_step;
   // Optional: called after each optimizer step (e.g. the safety guard); may call Trainer::stop().
   std::function<void(std::int64_t step)> after_step;
 };

@@ -1,0 +1,104 @@
+// The two-stage safety-preserving trainer: stage 1 trains the safety adapter, stage 2 the task
+// adapter with the safety adapter frozen and active under the configured regularizers, with
+// safety assessments before, between and after, the in-training guard and the report.
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "safetune/config.hpp"
+#include "safetune/data/dataset.hpp"
+#include "safetune/safety/assessment.hpp"
+#include "safetune/safety/gates.hpp"
+#include "safetune/safety/guard.hpp"
+#include "safetune/train/regularizer.hpp"
+#include "safetune/train/trainer.hpp"
+
+namespace safetune::recipes {
+
+struct LoraSection : ConfigSection {
+  std::int64_t rank = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  bool use_rslora = false;
+  std::vector<std::string> targets{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  std::string init = "peft_default";
+  void describe(ConfigVisitor& v) override;
+};
+
+struct Stage1Section : ConfigSection {
+  bool enabled = true;
+  LoraSection lora;
+  data::DataSection data;
+  train::TrainSection train;
+  void describe(ConfigVisitor& v) override;
+};
+
+struct Stage2Section : ConfigSection {
+  bool enabled = true;
+  std::string safety_mode = "separate";  // separate | merged
+  std::string safety_adapter;            // PEFT dir, when stage 1 is not run
+  LoraSection lora;
+  data::DataSection data;
+  data::DataSection anchor;              // safety anchor batches; default: stage 1's data
+  SectionList<train::RegularizerSection> regularizers;
+  train::TrainSection train;
+  std::string task_eval;                 // held-out JSONL for the task metric (exact JSON match)
+  std::int64_t task_eval_limit = 0;
+  double safe_lora_threshold = 0.0;      // > 0: post-hoc Safe LoRA projection
+  void describe(ConfigVisitor& v) override;
+};
+
+struct SafetySection : ConfigSection {
+  bool assess = true;
+  std::string suite = "data/probes";
+  std::int64_t max_new_tokens = 32;
+  std::int64_t batch_size = 8;
+  std::int64_t limit = 0;  // probes per kind (0: all)
+  safety::SafetyGates gates;
+  safety::GuardSection guard;
+  void describe(ConfigVisitor& v) override;
+};
+
+struct TwoStageConfig : ConfigSection {
+  RunSection run;
+  ModelSection model;
+  Stage1Section stage1;
+  Stage2Section stage2;
+  SafetySection safety;
+  void describe(ConfigVisitor& v) override;
+};
+
+struct StageOutcome {
+  std::optional<safety::Assessment> assessment;
+  double task_metric = -1;  // exact-match rate on stage2.task_eval; -1 when not measured
+  double seconds = 0;
+  train::TrainStatus status = train::TrainStatus::completed;
+};
+
+struct TwoStageResult {
+  std::optional<safety::Assessment> baseline;  // the model as downloaded
+  StageOutcome aligned;                        // after stage 1
+  StageOutcome tuned;                          // after stage 2
+  safety::GateVerdict verdict;
+  std::filesystem::path out_dir;
+};
+
+struct RunOptions {
+  bool resume = false;
+  // Assessments already measured (the demo shares one baseline and one aligned model across its
+  // stage-2 variants); when set they are reused instead of measured again.
+  std::optional<safety::Assessment> baseline, aligned;
+};
+
+// Runs what the config enables. `resolved_yaml` is written beside the outputs and into the report.
+TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resolved_yaml,
+                             const RunOptions& options = {});
+
+// The demonstration: baseline -> stage 1 -> three stage-2 variants on the same data: (a) safety
+// adapter merged, no regularizer; (b) safety adapter separate and frozen, no regularizer; (c)
+// separate plus the configured regularizers. Prints and writes (run.output_dir/demo_table.md) the
+// side-by-side table. Returns 0, or 3 when variant (c) breaches the gates.
+int run_demo(const TwoStageConfig& cfg, const std::string& resolved_yaml);
+
+}  // namespace safetune::recipes

@@ -1,0 +1,83 @@
+// Stage-2 regularizers: the interface, the registry (by name, from YAML) and the context each
+// one sees. Formulas: docs/regularizers.md; math on tensors: penalties.hpp.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "safetune/config.hpp"
+
+namespace safetune::data {
+struct Batch;
+}
+namespace safetune::lora {
+class ModelAdapters;
+}
+namespace safetune::model {
+class CausalLM;
+}
+
+namespace safetune::train {
+
+struct RegularizerSection : ConfigSection {
+  std::string name;
+  double lambda = 1.0;
+  double beta_first = 0.5, beta_early = 2.0, beta_late = 0.1;
+  std::int64_t early_until = 5;
+  double rho = 0.05;
+  bool on_task_batches = false;
+  double threshold = 0.35;
+  void describe(ConfigVisitor& v) override;
+};
+
+// Causal-LM cross-entropy: logits [B,T,V] predict labels shifted by one (-100 ignored), mean over
+// supervised tokens.
+at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels);
+
+// What a regularizer sees on each micro-step.
+struct RegContext {
+  model::CausalLM* model = nullptr;
+  lora::ModelAdapters* adapters = nullptr;
+  std::string task_adapter = "task", safety_adapter = "safety";
+  const data::Batch* task_batch = nullptr;
+  at::Tensor task_logits;                       // with grad, task adapter on
+  std::function<const data::Batch&()> anchor;   // a safety batch for this micro-step (drawn lazily)
+  // Logits of `batch`; task_enabled=false is the reference network (base + safety adapter).
+  at::Tensor logits(const data::Batch& batch, bool task_enabled, bool with_grad) const;
+};
+
+class Regularizer {
+ public:
+  virtual ~Regularizer() = default;
+  virtual std::string name() const = 0;
+  // Once, after the adapters exist (e.g. precompute the frozen safety subspace).
+  virtual void setup(lora::ModelAdapters& adapters, const std::string& task, const std::string& safety) {}
+  // The term R (the trainer adds lambda * R); undefined when the term has nothing to add.
+  virtual at::Tensor loss(RegContext& ctx) { return {}; }
+  // True when the term replaces the task cross-entropy instead of adding to it.
+  virtual bool replaces_task_loss() const { return false; }
+  // After backward, before the optimizer step: edit the task adapter's gradients in place.
+  virtual void on_gradients(RegContext& ctx, std::vector<at::Tensor>& task_params) {}
+  // Fraction of task rows drawn from the safety data (replay); 0 for others.
+  virtual double replay_ratio() const { return 0.0; }
+  virtual std::map<std::string, double> metrics() const { return {}; }
+  double lambda = 1.0;
+};
+
+using RegularizerFactory = std::function<std::unique_ptr<Regularizer>(const RegularizerSection&)>;
+// Registers (or replaces) a regularizer under `name`; integrators add their own this way.
+void register_regularizer(const std::string& name, RegularizerFactory factory);
+std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg);  // ConfigError if unknown
+std::vector<std::string> regularizer_names();
+
+// Post-hoc Safe LoRA: per Linear holding both adapters, if cos(dW_task, P dW_task) < threshold,
+// replace B_task by P B_task (P: projector on the safety adapter's column space). Layers are
+// matched by module name. Returns the module names that were projected.
+std::vector<std::string> safe_lora_project(lora::ModelAdapters& adapters, const std::string& task,
+                                           const std::string& safety, double threshold);
+
+}  // namespace safetune::train

@@ -1,0 +1,454 @@
+// The two-stage recipe, written as plain steps an integrator can read top to bottom and copy.
+#include "safetune/recipes/two_stage.hpp"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
+#include "safetune/io/hash.hpp"
+#include "safetune/log.hpp"
+#include "safetune/recipes/session.hpp"
+#include "safetune/safety/probes.hpp"
+#include "safetune/safety/report.hpp"
+
+namespace safetune::recipes {
+namespace fs = std::filesystem;
+
+void LoraSection::describe(ConfigVisitor& v) {
+  v.field("rank", rank, Field("LoRA rank r.").range(1, 4096));
+  v.field("alpha", alpha, Field("LoRA alpha; the scale is alpha/r (alpha/sqrt(r) with rsLoRA).").range(1e-6, 1e6));
+  v.field("dropout", dropout, Field("Dropout on the adapter input.").range(0, 0.99));
+  v.field("use_rslora", use_rslora, Field("rsLoRA scaling alpha/sqrt(r)."));
+  v.field("targets", targets, Field("Module-name suffixes to adapt, or [all-linear]."));
+  v.field("init", init, Field("Initialisation of A (B starts at zero).").one_of({"peft_default", "gaussian"}));
+}
+
+void Stage1Section::describe(ConfigVisitor& v) {
+  v.field("enabled", enabled, Field("Run stage 1 (train the safety adapter)."));
+  v.section("lora", lora, Field("The safety adapter."));
+  v.section("data", data, Field("Safety alignment data (refusals + helpful answers; deep-alignment files allowed)."));
+  v.section("train", train, Field("Optimisation of stage 1."));
+}
+
+void Stage2Section::describe(ConfigVisitor& v) {
+  v.field("enabled", enabled, Field("Run stage 2 (train the task adapter)."));
+  v.field("safety_mode", safety_mode,
+          Field("separate: safety adapter frozen and active beside the task adapter; merged: folded into the "
+                "base weights first (the reactive baseline).").one_of({"separate", "merged"}));
+  v.field("safety_adapter", safety_adapter, Field("PEFT directory of a safety adapter, used when stage 1 is off."));
+  v.section("lora", lora, Field("The task adapter."));
+  v.section("data", data, Field("Task data."));
+  v.section("anchor", anchor, Field("Safety anchor batches for kl_anchor and gradient_projection; empty: stage 1's data."));
+  v.list("regularizers", regularizers, Field("Safety regularizers added to the task loss (docs/regularizers.md)."));
+  v.section("train", train, Field("Optimisation of stage 2."));
+  v.field("task_eval", task_eval, Field("Held-out JSONL; the task metric is the exact-match rate of the JSON answer."));
+  v.field("task_eval_limit", task_eval_limit, Field("Use the first N task_eval examples; 0: all.").at_least(0));
+  v.field("safe_lora_threshold", safe_lora_threshold,
+          Field("Post-hoc Safe LoRA projection of layers whose cosine is below this; 0 disables.").range(0, 1));
+}
+
+void SafetySection::describe(ConfigVisitor& v) {
+  v.field("assess", assess, Field("Assess safety before stage 1, after stage 1 and after stage 2."));
+  v.field("suite", suite, Field("Probe suite directory (harmful.jsonl, benign.jsonl, discrimination.jsonl)."));
+  v.field("max_new_tokens", max_new_tokens, Field("Greedy tokens generated per probe.").range(1, 4096));
+  v.field("batch_size", batch_size, Field("Probes per generation batch.").range(1, 1024));
+  v.field("limit", limit, Field("Probes used per kind; 0: all.").at_least(0));
+  v.section("gates", gates, Field("Promotion gates against the aligned model."));
+  v.section("guard", guard, Field("In-training safety guard for stage 2."));
+}
+
+void TwoStageConfig::describe(ConfigVisitor& v) {
+  v.section("run", run, Field("Run identity and output location."));
+  v.section("model", model, Field("The base model."));
+  v.section("stage1", stage1, Field("Stage 1: safety alignment pass."));
+  v.section("stage2", stage2, Field("Stage 2: task LoRA under the safety regularizers."));
+  v.section("safety", safety, Field("Safety assessment, gates and guard."));
+}
+
+namespace {
+
+lora::LoraConfig to_lora(const LoraSection& s) {
+  lora::LoraConfig c;
+  c.rank = s.rank;
+  c.alpha = s.alpha;
+  c.dropout = s.dropout;
+  c.use_rslora = s.use_rslora;
+  c.init = lora::parse_init(s.init);
+  if (s.targets.size() == 1 && s.targets[0] == "all-linear") c.all_linear = true;
+  else c.target_suffixes = s.targets;
+  return c;
+}
+
+safety::ProbeSuite limited(safety::ProbeSuite suite, std::int64_t limit) {
+  if (limit <= 0) return suite;
+  std::map<safety::ProbeKind, std::int64_t> seen;
+  std::vector<safety::Probe> kept;
+  for (auto& p : suite.probes)
+    if (seen[p.kind]++ < limit) kept.push_back(p);
+  suite.probes = std::move(kept);
+  suite.name += "[first " + std::to_string(limit) + " per kind]";
+  return suite;
+}
+
+safety::AssessOptions assess_options(const SafetySection& s, Session& session, const ModelSection& m) {
+  safety::AssessOptions o;
+  o.max_new_tokens = static_cast<int>(s.max_new_tokens);
+  o.batch_size = static_cast<int>(s.batch_size);
+  o.decoding_extra = "template:" + session.chat_template().name() + " dtype:" + m.dtype;
+  return o;
+}
+
+// Exact match of the generated JSON object against the reference answer.
+double task_metric(Session& s, const std::string& path, std::int64_t limit, std::int64_t max_new_tokens) {
+  data::DatasetSection d;
+  d.path = path;
+  d.max_examples = limit;
+  data::ExampleFile file(d);
+  std::vector<std::vector<tokenizer::ChatMessage>> prompts;
+  std::vector<std::string> answers;
+  for (std::size_t i = 0; i < file.size(); ++i) {
+    auto ex = file.get(i);
+    if (ex.messages.empty() || ex.messages.back().role != "assistant")
+      throw DataError("task_eval examples must end with the assistant's reference answer", path);
+    answers.push_back(ex.messages.back().content);
+    ex.messages.pop_back();
+    prompts.push_back(ex.messages);
+  }
+  model::GenerateOptions opt;
+  opt.max_new_tokens = max_new_tokens;
+  std::int64_t correct = 0;
+  const std::size_t batch = 8;
+  for (std::size_t i = 0; i < prompts.size(); i += batch) {
+    std::vector<std::vector<tokenizer::ChatMessage>> chunk(prompts.begin() + i,
+                                                           prompts.begin() + std::min(prompts.size(), i + batch));
+    auto replies = s.chat(chunk, opt);
+    for (std::size_t k = 0; k < replies.size(); ++k) {
+      auto want = nlohmann::json::parse(answers[i + k], nullptr, false);
+      auto got = nlohmann::json::parse(replies[k], nullptr, false);
+      correct += (!want.is_discarded() && !got.is_discarded() && want == got) ? 1 : 0;
+    }
+  }
+  return prompts.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(prompts.size());
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resolved_yaml, const RunOptions& ro) {
+  const bool resume = ro.resume;
+  TwoStageResult result;
+  const fs::path out = cfg.run.output_dir;
+  result.out_dir = out;
+  fs::create_directories(out);
+  io::atomic_write(out / "config.yaml", resolved_yaml);
+  torch::manual_seed(static_cast<std::uint64_t>(cfg.run.seed));
+
+  SessionOptions so;
+  so.dtype = cfg.model.dtype;
+  so.device = cfg.model.device;
+  so.tokenizer = cfg.model.tokenizer;
+  so.chat_template = cfg.model.chat_template;
+  Session session(cfg.model.path, so);
+  SessionScorer scorer(session);
+  auto& adapters = session.adapters();
+  auto& model = session.model();
+
+  std::optional<safety::ProbeSuite> suite;
+  if (cfg.safety.assess) suite = limited(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
+  const auto aopt = assess_options(cfg.safety, session, cfg.model);
+  auto assess_as = [&](const std::string& label) -> std::optional<safety::Assessment> {
+    if (!suite) return std::nullopt;
+    log_info("assessing safety: " + label);
+    model.eval();
+    adapters.train(false);
+    auto a = safety::assess(*suite, scorer, aopt);
+    safety::save_assessment(a, out / "assessments" / (label + ".json"));
+    return a;
+  };
+
+  // 0. Baseline: the model as it came, no adapters.
+  result.baseline = ro.baseline ? ro.baseline : assess_as("baseline");
+
+  // 1. Stage 1: the safety adapter.
+  if (cfg.stage1.enabled) {
+    auto t0 = std::chrono::steady_clock::now();
+    adapters.add("safety", to_lora(cfg.stage1.lora), lora::AdapterRole::safety, /*trainable=*/true);
+    data::DataLoader loader(cfg.stage1.data, session.tokenizer(), session.chat_template());
+    train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1",
+                           {[&](std::int64_t cursor) {
+                             auto b = loader.batch(cursor);
+                             auto dev = model.device();
+                             auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+                             return train::MicroStep{train::lm_loss(logits, b.labels), {}, b.supervised_tokens};
+                           }});
+    model.train();
+    adapters.train(true);
+    result.aligned.status = trainer.run(resume);
+    adapters.set_trainable("safety", false);
+    adapters.set_required_at_inference("safety", true);
+    adapters.save_peft("safety", out / "adapters" / "safety", cfg.model.path);
+    result.aligned.seconds = seconds_since(t0);
+    result.aligned.assessment = assess_as("aligned");
+    if (result.aligned.status != train::TrainStatus::completed) return result;
+  } else if (!cfg.stage2.safety_adapter.empty()) {
+    adapters.load_peft(cfg.stage2.safety_adapter, "safety");
+    adapters.set_required_at_inference("safety", true);
+    result.aligned.assessment = ro.aligned ? ro.aligned : assess_as("aligned");
+  }
+  const bool has_safety = adapters.has("safety");
+
+  // 2. Stage 2: the task adapter, safety adapter frozen and active (or merged, if configured).
+  if (cfg.stage2.enabled) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (has_safety && cfg.stage2.safety_mode == "merged") adapters.merge({"safety"}, lora::MergeCopy::keep);
+    adapters.add("task", to_lora(cfg.stage2.lora), lora::AdapterRole::task, /*trainable=*/true);
+
+    std::vector<std::unique_ptr<train::Regularizer>> regs;
+    double rho = 0;
+    for (const auto& r : cfg.stage2.regularizers.items) {
+      regs.push_back(train::make_regularizer(r));
+      regs.back()->setup(adapters, "task", "safety");
+      rho += regs.back()->replay_ratio();
+    }
+    // Replay mixes the safety data into the task batches at ratio rho.
+    data::DataSection task_data = cfg.stage2.data;
+    if (rho > 0) {
+      double task_weight = 0, safety_weight = 0;
+      for (const auto& d : task_data.datasets.items) task_weight += d.weight;
+      for (const auto& d : cfg.stage1.data.datasets.items) safety_weight += d.weight;
+      for (auto d : cfg.stage1.data.datasets.items) {
+        d.weight = d.weight / safety_weight * task_weight * rho / (1 - rho);
+        d.name = "replay:" + (d.name.empty() ? fs::path(d.path).stem().string() : d.name);
+        task_data.datasets.items.push_back(d);
+      }
+    }
+    data::DataLoader loader(task_data, session.tokenizer(), session.chat_template());
+    const data::DataSection& anchor_cfg =
+        cfg.stage2.anchor.datasets.items.empty() ? cfg.stage1.data : cfg.stage2.anchor;
+    std::unique_ptr<data::DataLoader> anchor_loader;
+    auto anchor_batch = [&](std::int64_t cursor) -> data::Batch {
+      if (!anchor_loader) {
+        if (anchor_cfg.datasets.items.empty())
+          throw ConfigError("this regularizer needs safety anchor data", "stage2.anchor.datasets");
+        anchor_loader = std::make_unique<data::DataLoader>(anchor_cfg, session.tokenizer(), session.chat_template());
+      }
+      return anchor_loader->batch(cursor);
+    };
+
+    train::RegContext ctx;
+    ctx.model = &model;
+    ctx.adapters = &adapters;
+    std::optional<data::Batch> anchor_cache;
+    std::int64_t anchor_cursor = -1, current_cursor = 0;
+    ctx.anchor = [&]() -> const data::Batch& {
+      if (!anchor_cache || anchor_cursor != current_cursor) {
+        anchor_cache = anchor_batch(current_cursor);
+        anchor_cursor = current_cursor;
+      }
+      return *anchor_cache;
+    };
+
+    train::TrainerHooks hooks;
+    train::Trainer* trainer_ptr = nullptr;
+    hooks.micro_step = [&](std::int64_t cursor) {
+      current_cursor = cursor;
+      auto b = loader.batch(cursor);
+      auto dev = model.device();
+      auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+      ctx.task_batch = &b;
+      ctx.task_logits = logits;
+      at::Tensor total;
+      std::map<std::string, double> terms;
+      bool replaced = false;
+      for (auto& r : regs) {
+        auto term = r->loss(ctx);
+        if (!term.defined()) continue;
+        const double boost = trainer_ptr ? trainer_ptr->scalar("boost") : 1.0;
+        auto weighted = term * (r->lambda * boost);
+        terms[r->name()] = term.item<double>();
+        if (r->replaces_task_loss()) replaced = true;
+        total = total.defined() ? total + weighted : weighted;
+      }
+      auto ce = train::lm_loss(logits, b.labels);
+      terms["task_ce"] = ce.item<double>();
+      if (!replaced) total = total.defined() ? total + ce : ce;
+      ctx.task_batch = nullptr;
+      ctx.task_logits = {};
+      return train::MicroStep{total, terms, b.supervised_tokens};
+    };
+    auto task_params = adapters.trainable_parameters();
+    hooks.before_optimizer_step = [&](std::int64_t step) {
+      std::vector<at::Tensor> params;
+      for (auto& [n, t] : task_params) params.push_back(t);
+      current_cursor = step;
+      for (auto& r : regs) r->on_gradients(ctx, params);
+    };
+
+    // The in-training guard probes a fixed subset and stops, rolls back or boosts on a breach.
+    std::optional<safety::SafetyGuard> guard;
+    if (cfg.safety.guard.every_n_steps > 0 && suite) {
+      fs::path subset_file = cfg.safety.guard.subset.empty() ? fs::path(cfg.safety.suite) / "guard_subset.txt"
+                                                             : fs::path(cfg.safety.guard.subset);
+      auto full = safety::load_bundled_suite(cfg.safety.suite);
+      auto subset = safety::select_probes(full, safety::load_id_list(subset_file), "guard");
+      guard.emplace(cfg.safety.guard, cfg.safety.gates, subset, aopt);
+      model.eval();
+      guard->set_baseline(scorer);
+    }
+    hooks.after_step = [&](std::int64_t step) {
+      if (!guard || !guard->due(step)) return;
+      model.eval();
+      adapters.train(false);
+      auto d = guard->check(step, scorer);
+      model.train();
+      adapters.train(true);
+      if (d.breached) {
+        if (d.action == safety::GuardAction::boost) trainer_ptr->scalar("boost") *= d.weight_multiplier;
+        if (d.action == safety::GuardAction::rollback && d.rollback_to_step) {
+          char name[32];
+          std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(*d.rollback_to_step));
+          trainer_ptr->load_checkpoint(out / "stage2" / "checkpoints" / name);
+        }
+        if (!d.continue_training) trainer_ptr->stop("safety guard: " + d.event.detail);
+      }
+      if (cfg.stage2.train.checkpoint_every > 0 && step % cfg.stage2.train.checkpoint_every == 0) {
+        guard->checkpoint_saved(step);
+        if (auto last = guard->last_passing_checkpoint()) trainer_ptr->protect_checkpoint(*last);
+      }
+    };
+
+    train::Trainer trainer(cfg.stage2.train, task_params, out / "stage2", hooks);
+    trainer_ptr = &trainer;
+    model.train();
+    adapters.train(true);
+    result.tuned.status = trainer.run(resume);
+    adapters.set_trainable("task", false);
+    if (cfg.stage2.safe_lora_threshold > 0 && has_safety) {
+      auto projected = train::safe_lora_project(adapters, "task", "safety", cfg.stage2.safe_lora_threshold);
+      log_info("Safe LoRA projection changed " + std::to_string(projected.size()) + " layers");
+    }
+    adapters.save_peft("task", out / "adapters" / "task", cfg.model.path);
+    result.tuned.seconds = seconds_since(t0);
+    result.tuned.assessment = assess_as("tuned");
+    if (!cfg.stage2.task_eval.empty()) {
+      model.eval();
+      adapters.train(false);
+      result.tuned.task_metric = task_metric(session, cfg.stage2.task_eval, cfg.stage2.task_eval_limit, 64);
+    }
+
+    // Gates: against the aligned model when there is one, else the baseline.
+    const auto& reference = result.aligned.assessment ? result.aligned.assessment : result.baseline;
+    if (result.tuned.assessment)
+      result.verdict = safety::evaluate_gates(cfg.safety.gates, *result.tuned.assessment,
+                                              reference ? &*reference : nullptr);
+
+    safety::ReportInputs in;
+    in.title = "Safety report: " + cfg.run.name;
+    in.run_name = cfg.run.name;
+    in.model_path = cfg.model.path;
+    in.model_sha256 = session.weights_sha256();
+    in.model_identity = scorer.identity();
+    for (const char* n : {"safety", "task"})
+      if (adapters.has(n) || fs::exists(out / "adapters" / n))
+        in.adapters.push_back({n, n, (out / "adapters" / n).string(),
+                               lora::ModelAdapters::read_info(out / "adapters" / n).content_sha256});
+    for (const auto& f : loader.files())
+      in.datasets.push_back({f->path().stem().string(), f->path().string(), io::sha256_file(f->path()),
+                             static_cast<std::int64_t>(f->size())});
+    in.resolved_config = resolved_yaml;
+    for (const auto& r : cfg.stage2.regularizers.items) in.regularizers.push_back({r.name, r.lambda, {}});
+    in.baseline = reference;
+    in.after = result.tuned.assessment;
+    in.gates = cfg.safety.gates;
+    in.verdict = result.verdict;
+    if (guard) {
+      in.guard_events = guard->events();
+      in.training_series = guard->series();
+    }
+    for (const auto& o : lora::policy_overrides())
+      in.policy_overrides.push_back(o.module + ": " + o.action + " " + o.adapter + " (" + o.reason + ")");
+    safety::write_safety_report(out / "report", in);
+    if (has_safety && cfg.stage2.safety_mode == "merged") adapters.unmerge({"safety"});
+  }
+  return result;
+}
+
+}  // namespace safetune::recipes
+
+namespace safetune::recipes {
+
+int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
+  const fs::path out = base_cfg.run.output_dir;
+  // Stage 1 once, with the baseline and aligned assessments.
+  TwoStageConfig s1 = base_cfg;
+  s1.stage2.enabled = false;
+  s1.run.output_dir = (out / "stage1").string();
+  auto first = run_two_stage(s1, resolved_yaml);
+
+  struct Variant {
+    std::string key, label, mode;
+    bool regularized;
+  };
+  const std::vector<Variant> variants{
+      {"a_merged", "(a) reactive: safety merged, no regularizer", "merged", false},
+      {"b_separate", "(b) safety adapter separate, no regularizer", "separate", false},
+      {"c_safetune", "(c) safetune: separate + regularizer", "separate", true}};
+  std::vector<TwoStageResult> results;
+  for (const auto& v : variants) {
+    TwoStageConfig c = base_cfg;
+    c.stage1.enabled = false;
+    c.stage2.safety_adapter = (out / "stage1" / "adapters" / "safety").string();
+    c.stage2.safety_mode = v.mode;
+    if (!v.regularized) c.stage2.regularizers.items.clear();
+    c.run.output_dir = (out / v.key).string();
+    c.safety.guard.every_n_steps = 0;  // the comparison measures the regularizers alone
+    RunOptions ro;
+    ro.baseline = first.baseline;
+    ro.aligned = first.aligned.assessment;
+    log_info("demo variant " + v.label);
+    results.push_back(run_two_stage(c, resolved_yaml, ro));
+  }
+
+  auto pct = [](const safety::Rate& r) {
+    auto ci = r.ci();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.1f%% [%.1f, %.1f]", 100 * r.value(), 100 * ci.lo, 100 * ci.hi);
+    return std::string(buf);
+  };
+  auto drop = [](const safety::Rate& before, const safety::Rate& after) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%+.1f", 100 * (before.value() - after.value()));
+    return std::string(buf);
+  };
+  std::string md = "| model | refusal on harmful | drop (pp) | benign compliance | drop (pp) | discrimination | drop (pp) | task exact match | stage-2 time (s) |\n";
+  md += "|---|---|---|---|---|---|---|---|---|\n";
+  auto row = [&](const std::string& label, const safety::Assessment& a, const safety::Assessment* ref, double task,
+                 double secs) {
+    md += "| " + label + " | " + pct(a.refusal.overall) + " | " + (ref ? drop(ref->refusal.overall, a.refusal.overall) : "") +
+          " | " + pct(a.benign_compliance.overall) + " | " +
+          (ref ? drop(ref->benign_compliance.overall, a.benign_compliance.overall) : "") + " | " +
+          pct(a.discrimination.overall) + " | " + (ref ? drop(ref->discrimination.overall, a.discrimination.overall) : "") +
+          " | " + (task >= 0 ? std::to_string(static_cast<int>(std::lround(100 * task))) + "%" : "") + " | " +
+          (secs > 0 ? std::to_string(static_cast<int>(std::lround(secs))) : "") + " |\n";
+  };
+  const safety::Assessment* aligned = first.aligned.assessment ? &*first.aligned.assessment : nullptr;
+  if (first.baseline) row("base model (no adapters)", *first.baseline, nullptr, -1, 0);
+  if (aligned) row("aligned (stage 1 safety adapter)", *aligned, nullptr, -1, 0);
+  for (std::size_t i = 0; i < variants.size(); ++i)
+    if (results[i].tuned.assessment)
+      row(variants[i].label, *results[i].tuned.assessment, aligned, results[i].tuned.task_metric, results[i].tuned.seconds);
+  md += "\nDrops are in percentage points against the aligned model (positive = worse); intervals are Wilson 95%.\n";
+  md += "Gates for (c): " + std::string(results.back().verdict.passed ? "passed" : "BREACHED") + "\n";
+  for (const auto& r : results.back().verdict.reasons) md += "- " + r + "\n";
+  io::atomic_write(out / "demo_table.md", md);
+  std::printf("\n%s\nwritten to %s\n", md.c_str(), (out / "demo_table.md").c_str());
+  return results.back().verdict.passed ? 0 : 3;
+}
+
+}  // namespace safetune::recipes

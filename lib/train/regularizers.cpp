@@ -1,0 +1,257 @@
+// The bundled regularizers and their registry; see docs/regularizers.md for each formula's source.
+#include <torch/torch.h>
+
+#include <mutex>
+
+#include "safetune/data/dataset.hpp"
+#include "safetune/error.hpp"
+#include "safetune/lora/model_adapters.hpp"
+#include "safetune/model/causal_lm.hpp"
+#include "safetune/train/penalties.hpp"
+#include "safetune/train/regularizer.hpp"
+
+namespace safetune::train {
+
+void RegularizerSection::describe(ConfigVisitor& v) {
+  auto names = regularizer_names();
+  v.field("name", name, Field("Regularizer name.").required().one_of(names));
+  v.field("lambda", lambda, Field("Weight of the term in the stage-2 loss.").range(0, 1e6));
+  v.field("beta_first", beta_first, Field("token_constrained: beta of the first response token.").range(1e-6, 1e3));
+  v.field("beta_early", beta_early, Field("token_constrained: beta of response tokens 2..early_until.").range(1e-6, 1e3));
+  v.field("beta_late", beta_late, Field("token_constrained: beta after early_until.").range(1e-6, 1e3));
+  v.field("early_until", early_until, Field("token_constrained: last position that uses beta_early.").range(1, 1e6));
+  v.field("rho", rho, Field("replay: fraction of task rows drawn from the safety data.").range(0, 1));
+  v.field("on_task_batches", on_task_batches, Field("kl_anchor: also anchor on the task batches."));
+  v.field("threshold", threshold, Field("safe_lora_projection: project layers whose cosine is below this.").range(0, 1));
+}
+
+at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  auto l = logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat);
+  auto y = labels.narrow(1, 1, labels.size(1) - 1).to(l.device());
+  return torch::nn::functional::cross_entropy(
+      l.reshape({-1, l.size(-1)}), y.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
+  auto dev = model->device();
+  const bool toggle = !task_enabled && adapters->has(task_adapter);
+  if (toggle) adapters->set_enabled(task_adapter, false);
+  struct Restore {
+    const RegContext* c;
+    bool on;
+    ~Restore() {
+      if (on) c->adapters->set_enabled(c->task_adapter, true);
+    }
+  } restore{this, toggle};
+  if (with_grad) return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+  torch::NoGradGuard ng;
+  return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+}
+
+namespace {
+
+// Both adapters on the same Linear: the pairs every weight-space penalty sums over.
+struct Pair {
+  const lora::Adapter* task;
+  const lora::Adapter* safety;
+  at::Tensor Q;  // basis of col(B_safety), for subspace
+};
+std::vector<Pair> pairs(lora::ModelAdapters& a, const std::string& task, const std::string& safety) {
+  std::vector<Pair> out;
+  for (auto* st : a.stacks(task))
+    if (st->contains(safety)) out.push_back({&st->get(task), &st->get(safety), {}});
+  return out;
+}
+
+at::Tensor shifted_mask(const data::Batch& b) {
+  return b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(-100);
+}
+
+class NoneReg : public Regularizer {
+ public:
+  std::string name() const override { return "none"; }
+};
+
+class KlAnchor : public Regularizer {
+ public:
+  explicit KlAnchor(bool on_task) : on_task_(on_task) {}
+  std::string name() const override { return "kl_anchor"; }
+  at::Tensor loss(RegContext& c) override {
+    const auto& b = c.anchor();
+    auto lt = c.logits(b, true, true), lr = c.logits(b, false, false);
+    auto T = lt.size(1) - 1;
+    auto m = shifted_mask(b).to(lt.device());
+    auto r = kl_anchor(lt.narrow(1, 0, T), lr.narrow(1, 0, T), m);
+    if (on_task_) {
+      auto rt = c.logits(*c.task_batch, false, false);
+      auto Tt = rt.size(1) - 1;
+      r = r + kl_anchor(c.task_logits.narrow(1, 0, Tt), rt.narrow(1, 0, Tt), shifted_mask(*c.task_batch).to(rt.device()));
+    }
+    last_ = r.item<double>();
+    return r;
+  }
+  std::map<std::string, double> metrics() const override { return {{"kl_anchor", last_}}; }
+
+ private:
+  bool on_task_;
+  double last_ = 0;
+};
+
+class TokenConstrained : public Regularizer {
+ public:
+  explicit TokenConstrained(TokenBetas b) : betas_(b) {}
+  std::string name() const override { return "token_constrained"; }
+  bool replaces_task_loss() const override { return true; }
+  at::Tensor loss(RegContext& c) override {
+    const auto& b = *c.task_batch;
+    auto lr = c.logits(b, false, false);
+    auto T = lr.size(1) - 1;
+    auto labels = b.labels.narrow(1, 1, T).to(lr.device());
+    double value = 0;
+    auto l = token_constrained(c.task_logits.narrow(1, 0, T), lr.narrow(1, 0, T), labels, betas_, &value);
+    last_ = value;
+    return l;
+  }
+  std::map<std::string, double> metrics() const override { return {{"token_constrained", last_}}; }
+
+ private:
+  TokenBetas betas_;
+  double last_ = 0;
+};
+
+class Replay : public Regularizer {
+ public:
+  explicit Replay(double rho) : rho_(rho) {}
+  std::string name() const override { return "replay"; }
+  double replay_ratio() const override { return rho_; }
+
+ private:
+  double rho_;
+};
+
+class WeightPenalty : public Regularizer {
+ public:
+  enum class Kind { orthogonal, subspace, l2_delta };
+  explicit WeightPenalty(Kind k) : kind_(k) {}
+  std::string name() const override {
+    return kind_ == Kind::orthogonal ? "orthogonal" : kind_ == Kind::subspace ? "subspace" : "l2_delta";
+  }
+  void setup(lora::ModelAdapters& a, const std::string& task, const std::string& safety) override {
+    if (kind_ == Kind::l2_delta) {
+      for (auto* st : a.stacks(task)) pairs_.push_back({&st->get(task), nullptr, {}});
+    } else {
+      pairs_ = pairs(a, task, safety);
+      if (pairs_.empty())
+        throw ConfigError(name() + " needs the safety adapter on the task adapter's Linears", "regularizers");
+      if (kind_ == Kind::subspace)
+        for (auto& p : pairs_) p.Q = column_basis(p.safety->B.to(torch::kFloat));
+    }
+  }
+  at::Tensor loss(RegContext&) override {
+    at::Tensor total;
+    for (const auto& p : pairs_) {
+      at::Tensor t;
+      if (kind_ == Kind::orthogonal) t = orthogonal_penalty(p.task->A, p.safety->A);
+      else if (kind_ == Kind::subspace) t = subspace_penalty(p.task->A, p.task->B, p.task->scale(), p.Q);
+      else t = l2_delta_penalty(p.task->A, p.task->B, p.task->scale());
+      total = total.defined() ? total + t : t;
+    }
+    if (total.defined()) last_ = total.item<double>();
+    return total;
+  }
+  std::map<std::string, double> metrics() const override { return {{name(), last_}}; }
+
+ private:
+  Kind kind_;
+  std::vector<Pair> pairs_;
+  double last_ = 0;
+};
+
+class GradientProjection : public Regularizer {
+ public:
+  std::string name() const override { return "gradient_projection"; }
+  void on_gradients(RegContext& c, std::vector<at::Tensor>& params) override {
+    const auto& b = c.anchor();
+    auto safe_loss = lm_loss(c.logits(b, true, true), b.labels);
+    auto gs = torch::autograd::grad({safe_loss}, params, {}, false, false, /*allow_unused=*/true);
+    std::vector<at::Tensor> g;
+    for (auto& p : params) g.push_back(p.grad());
+    std::vector<at::Tensor> s(gs.begin(), gs.end());
+    last_dot_ = project_conflicting(g, s);
+    conflicts_ += last_dot_ < 0 ? 1 : 0;
+  }
+  std::map<std::string, double> metrics() const override {
+    return {{"grad_dot", last_dot_}, {"grad_conflicts", static_cast<double>(conflicts_)}};
+  }
+
+ private:
+  double last_dot_ = 0;
+  long conflicts_ = 0;
+};
+
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, RegularizerFactory>& registry() {
+  static std::map<std::string, RegularizerFactory> r = [] {
+    std::map<std::string, RegularizerFactory> m;
+    m["none"] = [](const RegularizerSection&) { return std::make_unique<NoneReg>(); };
+    m["kl_anchor"] = [](const RegularizerSection& s) { return std::make_unique<KlAnchor>(s.on_task_batches); };
+    m["token_constrained"] = [](const RegularizerSection& s) {
+      return std::make_unique<TokenConstrained>(TokenBetas{s.beta_first, s.beta_early, s.beta_late, static_cast<long>(s.early_until)});
+    };
+    m["replay"] = [](const RegularizerSection& s) { return std::make_unique<Replay>(s.rho); };
+    m["orthogonal"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::orthogonal); };
+    m["subspace"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::subspace); };
+    m["l2_delta"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::l2_delta); };
+    m["gradient_projection"] = [](const RegularizerSection&) { return std::make_unique<GradientProjection>(); };
+    return m;
+  }();
+  return r;
+}
+}  // namespace
+
+void register_regularizer(const std::string& name, RegularizerFactory factory) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry()[name] = std::move(factory);
+}
+
+std::vector<std::string> regularizer_names() {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::vector<std::string> out;
+  for (const auto& [k, v] : registry()) out.push_back(k);
+  return out;
+}
+
+std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg) {
+  RegularizerFactory f;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto it = registry().find(cfg.name);
+    if (it == registry().end()) throw ConfigError("unknown regularizer '" + cfg.name + "'", "regularizers");
+    f = it->second;
+  }
+  auto r = f(cfg);
+  r->lambda = cfg.lambda;
+  return r;
+}
+
+std::vector<std::string> safe_lora_project(lora::ModelAdapters& a, const std::string& task, const std::string& safety,
+                                           double threshold) {
+  std::vector<std::string> projected;
+  torch::NoGradGuard ng;
+  for (auto* st : a.stacks(task)) {
+    if (!st->contains(safety)) continue;
+    auto& t = st->get(task);
+    auto Q = column_basis(st->get(safety).B.to(torch::kDouble));
+    if (projection_cosine(t.A, t.B, Q) >= threshold) continue;
+    auto B = t.B.to(torch::kDouble);
+    t.B.copy_(Q.matmul(Q.t().matmul(B)).to(t.B.scalar_type()));
+    projected.push_back(st->module_name());
+  }
+  return projected;
+}
+
+}  // namespace safetune::train
