@@ -15,7 +15,7 @@ die() { printf 'error: bootstrap: %s\n' "$*" >&2; exit 1; }
 
 # ---- 1. Debian packages ----------------------------------------------------------------------
 debs=(libsentencepiece-dev sentencepiece libeigen3-dev libyaml-cpp-dev catch2 libspdlog-dev
-      libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libssl-dev ninja-build ccache
+      libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libssl-dev libicu-dev ninja-build ccache
       pkg-config clang libclang-rt-14-dev)
 missing=()
 for p in "${debs[@]}"; do
@@ -76,4 +76,13 @@ if [ ! -f "$model" ] || [ "$(cat "$model.sha256" 2>/dev/null)" != "$gguf_sha" ];
   mv -f "$src" "$model.part" && sync "$model.part" && mv -f "$model.part" "$model"
   echo "$gguf_sha" > "$model.sha256"
   rm -rf "$tmp"
+fi
+
+# ---- 4. A tiny random Llama with SmolLM2's tokenizer, for quick whole-pipeline runs -----------
+tiny=$SAFETUNE_HOME/models/tiny-llama
+if [ ! -f "$tiny/config.json" ]; then
+  say "writing the tiny test model to $tiny"
+  rm -rf "$tiny.part"
+  HF_HUB_OFFLINE=1 "$venv/bin/python" "$here/make_tiny_model.py" "$model" "$tiny" >/dev/null 2>&1 \
+    || die "cannot write the tiny model (scripts/make_tiny_model.py)"
 fi

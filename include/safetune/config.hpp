@@ -16,6 +16,8 @@ namespace safetune {
 struct Field {
   explicit Field(std::string doc_) : doc(std::move(doc_)) {}
   Field& required() { is_required = true; return *this; }
+  // A filesystem path: a leading "~/" and "$SAFETUNE_HOME" / "${SAFETUNE_HOME}" are expanded.
+  Field& path() { is_path = true; return *this; }
   Field& range(double lo, double hi) { min = lo; max = hi; return *this; }
   Field& at_least(double lo) { min = lo; return *this; }
   Field& one_of(std::vector<std::string> c) { choices = std::move(c); return *this; }
@@ -25,6 +27,7 @@ struct Field {
   }
   std::string doc;
   bool is_required = false;
+  bool is_path = false;
   std::optional<double> min, max;
   std::vector<std::string> choices;
   std::function<std::optional<std::string>(const std::string&)> checker;
@@ -123,6 +126,9 @@ void config_load_string(ConfigSection& out, const std::string& yaml, const std::
 std::string config_dump(ConfigSection& cfg);
 // Markdown reference of every key (type, default, constraints, description).
 std::string config_reference_markdown(ConfigSection& prototype, const std::string& title);
+
+// Expands "~/" (HOME) and $SAFETUNE_HOME / ${SAFETUNE_HOME} (default ~/.cache/safetune) in a path.
+std::string expand_path(const std::string& path);
 
 // Edit distance used for "did you mean" suggestions.
 std::size_t edit_distance(std::string_view a, std::string_view b);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <regex>
 #include <set>
@@ -29,6 +30,23 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
+}
+
+std::string expand_path(const std::string& p) {
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+  };
+  const std::string home = env("HOME");
+  std::string st_home = env("SAFETUNE_HOME");
+  if (st_home.empty()) st_home = home + "/.cache/safetune";
+  std::string out = p;
+  for (const std::string key : {"${SAFETUNE_HOME}", "$SAFETUNE_HOME"}) {
+    for (auto pos = out.find(key); pos != std::string::npos; pos = out.find(key, pos + st_home.size()))
+      out.replace(pos, key.size(), st_home);
+  }
+  if (out == "~" || out.rfind("~/", 0) == 0) out = home + out.substr(1);
+  return out;
 }
 
 Override parse_override(const std::string& text) {
@@ -120,6 +138,7 @@ class Loader : public ConfigVisitor {
   void field(std::string_view key, std::string& value, const Field& f) override {
     if (auto n = take(key, f)) {
       std::string s = scalar(*n, key, "a string");
+      if (f.is_path) s = expand_path(s);
       check_string(*n, key, s, f);
       value = s;
     }

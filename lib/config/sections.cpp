@@ -14,7 +14,7 @@ void RunSection::describe(ConfigVisitor& v) {
 
 void ModelSection::describe(ConfigVisitor& v) {
   v.field("path", path,
-          Field("Base model: a Hugging Face directory (config.json + safetensors) or a .gguf file.")
+          Field("Base model: a Hugging Face directory (config.json + safetensors) or a .gguf file.").path()
               .required());
   v.field("dtype", dtype, Field("Compute dtype of the base weights.")
                               .one_of({"float32", "bfloat16", "float16"}));
@@ -28,7 +28,7 @@ void ModelSection::describe(ConfigVisitor& v) {
                   },
                   "cpu, cuda or cuda:N"));
   v.field("tokenizer", tokenizer,
-          Field("tokenizer.json or SentencePiece .model; empty uses the model's own (GGUF metadata or the directory)."));
+          Field("tokenizer.json or SentencePiece .model; empty uses the model's own (GGUF metadata or the directory).").path());
   v.field("chat_template", chat_template,
           Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
 }

@@ -16,7 +16,7 @@ using tokenizer::ChatMessage;
 
 void DatasetSection::describe(ConfigVisitor& v) {
   v.field("name", name, Field("Name in logs and stats; defaults to the file name."));
-  v.field("path", path, Field("Data file (.jsonl, .csv or .txt).").required());
+  v.field("path", path, Field("Data file (.jsonl, .csv or .txt).").path().required());
   v.field("format", format,
           Field("Record layout; auto picks by extension and the first record's keys.")
               .one_of({"auto", "messages", "prompt_response", "goal_target", "text"}));

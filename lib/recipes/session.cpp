@@ -60,7 +60,10 @@ Session::Session(const fs::path& path, const SessionOptions& opt) : path_(path) 
     fs::path dir = fs::is_directory(path) ? path : path.parent_path();
     tokenizer_ = tokenizer::load_tokenizer(dir);
     fs::path tc = dir / "tokenizer_config.json";
-    if (opt.chat_template.empty() && fs::exists(tc, ec)) {
+    fs::path jinja = dir / "chat_template.jinja";  // where transformers v5 keeps it
+    if (opt.chat_template.empty() && fs::exists(jinja, ec)) {
+      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(jinja));
+    } else if (opt.chat_template.empty() && fs::exists(tc, ec)) {
       try {
         auto j = nlohmann::json::parse(io::read_file(tc));
         if (j.contains("chat_template") && j["chat_template"].is_string())

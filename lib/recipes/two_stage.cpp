@@ -38,13 +38,13 @@ void Stage2Section::describe(ConfigVisitor& v) {
   v.field("safety_mode", safety_mode,
           Field("separate: safety adapter frozen and active beside the task adapter; merged: folded into the "
                 "base weights first (the reactive baseline).").one_of({"separate", "merged"}));
-  v.field("safety_adapter", safety_adapter, Field("PEFT directory of a safety adapter, used when stage 1 is off."));
+  v.field("safety_adapter", safety_adapter, Field("PEFT directory of a safety adapter, used when stage 1 is off.").path());
   v.section("lora", lora, Field("The task adapter."));
   v.section("data", data, Field("Task data."));
   v.section("anchor", anchor, Field("Safety anchor batches for kl_anchor and gradient_projection; empty: stage 1's data."));
   v.list("regularizers", regularizers, Field("Safety regularizers added to the task loss (docs/regularizers.md)."));
   v.section("train", train, Field("Optimisation of stage 2."));
-  v.field("task_eval", task_eval, Field("Held-out JSONL; the task metric is the exact-match rate of the JSON answer."));
+  v.field("task_eval", task_eval, Field("Held-out JSONL; the task metric is the exact-match rate of the JSON answer.").path());
   v.field("task_eval_limit", task_eval_limit, Field("Use the first N task_eval examples; 0: all.").at_least(0));
   v.field("safe_lora_threshold", safe_lora_threshold,
           Field("Post-hoc Safe LoRA projection of layers whose cosine is below this; 0 disables.").range(0, 1));
@@ -52,7 +52,7 @@ void Stage2Section::describe(ConfigVisitor& v) {
 
 void SafetySection::describe(ConfigVisitor& v) {
   v.field("assess", assess, Field("Assess safety before stage 1, after stage 1 and after stage 2."));
-  v.field("suite", suite, Field("Probe suite directory (harmful.jsonl, benign.jsonl, discrimination.jsonl)."));
+  v.field("suite", suite, Field("Probe suite directory (harmful.jsonl, benign.jsonl, discrimination.jsonl).").path());
   v.field("max_new_tokens", max_new_tokens, Field("Greedy tokens generated per probe.").range(1, 4096));
   v.field("batch_size", batch_size, Field("Probes per generation batch.").range(1, 1024));
   v.field("limit", limit, Field("Probes used per kind; 0: all.").at_least(0));
