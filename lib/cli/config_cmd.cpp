@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "safetune/config.hpp"
+#include "safetune/recipes/two_stage.hpp"
 
 namespace safetune::cli {
 
@@ -22,7 +23,7 @@ void register_config_commands(CLI::App& app, Action& action) {
   check->add_option("overrides", args->overrides, "key.path=value overrides");
   check->callback([&action, args] {
     action = [args] {
-      Config cfg;
+      recipes::TwoStageConfig cfg;
       config_load(cfg, args->file, args->overrides);
       std::printf("%s: ok\n", args->file.c_str());
       return 0;
@@ -34,7 +35,7 @@ void register_config_commands(CLI::App& app, Action& action) {
   show->add_option("overrides", args->overrides, "key.path=value overrides");
   show->callback([&action, args] {
     action = [args] {
-      Config cfg;
+      recipes::TwoStageConfig cfg;
       config_load(cfg, args->file, args->overrides);
       std::cout << config_dump(cfg);
       return 0;
@@ -44,7 +45,7 @@ void register_config_commands(CLI::App& app, Action& action) {
   auto* reference = config->add_subcommand("reference", "print the Markdown reference of every key");
   reference->callback([&action] {
     action = [] {
-      Config cfg;
+      recipes::TwoStageConfig cfg;
       std::cout << config_reference_markdown(cfg, "Configuration reference");
       return 0;
     };

@@ -144,6 +144,19 @@ std::vector<std::pair<std::string, at::Tensor>> ModelAdapters::trainable_paramet
   return out;
 }
 
+std::string ModelAdapters::content_sha256(const std::string& name) const {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& m : order_) {
+    auto it = stacks_.find(m);
+    if (it == stacks_.end() || !it->second->contains(name)) continue;
+    const Adapter& a = it->second->get(name);
+    tensors.emplace_back(kPrefix + m + ".lora_A.weight", a.A);
+    tensors.emplace_back(kPrefix + m + ".lora_B.weight", a.B);
+  }
+  if (tensors.empty()) throw AdapterError("no such adapter", name);
+  return tensors_sha256(tensors);
+}
+
 void ModelAdapters::save_peft(const std::string& name, const fs::path& dir, const std::string& base) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   const Adapter* first = nullptr;

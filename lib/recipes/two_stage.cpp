@@ -206,6 +206,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
   // 2. Stage 2: the task adapter, safety adapter frozen and active (or merged, if configured).
   if (cfg.stage2.enabled) {
     auto t0 = std::chrono::steady_clock::now();
+    if (has_safety) result.safety_sha_before = adapters.content_sha256("safety");
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.merge({"safety"}, lora::MergeCopy::keep);
     adapters.add("task", to_lora(cfg.stage2.lora), lora::AdapterRole::task, /*trainable=*/true);
 
@@ -329,6 +330,11 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     adapters.train(true);
     result.tuned.status = trainer.run(resume);
     adapters.set_trainable("task", false);
+    if (has_safety) {
+      result.safety_sha_after = adapters.content_sha256("safety");
+      if (result.safety_sha_after != result.safety_sha_before)
+        throw SafetyError("the frozen safety adapter changed during stage 2", "stage2");
+    }
     if (cfg.stage2.safe_lora_threshold > 0 && has_safety) {
       auto projected = train::safe_lora_project(adapters, "task", "safety", cfg.stage2.safe_lora_threshold);
       log_info("Safe LoRA projection changed " + std::to_string(projected.size()) + " layers");

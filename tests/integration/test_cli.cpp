@@ -38,9 +38,9 @@ TEST_CASE("cli: config check and show", "[cli]") {
   test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");
   auto ok = test::run_cli({"config", "check", (dir / "ok.yaml").string()});
   CHECK(ok.exit_code == 0);
-  auto show = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "generation.top_k=7"});
+  auto show = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "stage2.train.max_steps=7"});
   CHECK(show.exit_code == 0);
-  CHECK_THAT(show.out, Contains("top_k: 7"));
+  CHECK_THAT(show.out, Contains("max_steps: 7"));
   CHECK_THAT(show.out, Contains("path: m.gguf"));
 
   test::write_text(dir / "bad.yaml", "model:\n  path: m.gguf\n  dtype: fp8\n");
@@ -48,14 +48,19 @@ TEST_CASE("cli: config check and show", "[cli]") {
   CHECK(bad.exit_code == 1);
   CHECK(count_lines(bad.err) == 1);
   CHECK_THAT(bad.err, StartsWith("error: " + (dir / "bad.yaml").string() + ":3:10: model.dtype: expected one of"));
+  test::write_text(dir / "reg.yaml", "model:\n  path: m.gguf\nstage2:\n  regularizers:\n    - {name: kl_anchr}\n");
+  auto reg = test::run_cli({"config", "check", (dir / "reg.yaml").string()});
+  CHECK(reg.exit_code == 1);
+  CHECK_THAT(reg.err, Contains("stage2.regularizers.0.name: expected one of"));
+  CHECK_THAT(reg.err, Contains("(did you mean 'kl_anchor'?)"));
 
   auto missing = test::run_cli({"config", "check", (dir / "nope.yaml").string()});
   CHECK(missing.exit_code == 1);
   CHECK_THAT(missing.err, Contains("config file not found"));
 
-  auto syntax = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "generation.top_k"});
+  auto syntax = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "stage2.train.lr"});
   CHECK(syntax.exit_code == 2);
-  CHECK_THAT(syntax.err, Contains("bad override 'generation.top_k'"));
+  CHECK_THAT(syntax.err, Contains("bad override 'stage2.train.lr'"));
 }
 
 TEST_CASE("cli: bundled configs validate", "[cli]") {

@@ -4,6 +4,7 @@
 #include "safetune/config.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/recipes/two_stage.hpp"
 #include "support.hpp"
 
 using namespace safetune;
@@ -113,7 +114,7 @@ TEST_CASE("config: dump round-trips through the loader", "[config]") {
 }
 
 TEST_CASE("config: docs/config.md is generated from the schema", "[config]") {
-  Config proto;
+  recipes::TwoStageConfig proto;
   std::string expected = config_reference_markdown(proto, "Configuration reference");
   std::string actual = io::read_file(test::source_dir() / "docs" / "config.md");
   // On drift, regenerate with: build/bin/safetune config reference > docs/config.md

@@ -46,6 +46,8 @@ class ModelAdapters {
   void train(bool on);
   void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none, bool safe = true);
   void unmerge(const std::vector<std::string>& names);
+  // SHA-256 of adapter `name`'s factors under their PEFT key names (what save_peft records).
+  std::string content_sha256(const std::string& name) const;
   // Names of required adapters that are disabled (only possible through an override).
   std::vector<std::string> inference_violations() const;
 

@@ -82,6 +82,8 @@ struct TwoStageResult {
   StageOutcome tuned;                          // after stage 2
   safety::GateVerdict verdict;
   std::filesystem::path out_dir;
+  // The frozen safety adapter's content hash before and after stage 2 (must be equal).
+  std::string safety_sha_before, safety_sha_after;
 };
 
 struct RunOptions {
