@@ -84,7 +84,8 @@ def build(name, spec, seed):
 def generate(model, ids, mask=None, **extra):
     from transformers import GenerationConfig
 
-    gc = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+    # No min_new_tokens: it would suppress the config's eos id even with eos_token_id=None here.
+    gc = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS,
                           eos_token_id=None, pad_token_id=0, bos_token_id=1, **extra)
     with torch.no_grad():
         out = model.generate(ids, attention_mask=mask if mask is not None else torch.ones_like(ids),
