@@ -1,0 +1,235 @@
+// GgufFile (mmap + validated header + typed metadata access) and GGUF -> HF Checkpoint loading.
+#include "safetune/io/gguf.hpp"
+
+#include <ATen/ATen.h>
+
+#include <regex>
+
+#include "io/mapped_file.hpp"
+#include "safetune/error.hpp"
+#include "safetune/log.hpp"
+
+namespace safetune::io {
+namespace fs = std::filesystem;
+using gguf::Value;
+using gguf::ValueType;
+
+namespace {
+bool is_unsigned(ValueType t) {
+  return t == ValueType::UINT8 || t == ValueType::UINT16 || t == ValueType::UINT32 || t == ValueType::UINT64;
+}
+bool is_signed(ValueType t) {
+  return t == ValueType::INT8 || t == ValueType::INT16 || t == ValueType::INT32 || t == ValueType::INT64 ||
+         t == ValueType::BOOL;
+}
+bool is_float(ValueType t) { return t == ValueType::FLOAT32 || t == ValueType::FLOAT64; }
+
+std::int64_t as_int(const Value& v, const std::string& where) {
+  if (is_signed(v.type)) return v.i;
+  if (is_unsigned(v.type)) {
+    if (v.u > static_cast<std::uint64_t>(INT64_MAX)) throw FormatError("integer value too large", where);
+    return static_cast<std::int64_t>(v.u);
+  }
+  throw FormatError(std::string("expected an integer, found ") + gguf::value_type_name(v.type), where);
+}
+double as_float(const Value& v, const std::string& where) {
+  if (is_float(v.type)) return v.f;
+  if (is_signed(v.type)) return static_cast<double>(v.i);
+  if (is_unsigned(v.type)) return static_cast<double>(v.u);
+  throw FormatError(std::string("expected a number, found ") + gguf::value_type_name(v.type), where);
+}
+const Value& as_array(const Value& v, const std::string& where) {
+  if (v.type != ValueType::ARRAY)
+    throw FormatError(std::string("expected an array, found ") + gguf::value_type_name(v.type), where);
+  return v;
+}
+}  // namespace
+
+GgufFile::GgufFile(const fs::path& path) : path_(path) {
+  auto map = MappedFile::open(path);
+  header_ = gguf::parse_header(map->bytes(), path.string());
+  data_ = map->data();
+  mapping_ = std::move(map);
+}
+
+bool GgufFile::has(const std::string& key) const { return header_.metadata_index.count(key) > 0; }
+
+const Value& GgufFile::get(const std::string& key) const {
+  auto it = header_.metadata_index.find(key);
+  if (it == header_.metadata_index.end())
+    throw FormatError("metadata key is missing", path_.string() + ": key '" + key + "'");
+  return header_.metadata[it->second].second;
+}
+
+#define SAFETUNE_WHERE (path_.string() + ": key '" + key + "'")
+
+std::string GgufFile::get_string(const std::string& key) const {
+  const Value& v = get(key);
+  if (v.type != ValueType::STRING)
+    throw FormatError(std::string("expected a string, found ") + gguf::value_type_name(v.type), SAFETUNE_WHERE);
+  return v.s;
+}
+std::int64_t GgufFile::get_int(const std::string& key) const { return as_int(get(key), SAFETUNE_WHERE); }
+double GgufFile::get_float(const std::string& key) const { return as_float(get(key), SAFETUNE_WHERE); }
+bool GgufFile::get_bool(const std::string& key) const {
+  const Value& v = get(key);
+  if (v.type != ValueType::BOOL)
+    throw FormatError(std::string("expected a bool, found ") + gguf::value_type_name(v.type), SAFETUNE_WHERE);
+  return v.i != 0;
+}
+std::vector<std::string> GgufFile::get_strings(const std::string& key) const {
+  const Value& a = as_array(get(key), SAFETUNE_WHERE);
+  if (a.elem_type != ValueType::STRING)
+    throw FormatError(std::string("expected an array of strings, found an array of ") +
+                          gguf::value_type_name(a.elem_type), SAFETUNE_WHERE);
+  std::vector<std::string> out;
+  out.reserve(a.array.size());
+  for (const Value& e : a.array) out.push_back(e.s);
+  return out;
+}
+std::vector<std::int64_t> GgufFile::get_ints(const std::string& key) const {
+  const Value& a = as_array(get(key), SAFETUNE_WHERE);
+  std::vector<std::int64_t> out;
+  out.reserve(a.array.size());
+  for (const Value& e : a.array) out.push_back(as_int(e, SAFETUNE_WHERE));
+  return out;
+}
+std::vector<double> GgufFile::get_floats(const std::string& key) const {
+  const Value& a = as_array(get(key), SAFETUNE_WHERE);
+  std::vector<double> out;
+  out.reserve(a.array.size());
+  for (const Value& e : a.array) out.push_back(as_float(e, SAFETUNE_WHERE));
+  return out;
+}
+std::string GgufFile::get_string(const std::string& key, const std::string& fallback) const {
+  return has(key) ? get_string(key) : fallback;
+}
+std::int64_t GgufFile::get_int(const std::string& key, std::int64_t fallback) const {
+  return has(key) ? get_int(key) : fallback;
+}
+double GgufFile::get_float(const std::string& key, double fallback) const {
+  return has(key) ? get_float(key) : fallback;
+}
+#undef SAFETUNE_WHERE
+
+const gguf::TensorInfo* GgufFile::find_tensor(const std::string& name) const {
+  auto it = header_.tensor_index.find(name);
+  return it == header_.tensor_index.end() ? nullptr : &header_.tensors[it->second];
+}
+
+const std::uint8_t* GgufFile::tensor_data(const gguf::TensorInfo& info) const {
+  return data_ + header_.data_offset + info.offset;
+}
+
+at::Tensor GgufFile::tensor(const std::string& name, at::ScalarType dtype) const {
+  const std::string where = path_.string() + ": tensor '" + name + "'";
+  const gguf::TensorInfo* info = find_tensor(name);
+  if (!info) throw FormatError("no such tensor", where);
+  // A plain float tensor already in the target dtype is a view of the mapping (no copy).
+  const auto type = static_cast<gguf::GgmlType>(info->type);
+  const bool same = (type == gguf::GgmlType::F32 && dtype == at::kFloat) ||
+                    (type == gguf::GgmlType::F16 && dtype == at::kHalf) ||
+                    (type == gguf::GgmlType::BF16 && dtype == at::kBFloat16);
+  const std::uint8_t* ptr = tensor_data(*info);
+  if (same && reinterpret_cast<std::uintptr_t>(ptr) % at::elementSize(dtype) == 0 && info->n_elements > 0) {
+    auto keep = mapping_;
+    return at::from_blob(const_cast<std::uint8_t*>(ptr), info->torch_shape(), [keep](void*) {},
+                         at::TensorOptions().dtype(dtype).device(at::kCPU));
+  }
+  return gguf_dequantize(*info, ptr, dtype, where);
+}
+
+std::optional<std::string> gguf_to_hf_name(const std::string& name) {
+  static const std::pair<const char*, const char*> globals[] = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output_norm.bias", "model.norm.bias"},
+      {"output.weight", "lm_head.weight"},
+      {"output.bias", "lm_head.bias"},
+  };
+  for (const auto& [g, h] : globals)
+    if (name == g) return std::string(h);
+  static const std::pair<const char*, const char*> layer_parts[] = {
+      {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
+      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},        {"attn_norm", "input_layernorm"},
+      {"ffn_norm", "post_attention_layernorm"},
+  };
+  static const std::regex blk(R"(blk\.(\d{1,6})\.([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (!std::regex_match(name, m, blk)) return std::nullopt;
+  for (const auto& [g, h] : layer_parts)
+    if (m[2] == g) return "model.layers." + m[1].str() + "." + h + "." + m[3].str();
+  return std::nullopt;
+}
+
+namespace {
+// llama.cpp's converter reorders Q/K rows of each head from HF's [half0 | half1] rotary layout to
+// interleaved pairs: w.reshape(n_head, 2, hd/2, ...).swapaxes(1, 2). This is the inverse.
+at::Tensor unpermute_rows(const at::Tensor& w, std::int64_t n_head, const std::string& where) {
+  const std::int64_t rows = w.size(0);
+  if (n_head <= 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0)
+    throw ModelError(std::to_string(rows) + " rows cannot be split into " + std::to_string(n_head) +
+                         " heads of even size", where);
+  std::vector<std::int64_t> shape{n_head, rows / n_head / 2, 2};
+  for (std::int64_t d = 1; d < w.dim(); ++d) shape.push_back(w.size(d));
+  return w.reshape(shape).transpose(1, 2).reshape(w.sizes()).contiguous();
+}
+}  // namespace
+
+Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
+  GgufFile f(path);
+  const std::string file = path.string();
+  Checkpoint ck;
+  model::ModelConfig& c = ck.config;
+  const std::string arch = f.get_string("general.architecture");
+  if (arch != "llama" && arch != "qwen2")
+    throw ModelError("unknown architecture '" + arch + "' (llama and qwen2 are supported)",
+                     file + ": key 'general.architecture'");
+  c.architecture = arch;
+  const std::string p = arch + ".";
+  c.num_hidden_layers = f.get_int(p + "block_count");
+  c.hidden_size = f.get_int(p + "embedding_length");
+  c.intermediate_size = f.get_int(p + "feed_forward_length");
+  c.num_attention_heads = f.get_int(p + "attention.head_count");
+  c.num_key_value_heads = f.get_int(p + "attention.head_count_kv", c.num_attention_heads);
+  if (c.num_hidden_layers <= 0 || c.hidden_size <= 0 || c.num_attention_heads <= 0 ||
+      c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0)
+    throw ModelError("inconsistent layer/head counts in metadata", file);
+  c.head_dim = f.get_int(p + "attention.key_length", c.hidden_size / c.num_attention_heads);
+  c.rope_theta = f.get_float(p + "rope.freq_base", 10000.0);
+  c.rms_norm_eps = f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-6);
+  c.max_position_embeddings = f.get_int(p + "context_length", 2048);
+  c.qkv_bias = arch == "qwen2";
+  c.attention_bias = arch == "llama" && f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.mlp_bias = f.find_tensor("blk.0.ffn_gate.bias") != nullptr;
+  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.bos_token_id = f.get_int("tokenizer.ggml.bos_token_id", -1);
+  if (f.has("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
+  c.pad_token_id = f.get_int("tokenizer.ggml.padding_token_id", -1);
+  c.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  const gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
+  if (!embd || embd->ne.size() != 2)
+    throw ModelError("token_embd.weight is missing or not 2-D", file);
+  c.vocab_size = static_cast<std::int64_t>(embd->ne[1]);
+
+  static const std::regex q_or_k(R"(blk\.\d+\.attn_([qk])\.(weight|bias))");
+  for (const gguf::TensorInfo& info : f.tensors()) {
+    const std::string where = file + ": tensor '" + info.name + "'";
+    if (info.name == "rope_freqs.weight") {
+      log_warn(file + ": rope_freqs.weight (llama3 rope scaling) is not supported yet; loading without it");
+      continue;
+    }
+    auto hf = gguf_to_hf_name(info.name);
+    if (!hf) throw ModelError("tensor has no Hugging Face equivalent", where);
+    at::Tensor t = f.tensor(info.name, dtype);
+    std::smatch m;
+    if (arch == "llama" && std::regex_match(info.name, m, q_or_k))
+      t = unpermute_rows(t, m[1] == "q" ? c.num_attention_heads : c.num_key_value_heads, where);
+    ck.tensors.emplace_back(std::move(*hf), std::move(t));
+  }
+  return ck;
+}
+
+}  // namespace safetune::io

@@ -1,0 +1,16 @@
+// libFuzzer target: the GGUF header parser must reject bad input with safetune::Error only.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "safetune/error.hpp"
+#include "safetune/io/gguf_format.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  try {
+    safetune::io::gguf::parse_header(bytes, "fuzz");
+  } catch (const safetune::Error&) {
+  }
+  return 0;
+}
