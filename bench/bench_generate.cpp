@@ -31,10 +31,12 @@ if path.suffix == ".gguf":
 else:
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
 model.eval()
+model.generation_config.eos_token_id = None  # no early stop: both sides make exactly `tokens`
+model.config.eos_token_id = None
 ids = torch.tensor([[int(t) for t in prompt.split(",")]])
-gc = GenerationConfig(do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens, eos_token_id=None, pad_token_id=0)
+gc = GenerationConfig(do_sample=False, max_new_tokens=tokens, eos_token_id=None, pad_token_id=0)
 with torch.no_grad():
-    model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=GenerationConfig(do_sample=False, max_new_tokens=4, min_new_tokens=4, eos_token_id=None, pad_token_id=0))
+    model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=GenerationConfig(do_sample=False, max_new_tokens=4, eos_token_id=None, pad_token_id=0))
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()

@@ -84,7 +84,11 @@ def build(name, spec, seed):
 def generate(model, ids, mask=None, **extra):
     from transformers import GenerationConfig
 
-    gc = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+    # transformers falls back to the model's eos id when the call passes None, and min_new_tokens
+    # would suppress that id instead; so generation runs with the model's eos cleared.
+    model.generation_config.eos_token_id = None
+    model.config.eos_token_id = None
+    gc = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS,
                           eos_token_id=None, pad_token_id=0, bos_token_id=1, **extra)
     with torch.no_grad():
         out = model.generate(ids, attention_mask=mask if mask is not None else torch.ones_like(ids),
