@@ -72,6 +72,24 @@ AdapterStack::AdapterStack(std::string module_name, at::Tensor base_weight)
     throw AdapterError("an adapter stack needs the Linear's 2-D weight", module_);
 }
 
+void AdapterStack::rebind_weight(at::Tensor base_weight) {
+  if (!base_weight.defined() || base_weight.dim() != 2 ||
+      (weight_.defined() && base_weight.sizes() != weight_.sizes()))
+    throw AdapterError("the new weight must have the old shape [" + std::to_string(out_features()) +
+                           ", " + std::to_string(in_features()) + "]", module_);
+  if (!merged_names().empty())
+    throw AdapterError("cannot rebind the weight while adapters are merged into it", module_,
+                       "unmerge first");
+  for (auto& a : adapters_) {
+    // The factors follow the weight's device; requires_grad survives the move.
+    if (a.A.device() != base_weight.device()) {
+      a.A = a.A.detach().to(base_weight.device()).set_requires_grad(a.spec.trainable);
+      a.B = a.B.detach().to(base_weight.device()).set_requires_grad(a.spec.trainable);
+    }
+  }
+  weight_ = std::move(base_weight);
+}
+
 std::size_t AdapterStack::index_of(const std::string& name) const {
   for (std::size_t i = 0; i < adapters_.size(); ++i)
     if (adapters_[i].spec.name == name) return i;

@@ -43,7 +43,7 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("adapter init follows PEFT: kaiming-uniform / gaussian A, zero B", "[lora]") {
+TEST_CASE("adapter init follows PEFT: kaiming-uniform or gaussian A and zero B", "[lora]") {
   torch::manual_seed(10);
   AdapterStack st("m", torch::zeros({64, 4096}));
   auto& a = st.add(spec("a", 4, 8));
@@ -94,7 +94,7 @@ TEST_CASE("stack output is base + sum of enabled scaled adapters", "[lora]") {
   CHECK(max_abs_diff(lin.forward(x), expect({})) < 1e-6);
 }
 
-TEST_CASE("merged and unmerged forward agree; unmerge restores the base", "[lora]") {
+TEST_CASE("merged and unmerged forward agree and unmerge restores the base", "[lora]") {
   torch::manual_seed(12);
   const auto W0 = torch::randn({256, 384}) * 0.05;
   TinyLinear lin{W0.clone(), torch::randn({256}), nullptr};
@@ -216,7 +216,7 @@ TEST_CASE("safe_merge refuses non-finite results and leaves W untouched", "[lora
   CHECK(torch::equal(h.base_weight(), torch::full({4, 4}, 60000.0).to(at::kHalf)));
 }
 
-TEST_CASE("frozen adapters and merged ones get no gradients; dropout only in training", "[lora]") {
+TEST_CASE("frozen adapters and merged ones get no gradients and dropout acts only in training", "[lora]") {
   torch::manual_seed(14);
   TinyLinear lin{torch::randn({10, 6}), torch::Tensor(), nullptr};
   auto st = std::make_shared<AdapterStack>("q_proj", lin.weight);
@@ -252,4 +252,15 @@ TEST_CASE("frozen adapters and merged ones get no gradients; dropout only in tra
   CHECK_THROWS_AS(st->remove("task"), safetune::AdapterError);
   CHECK_THROWS_AS(st->merge({"task"}), safetune::AdapterError);
   CHECK_THROWS_AS(st->unmerge({"safety"}), safetune::AdapterError);
+  CHECK_THROWS_AS(st->rebind_weight(torch::randn({10, 6})), safetune::AdapterError);
+  st->unmerge({"task"});
+  // a replaced weight tensor: the stack follows it, wrong shapes are refused
+  lin.weight = torch::randn({10, 6});
+  st->rebind_weight(lin.weight);
+  const auto before = lin.weight.clone();
+  st->merge({"task"});
+  CHECK_FALSE(torch::equal(lin.weight, before));  // the merge landed in the new tensor
+  CHECK(st->base_weight().is_same(lin.weight));
+  st->unmerge({"task"});
+  CHECK_THROWS_AS(st->rebind_weight(torch::randn({6, 10})), safetune::AdapterError);
 }

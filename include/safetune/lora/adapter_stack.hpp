@@ -63,6 +63,10 @@ class AdapterStack : public LinearHook {
   // merge/unmerge edit the model's weight in place.
   AdapterStack(std::string module_name, at::Tensor base_weight);
 
+  // For a Linear whose weight tensor was replaced rather than written into (e.g. after loading):
+  // points the stack at the new [out, in] tensor. AdapterError while adapters are merged.
+  void rebind_weight(at::Tensor base_weight);
+
   const std::string& module_name() const { return module_; }
   const at::Tensor& base_weight() const { return weight_; }
   std::int64_t in_features() const { return weight_.size(1); }
