@@ -118,6 +118,10 @@ TEST_CASE("DeepSeek-V3 three-regex split: identical ids", "[reference][tokenizer
   require_parity(check_bpe(*load_tokenizer(fix() / "deepseek_v3" / "tokenizer.json"), "deepseek_v3", true));
 }
 
+TEST_CASE("DeepSeek-LLM six-regex split (Oniguruma `$`): identical ids", "[reference][tokenizer]") {
+  require_parity(check_bpe(*load_tokenizer(fix() / "deepseek_llm" / "tokenizer.json"), "deepseek_llm", true));
+}
+
 TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[reference][tokenizer]") {
   require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
 }
