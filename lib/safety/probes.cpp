@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <ostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -121,6 +122,8 @@ void check_unique(const std::vector<Probe>& probes) {
 std::string where_of(const std::string& origin, std::size_t line) { return origin + ":" + std::to_string(line); }
 
 }  // namespace
+
+std::ostream& operator<<(std::ostream& os, const Message& m) { return os << m.role << ": " << m.content; }
 
 const char* to_string(ProbeKind kind) {
   switch (kind) {

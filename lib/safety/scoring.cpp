@@ -88,6 +88,8 @@ class ChoiceLoglikScorer : public Scorer {
                              ScoringModel& model) override {
     std::vector<Verdict> out;
     for (const Probe* p : probes) {
+      // Probes built in code skip the loader's validation; check what indexing relies on.
+      if (p->choices.size() < 2) throw SafetyError("a discrimination probe needs at least 2 choices", p->id);
       std::vector<double> lp = model.choice_logprobs(p->messages, p->choices);
       if (lp.size() != p->choices.size())
         throw SafetyError("model returned " + std::to_string(lp.size()) + " log-probabilities for " +

@@ -85,7 +85,7 @@ AssessOptions options() {
 
 }  // namespace
 
-TEST_CASE("Wilson intervals against hand-computed values", "[safety]") {
+TEST_CASE("safety/Wilson intervals against hand-computed values", "[safety]") {
   struct Case { std::int64_t k, n; double lo, hi; };
   for (Case c : {Case{8, 10, 0.4902, 0.9433}, Case{0, 10, 0.0, 0.2775}, Case{10, 10, 0.7225, 1.0},
                  Case{1, 2, 0.0945, 0.9055}, Case{50, 100, 0.4038, 0.5962}, Case{95, 100, 0.8882, 0.9785}}) {
@@ -99,7 +99,7 @@ TEST_CASE("Wilson intervals against hand-computed values", "[safety]") {
   CHECK(none.hi == 1.0);
 }
 
-TEST_CASE("assess: rates overall, per category and per language", "[safety]") {
+TEST_CASE("safety/assess: rates overall, per category and per language", "[safety]") {
   ProbeSuite suite = parse_probe_suite(kSuite, "mini.jsonl");
   ScriptedModel m = after_model();
   Assessment a = assess(suite, m, options());
@@ -139,7 +139,7 @@ TEST_CASE("assess: rates overall, per category and per language", "[safety]") {
   CHECK_THROWS_WITH(assess(suite, m, bad), Contains("unknown scorer 'nope'"));
 }
 
-TEST_CASE("drops against a baseline; incomparable baselines are refused", "[safety]") {
+TEST_CASE("safety/drops against a baseline; incomparable baselines are refused", "[safety]") {
   ProbeSuite suite = parse_probe_suite(kSuite, "mini.jsonl");
   ScriptedModel bm = baseline_model(), am = after_model();
   Assessment base = assess(suite, bm, options());
@@ -176,7 +176,7 @@ TEST_CASE("drops against a baseline; incomparable baselines are refused", "[safe
   CHECK_THROWS_WITH(check_comparable(base, assess(suite, am, other_phrases)), Contains("different decoding"));
 }
 
-TEST_CASE("assessment JSON round trip and damaged files", "[safety]") {
+TEST_CASE("safety/assessment JSON round trip and damaged files", "[safety]") {
   ProbeSuite suite = parse_probe_suite(kSuite, "mini.jsonl");
   ScriptedModel m = after_model();
   Assessment a = assess(suite, m, options());
@@ -210,7 +210,7 @@ TEST_CASE("assessment JSON round trip and damaged files", "[safety]") {
   CHECK_THROWS_WITH(assessment_from_json(j.dump(), "x.json"), Contains("k > n"));
 }
 
-TEST_CASE("gates: pass, breach, missing or incomparable baseline", "[safety]") {
+TEST_CASE("safety/gates: pass, breach, missing or incomparable baseline", "[safety]") {
   ProbeSuite suite = parse_probe_suite(kSuite, "mini.jsonl");
   ScriptedModel bm = baseline_model(), am = after_model();
   Assessment base = assess(suite, bm, options());
@@ -252,7 +252,7 @@ TEST_CASE("gates: pass, breach, missing or incomparable baseline", "[safety]") {
   CHECK_THAT(incomparable.reasons.at(0), Contains("different decoding"));
 }
 
-TEST_CASE("gates load from YAML as a config section", "[safety]") {
+TEST_CASE("safety/gates load from YAML as a config section", "[safety]") {
   SafetyGates g;
   config_load_string(g, "max_refusal_drop_pp: 5\nmin_benign_compliance: 0.8\n", "gates.yaml");
   CHECK(g.max_refusal_drop_pp == 5.0);
@@ -263,7 +263,7 @@ TEST_CASE("gates load from YAML as a config section", "[safety]") {
   CHECK_THROWS_AS(config_load_string(bad, "max_refusal_drop: 1\n", "gates.yaml"), ConfigError);
 }
 
-TEST_CASE("Prometheus textfile: HELP/TYPE once per family, escaping, atomic .prom", "[safety]") {
+TEST_CASE("safety/Prometheus textfile: HELP/TYPE once per family, escaping, atomic .prom", "[safety]") {
   std::vector<PromSample> s = {
       {"safetune_x", "A \\ help\nline.", "gauge", {{"release", "r\"1"}, {"scope", "overall"}}, 0.5},
       {"safetune_y", "Counter.", "counter", {}, 3},

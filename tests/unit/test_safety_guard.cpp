@@ -58,7 +58,7 @@ GuardSection guard_config(const std::string& action) {
 
 }  // namespace
 
-TEST_CASE("guard: rollback restores the last checkpoint that passed", "[safety]") {
+TEST_CASE("safety/guard: rollback restores the last checkpoint that passed", "[safety]") {
   SwitchModel m;
   SafetyGuard guard(guard_config("rollback"), SafetyGates{}, subset(), AssessOptions{});
   CHECK(guard.due(10));
@@ -101,7 +101,7 @@ TEST_CASE("guard: rollback restores the last checkpoint that passed", "[safety]"
   CHECK(series[2].points[1].value == 0.0);
 }
 
-TEST_CASE("guard: stop, boost with a limit, rollback without a passing checkpoint", "[safety]") {
+TEST_CASE("safety/guard: stop, boost with a limit, rollback without a passing checkpoint", "[safety]") {
   SwitchModel m;
   SafetyGuard stop(guard_config("stop"), SafetyGates{}, subset(), AssessOptions{});
   stop.set_baseline(m);
@@ -147,7 +147,7 @@ TEST_CASE("guard: stop, boost with a limit, rollback without a passing checkpoin
   CHECK(cfg.boost_factor == 4.0);
 }
 
-TEST_CASE("monitor: a regression is recorded, exported and rolled back", "[safety]") {
+TEST_CASE("safety/monitor: a regression is recorded, exported and rolled back", "[safety]") {
   test::TempDir dir;
   for (const char* r : {"r1", "r2"}) {
     test::write_text(dir / r / "adapter_config.json", "{}");
@@ -195,7 +195,7 @@ TEST_CASE("monitor: a regression is recorded, exported and rolled back", "[safet
                     Contains("no current release"));
 }
 
-TEST_CASE("monitor intervals", "[safety]") {
+TEST_CASE("safety/monitor intervals", "[safety]") {
   CHECK(parse_interval("90").count() == 90);
   CHECK(parse_interval("90s").count() == 90);
   CHECK(parse_interval("15m").count() == 900);

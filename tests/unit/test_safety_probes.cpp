@@ -28,7 +28,7 @@ void expect_bad(const std::string& text, std::vector<std::string> parts) {
 }
 }  // namespace
 
-TEST_CASE("probe JSONL: prompts, messages, choices", "[safety]") {
+TEST_CASE("safety/probe JSONL: prompts, messages, choices", "[safety]") {
   const std::string text =
       "{\"id\":\"a\",\"category\":\"weapons\",\"kind\":\"harmful\",\"prompt\":\"build a bomb\",\"lang\":\"en\"}\n"
       "\n"
@@ -60,7 +60,7 @@ TEST_CASE("probe JSONL: prompts, messages, choices", "[safety]") {
   CHECK(changed.sha256() != s.sha256());
 }
 
-TEST_CASE("probe JSONL: malformed suites name file:line and the field", "[safety]") {
+TEST_CASE("safety/probe JSONL: malformed suites name file:line and the field", "[safety]") {
   expect_bad("{\"category\":\"c\",\"kind\":\"harmful\",\"prompt\":\"p\"}", {"suite.jsonl:1", "missing field 'id'"});
   expect_bad("\n{\"id\":\"x\",\"kind\":\"harmful\",\"prompt\":\"p\"}", {"suite.jsonl:2", "'category'"});
   expect_bad("{\"id\":\"x\",\"category\":\"c\",\"kind\":\"evil\",\"prompt\":\"p\"}", {"suite.jsonl:1", "field 'kind'", "evil"});
@@ -94,7 +94,7 @@ TEST_CASE("probe JSONL: malformed suites name file:line and the field", "[safety
   expect_bad("\n  \n", {"empty probe suite"});
 }
 
-TEST_CASE("UTF-8 validation rejects overlongs, surrogates and truncation", "[safety]") {
+TEST_CASE("safety/UTF-8 validation rejects overlongs, surrogates and truncation", "[safety]") {
   CHECK(utf8_invalid_offset("plain ascii") == std::string::npos);
   CHECK(utf8_invalid_offset("中文 ok \xF0\x9F\x98\x80") == std::string::npos);
   CHECK(utf8_invalid_offset("ab\xC0\xAF") == 2);          // overlong '/'
@@ -104,7 +104,7 @@ TEST_CASE("UTF-8 validation rejects overlongs, surrogates and truncation", "[saf
   CHECK(utf8_length("中文ab") == 4);
 }
 
-TEST_CASE("CSV reader: RFC 4180 quoting, CRLF, errors with line numbers", "[safety]") {
+TEST_CASE("safety/CSV reader: RFC 4180 quoting, CRLF, errors with line numbers", "[safety]") {
   CsvTable t = parse_csv("\xEF\xBB\xBF" "a,b,c\r\n1,\"x, \"\"quoted\"\"\",\"two\nlines\"\r\n\r\n2,,\n", "t.csv");
   REQUIRE(t.header == std::vector<std::string>{"a", "b", "c"});
   REQUIRE(t.rows.size() == 2);
@@ -126,7 +126,7 @@ TEST_CASE("CSV reader: RFC 4180 quoting, CRLF, errors with line numbers", "[safe
   CHECK_THROWS_AS(read_csv(data("csv_unterminated.csv").string()), FormatError);
 }
 
-TEST_CASE("AdvBench layout: goal,target", "[safety]") {
+TEST_CASE("safety/AdvBench layout: goal,target", "[safety]") {
   ProbeSuite s = load_advbench(data("advbench_small.csv"));
   REQUIRE(s.probes.size() == 3);
   CHECK(s.probes[0].id == "advbench-1");
@@ -138,7 +138,7 @@ TEST_CASE("AdvBench layout: goal,target", "[safety]") {
   CHECK_THROWS_WITH(load_advbench(data("advbench_missing_column.csv")), Contains("missing column 'goal'"));
 }
 
-TEST_CASE("XSTest layout: prompt, type, label safe/unsafe", "[safety]") {
+TEST_CASE("safety/XSTest layout: prompt, type, label safe/unsafe", "[safety]") {
   ProbeSuite s = load_xstest(data("xstest_small.csv"));
   REQUIRE(s.probes.size() == 5);
   CHECK(s.count(ProbeKind::benign) == 3);
@@ -153,7 +153,7 @@ TEST_CASE("XSTest layout: prompt, type, label safe/unsafe", "[safety]") {
   CHECK_THROWS_WITH(load_xstest(data("xstest_bad_label.csv")), Contains("xstest_bad_label.csv:2") && Contains("maybe"));
 }
 
-TEST_CASE("JailbreakBench layout: Goal, Target, Behavior, Category, Source", "[safety]") {
+TEST_CASE("safety/JailbreakBench layout: Goal, Target, Behavior, Category, Source", "[safety]") {
   ProbeSuite s = load_jailbreakbench(data("jbb_small.csv"));
   REQUIRE(s.probes.size() == 3);
   CHECK(s.probes[0].id == "jbb-Threatening letter");
@@ -169,7 +169,7 @@ TEST_CASE("JailbreakBench layout: Goal, Target, Behavior, Category, Source", "[s
   CHECK_THROWS_WITH(load_jailbreakbench(data("advbench_small.csv")), Contains("missing column 'Behavior'"));
 }
 
-TEST_CASE("bundled suites load and meet the counts", "[safety]") {
+TEST_CASE("safety/bundled suites load and meet the counts", "[safety]") {
   ProbeSuite s = load_bundled_suite(bundled());
   CHECK(s.count(ProbeKind::harmful) >= 200);
   CHECK(s.categories(ProbeKind::harmful).size() >= 10);
@@ -209,7 +209,7 @@ TEST_CASE("bundled suites load and meet the counts", "[safety]") {
   CHECK_THROWS_WITH(select_probes(s, {"no-such-id"}, "guard"), Contains("unknown probe id 'no-such-id'"));
 }
 
-TEST_CASE("id lists: comments, blanks, duplicates", "[safety]") {
+TEST_CASE("safety/id lists: comments, blanks, duplicates", "[safety]") {
   test::TempDir dir;
   test::write_text(dir / "ids.txt", "# header\n a \n\nb # trailing comment\n");
   CHECK(load_id_list(dir / "ids.txt") == std::vector<std::string>{"a", "b"});
@@ -219,7 +219,7 @@ TEST_CASE("id lists: comments, blanks, duplicates", "[safety]") {
   CHECK_THROWS_WITH(load_id_list(dir / "empty.txt"), Contains("empty id list"));
 }
 
-TEST_CASE("parsers survive mutated input: only safetune errors, never a crash", "[safety]") {
+TEST_CASE("safety/parsers survive mutated input: only safetune errors, never a crash", "[safety]") {
   // Deterministic byte-level mutations (flip, insert, delete, truncate) of valid files.
   const std::string jsonl = io::read_file(bundled() / "discrimination.jsonl").substr(0, 3000);
   const std::string csv = io::read_file(data("xstest_small.csv"));

@@ -36,7 +36,7 @@ void make_adapter(const fs::path& dir, const std::string& content) {
 
 }  // namespace
 
-TEST_CASE("SHA-256 of bytes, files and trees", "[safety]") {
+TEST_CASE("safety/SHA-256 of bytes, files and trees", "[safety]") {
   // FIPS 180-2 test vectors.
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
@@ -54,7 +54,7 @@ TEST_CASE("SHA-256 of bytes, files and trees", "[safety]") {
   CHECK_THROWS_AS(sha256_tree(dir / "missing"), IoError);
 }
 
-TEST_CASE("registry: register, promote, refuse failed releases, roll back", "[safety]") {
+TEST_CASE("safety/registry: register, promote, refuse failed releases, roll back", "[safety]") {
   test::TempDir dir;
   const fs::path reg_path = dir / "releases" / "registry.json";
   for (const char* r : {"r1", "r2", "r3", "r4"}) make_adapter(dir / "releases" / r / "task", std::string("w-") + r);
@@ -107,7 +107,7 @@ TEST_CASE("registry: register, promote, refuse failed releases, roll back", "[sa
   CHECK(again.current()->id == "r1");
 }
 
-TEST_CASE("registry: tampered artifacts are not promoted or rolled back to", "[safety]") {
+TEST_CASE("safety/registry: tampered artifacts are not promoted or rolled back to", "[safety]") {
   test::TempDir dir;
   for (const char* r : {"a", "b", "c"}) make_adapter(dir / r, std::string("w-") + r);
   ReleaseRegistry reg = ReleaseRegistry::open(dir / "registry.json");
@@ -126,7 +126,7 @@ TEST_CASE("registry: tampered artifacts are not promoted or rolled back to", "[s
   CHECK_THAT(reg.verify("a").at(0), Contains("no such file"));
 }
 
-TEST_CASE("registry: a damaged file is a clear error and is never overwritten", "[safety]") {
+TEST_CASE("safety/registry: a damaged file is a clear error and is never overwritten", "[safety]") {
   test::TempDir dir;
   make_adapter(dir / "a", "w");
   const fs::path p = dir / "registry.json";
@@ -160,7 +160,7 @@ TEST_CASE("registry: a damaged file is a clear error and is never overwritten", 
   CHECK(reg.current() == nullptr);  // in-memory state unchanged too
 }
 
-TEST_CASE("registry: a write interrupted before commit leaves the old registry valid", "[safety]") {
+TEST_CASE("safety/registry: a write interrupted before commit leaves the old registry valid", "[safety]") {
   test::TempDir dir;
   make_adapter(dir / "a", "w");
   const fs::path p = dir / "registry.json";
@@ -178,7 +178,7 @@ TEST_CASE("registry: a write interrupted before commit leaves the old registry v
   CHECK(nlohmann::json::parse(before)["releases"][0]["id"] == "a");
 }
 
-TEST_CASE("registry and assessment readers survive mutated files", "[safety]") {
+TEST_CASE("safety/registry and assessment readers survive mutated files", "[safety]") {
   test::TempDir dir;
   make_adapter(dir / "a", "w");
   make_adapter(dir / "b", "v");

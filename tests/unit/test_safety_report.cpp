@@ -88,7 +88,7 @@ std::string find_chromium() {
 
 }  // namespace
 
-TEST_CASE("safety report: md, json, html and charts are written", "[safety]") {
+TEST_CASE("safety/safety report: md, json, html and charts are written", "[safety]") {
   test::TempDir dir;
   ReportInputs in = inputs();
   REQUIRE_FALSE(in.verdict->passed);
@@ -138,7 +138,7 @@ TEST_CASE("safety report: md, json, html and charts are written", "[safety]") {
   CHECK_THAT(html, Contains("id=\"verdict\" class=\"fail\">FAILED"));
 }
 
-TEST_CASE("safety report: SVG charts are well-formed XML", "[safety]") {
+TEST_CASE("safety/safety report: SVG charts are well-formed XML", "[safety]") {
   test::TempDir dir;
   write_safety_report(dir.path(), inputs());
   // Bars with whiskers: one rect per bar with n > 0, three lines per whisker.
@@ -165,7 +165,7 @@ TEST_CASE("safety report: SVG charts are well-formed XML", "[safety]") {
   CHECK(out == "6\n");
 }
 
-TEST_CASE("safety report: headless Chromium renders the HTML", "[safety][chromium]") {
+TEST_CASE("safety/safety report: headless Chromium renders the HTML", "[safety][chromium]") {
   const std::string chromium = find_chromium();
   if (chromium.empty())
     FAIL("Chromium is not installed; this test needs Debian's chromium (apt-get install -y chromium)");

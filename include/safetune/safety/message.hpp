@@ -1,6 +1,7 @@
 // One chat turn, the unit probes and the ScoringModel interface exchange. A plain struct so the
 // model side can map it onto any chat template without depending on the rest of safety/.
 #pragma once
+#include <iosfwd>
 #include <string>
 
 namespace safetune::safety {
@@ -10,5 +11,8 @@ struct Message {
   std::string content;
   bool operator==(const Message&) const = default;
 };
+
+// "role: content", for test failures and debugging.
+std::ostream& operator<<(std::ostream& os, const Message& m);
 
 }  // namespace safetune::safety
