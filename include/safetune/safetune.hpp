@@ -4,3 +4,4 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/log.hpp"
+#include "safetune/train/trainer.hpp"
