@@ -88,7 +88,8 @@ std::string detect_format(const fs::path& p, const std::string& first_record, co
   if (ext == ".txt") return "text";
   if (ext == ".jsonl" || ext == ".json") {
     try {
-      auto j = nlohmann::json::parse(first_record);
+      // Only the layout is decided here; invalid UTF-8 is reported (or repaired) per record later.
+      auto j = nlohmann::json::parse(tokenizer::utf8_repair(first_record));
       if (j.is_object() && j.contains("messages")) return "messages";
       if (j.is_object() && j.contains("prompt") && j.contains("response")) return "prompt_response";
     } catch (const nlohmann::json::exception&) {

@@ -27,15 +27,15 @@ def make(out: pathlib.Path) -> None:
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     cases = []
     for conv in CONVERSATIONS:
-        ids = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=False)
+        ids = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=False, return_dict=False)
         if isinstance(ids, dict):
             ids = ids["input_ids"]
         mask = [0] * len(ids)
         for i, m in enumerate(conv):
             if m["role"] != "assistant":
                 continue
-            prefix = tok.apply_chat_template(conv[:i], tokenize=True, add_generation_prompt=True)
-            upto = tok.apply_chat_template(conv[: i + 1], tokenize=True, add_generation_prompt=False)
+            prefix = tok.apply_chat_template(conv[:i], tokenize=True, add_generation_prompt=True, return_dict=False)
+            upto = tok.apply_chat_template(conv[: i + 1], tokenize=True, add_generation_prompt=False, return_dict=False)
             if isinstance(prefix, dict):
                 prefix, upto = prefix["input_ids"], upto["input_ids"]
             assert upto[: len(prefix)] == prefix

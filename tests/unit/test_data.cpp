@@ -109,7 +109,7 @@ TEST_CASE("data: every layout parses into conversations", "[data]") {
 
 TEST_CASE("data: bad input is reported with file:line and field", "[data]") {
   CHECK(file_error("a.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"\xff\xfe\"}]}\n") ==
-        "a.jsonl:1: invalid UTF-8 at byte 72 of the record (hint: fix the file or set on_invalid_utf8: replace)");
+        "a.jsonl:1: invalid UTF-8 at byte 74 of the record (hint: fix the file or set on_invalid_utf8: replace)");
   CHECK(file_error("b.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}\n") ==
         "b.jsonl:2: unknown role 'robot' in messages[0].role (hint: use system, user or assistant)");
   CHECK(file_error("c.jsonl", "{\"messages\":[{\"role\":\"user\"}]}\n") == "c.jsonl:1: missing field 'messages[0].content'");
