@@ -126,7 +126,7 @@ class DataLoader {
   std::vector<double> cumulative_;
   ExampleEncoder encoder_;
   std::int64_t pad_id_ = 0;
-  std::vector<std::vector<Slot>> plan_;            // rows of each planned batch
+  std::vector<std::vector<std::vector<Slot>>> plan_;  // batch -> rows -> examples packed in a row
   std::vector<std::uint64_t> drawn_;               // examples drawn so far per dataset
   std::vector<std::vector<std::uint64_t>> perms_;  // this epoch's order per dataset
   std::uint64_t rng_state_;
