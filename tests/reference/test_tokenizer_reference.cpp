@@ -126,7 +126,7 @@ TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[ref
   require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
 }
 
-TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata gives transformers' ids", "[reference][tokenizer]") {
+TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata matches SmolLM2's published split", "[reference][tokenizer]") {
   // gguf_spec.json holds tokenizer.ggml.* exactly as the gguf package reads them from the file.
   json g = read_json(fix() / "smollm2" / "gguf_spec.json");
   BpeSpec spec;
