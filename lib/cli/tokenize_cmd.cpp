@@ -49,7 +49,18 @@ std::string read_text(const std::string& path) {
 int run_tokenize(const TokenizeArgs& a) {
   auto tok = tokenizer::load_tokenizer(a.tokenizer);
   std::optional<tokenizer::ChatTemplate> tmpl;
-  if (!a.chat.empty()) {
+  if (a.chat == "auto") {
+    // The chat_template that transformers saves in tokenizer_config.json beside the tokenizer.
+    namespace fs = std::filesystem;
+    fs::path dir = fs::is_directory(a.tokenizer) ? fs::path(a.tokenizer) : fs::path(a.tokenizer).parent_path();
+    fs::path cfg = dir / "tokenizer_config.json";
+    std::error_code ec;
+    if (!fs::exists(cfg, ec)) throw UsageError("--chat auto needs tokenizer_config.json beside the tokenizer", cfg.string());
+    auto j = nlohmann::json::parse(read_text(cfg.string()), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string())
+      throw FormatError("no chat_template string", cfg.string());
+    tmpl = tokenizer::ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
+  } else if (!a.chat.empty()) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(a.chat, ec))
       tmpl = tokenizer::ChatTemplate::from_jinja(read_text(a.chat));
@@ -132,7 +143,8 @@ void register_tokenize_commands(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("tokenize", "text lines (or chat JSONL with --chat) to token ids; --decode reverses");
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.json, a SentencePiece .model, or a directory")->required();
   cmd->add_option("--chat", args->chat,
-                  "chat template: chatml, qwen2, smollm2, llama3, deepseek-r1, llama2, or a Jinja template file; "
+                  "chat template: chatml, qwen2, smollm2, llama3, deepseek-r1, llama2, a Jinja template file, or auto "
+                  "(tokenizer_config.json beside the tokenizer); "
                   "input lines are then JSON with 'messages'");
   cmd->add_flag("--decode", args->decode, "read lines of ids, print text");
   cmd->add_flag("--no-special", args->no_special, "no bos/eos when encoding; skip special tokens when decoding");

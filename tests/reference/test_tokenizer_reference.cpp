@@ -53,7 +53,7 @@ std::string show(const std::vector<TokenId>& v) {
 }
 
 struct Parity {
-  size_t lines = 0, id_mismatch = 0, special_mismatch = 0, decode_mismatch = 0, roundtrip_mismatch = 0;
+  size_t lines = 0, id_mismatch = 0, special_mismatch = 0, decode_mismatch = 0, roundtrip_mismatch = 0, span_mismatch = 0;
 };
 
 Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_roundtrip) {
@@ -72,6 +72,16 @@ Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_round
     std::string dec = tok.decode(want);
     if (dec != ref["decoded"][i].get<std::string>()) ++p.decode_mismatch;
     if (exact_roundtrip && tok.decode(got) != corpus[i]) ++p.roundtrip_mismatch;
+    if (exact_roundtrip) {
+      // Spans tile the input and each token's bytes are exactly the text it covers.
+      size_t at = 0;
+      for (const auto& sp : tok.encode_spans(corpus[i], {})) {
+        if (sp.begin == sp.end) continue;
+        if (sp.begin != at || corpus[i].compare(sp.begin, sp.end - sp.begin, tok.token_bytes(sp.id)) != 0) ++p.span_mismatch;
+        at = sp.end;
+      }
+      if (at != corpus[i].size()) ++p.span_mismatch;
+    }
   }
   return p;
 }
@@ -82,6 +92,7 @@ void require_parity(const Parity& p) {
   CHECK(p.special_mismatch == 0);
   CHECK(p.decode_mismatch == 0);
   CHECK(p.roundtrip_mismatch == 0);
+  CHECK(p.span_mismatch == 0);
 }
 
 }  // namespace
@@ -126,7 +137,7 @@ TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[ref
   require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
 }
 
-TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata gives transformers' ids", "[reference][tokenizer]") {
+TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata matches SmolLM2's published split", "[reference][tokenizer]") {
   // gguf_spec.json holds tokenizer.ggml.* exactly as the gguf package reads them from the file.
   json g = read_json(fix() / "smollm2" / "gguf_spec.json");
   BpeSpec spec;

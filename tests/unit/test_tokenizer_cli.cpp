@@ -59,6 +59,20 @@ TEST_CASE("tokenize --chat renders ChatML and marks the trained tokens", "[token
         "\t00000000000000000000110\n");
 }
 
+TEST_CASE("tokenize --chat auto takes the template from tokenizer_config.json", "[tokenizer][cli]") {
+  test::TempDir dir;
+  auto tok = write_tiny_tokenizer(dir);
+  nlohmann::json cfg = {{"chat_template",
+                         "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                         "{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}{% endif %}..."}};
+  test::write_text(dir / "tokenizer_config.json", cfg.dump());
+  test::write_text(dir / "chat.jsonl", R"([{"role":"user","content":"b"}])" "\n");
+  auto r = test::run_cli({"tokenize", "--tokenizer", tok, "--chat", "auto", (dir / "chat.jsonl").string()});
+  REQUIRE(r.exit_code == 0);
+  // <|im_start|> system \n Be Ġkind . <|im_end|> \n <|im_start|> user \n b <|im_end|> \n
+  CHECK(r.out == "257 115 121 115 116 101 109 10 66 101 32 107 105 110 100 46 258 10 257 117 115 101 114 10 98 258 10\n");
+}
+
 TEST_CASE("tokenize errors are one line with file:line", "[tokenizer][cli]") {
   test::TempDir dir;
   auto tok = write_tiny_tokenizer(dir);
