@@ -159,17 +159,22 @@ std::vector<double> SessionScorer::choice_logprobs(const std::vector<safety::Mes
   }
   const auto B = static_cast<std::int64_t>(rows.size()), T = static_cast<std::int64_t>(longest);
   auto input = torch::zeros({B, T}, torch::kLong), mask = torch::zeros({B, T}, torch::kLong);
+  auto in_acc = input.accessor<std::int64_t, 2>();
+  auto mask_acc = mask.accessor<std::int64_t, 2>();
   for (std::int64_t b = 0; b < B; ++b)
-    for (std::size_t t = 0; t < rows[b].size(); ++t) input[b][t] = rows[b][t], mask[b][t] = 1;
+    for (std::size_t t = 0; t < rows[b].size(); ++t) {
+      in_acc[b][static_cast<std::int64_t>(t)] = rows[b][t];
+      mask_acc[b][static_cast<std::int64_t>(t)] = 1;
+    }
   torch::NoGradGuard ng;
   auto dev = s_.model().device();
   auto logits = s_.model().forward(input.to(dev), mask.to(dev)).to(torch::kCPU, torch::kDouble);
   auto logp = torch::log_softmax(logits, -1);
+  auto lp = logp.accessor<double, 3>();
   std::vector<double> out;
   for (std::int64_t b = 0; b < B; ++b) {
     double sum = 0;
-    for (std::size_t t = prompt.size(); t < rows[b].size(); ++t)
-      sum += logp[b][static_cast<std::int64_t>(t) - 1][rows[b][t]].item<double>();
+    for (std::size_t t = prompt.size(); t < rows[b].size(); ++t) sum += lp[b][static_cast<std::int64_t>(t) - 1][rows[b][t]];
     out.push_back(sum);
   }
   return out;
