@@ -182,13 +182,14 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     auto t0 = std::chrono::steady_clock::now();
     adapters.add("safety", to_lora(cfg.stage1.lora), lora::AdapterRole::safety, /*trainable=*/true);
     data::DataLoader loader(cfg.stage1.data, session.tokenizer(), session.chat_template());
-    train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1",
-                           {[&](std::int64_t cursor) {
-                             auto b = loader.batch(cursor);
-                             auto dev = model.device();
-                             auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
-                             return train::MicroStep{train::lm_loss(logits, b.labels), {}, b.supervised_tokens};
-                           }});
+    train::TrainerHooks stage1_hooks;
+    stage1_hooks.micro_step = [&](std::int64_t cursor) {
+      auto b = loader.batch(cursor);
+      auto dev = model.device();
+      auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+      return train::MicroStep{train::lm_loss(logits, b.labels), {}, b.supervised_tokens};
+    };
+    train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1", stage1_hooks);
     model.train();
     adapters.train(true);
     result.aligned.status = trainer.run(resume);
@@ -282,7 +283,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       terms["task_ce"] = ce.item<double>();
       if (!replaced) total = total.defined() ? total + ce : ce;
       ctx.task_batch = nullptr;
-      ctx.task_logits = {};
+      ctx.task_logits = at::Tensor();
       return train::MicroStep{total, terms, b.supervised_tokens};
     };
     auto task_params = adapters.trainable_parameters();
