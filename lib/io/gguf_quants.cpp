@@ -45,6 +45,65 @@ void q8_0_block(const std::uint8_t* in, float* out) {
   for (int j = 0; j < 32; ++j) out[j] = d * static_cast<float>(qs[j]);
 }
 
+inline std::uint32_t u32le(const std::uint8_t* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Q5_0 / Q5_1: like Q4_0 / Q4_1 with a fifth bit per value from a 32-bit mask.
+void q5_0_block(const std::uint8_t* in, float* out) {
+  const float d = fp16(in);
+  const std::uint32_t qh = u32le(in + 2);
+  const std::uint8_t* qs = in + 6;
+  for (int j = 0; j < 32; ++j) {
+    const int lo = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    const int q = (lo | static_cast<int>(((qh >> j) & 1u) << 4)) - 16;
+    out[j] = d * static_cast<float>(q);
+  }
+}
+
+void q5_1_block(const std::uint8_t* in, float* out) {
+  const float d = fp16(in), m = fp16(in + 2);
+  const std::uint32_t qh = u32le(in + 4);
+  const std::uint8_t* qs = in + 8;
+  for (int j = 0; j < 32; ++j) {
+    const int lo = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    const int q = lo | static_cast<int>(((qh >> j) & 1u) << 4);
+    out[j] = d * static_cast<float>(q) + m;
+  }
+}
+
+void k_scale_min(const std::uint8_t* sc, int j, int& scale, int& min) {
+  if (j < 4) {
+    scale = sc[j] & 63;
+    min = sc[j + 4] & 63;
+  } else {
+    scale = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+    min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+
+// Q5_K super-block: Q4_K's layout plus 32 bytes of high bits (bit j of byte e belongs to sub-block j).
+void q5_k_block(const std::uint8_t* in, float* out) {
+  const float d = fp16(in), dmin = fp16(in + 2);
+  const std::uint8_t* sc = in + 4;
+  const std::uint8_t* qh = in + 16;
+  const std::uint8_t* qs = in + 48;
+  for (int j = 0; j < 8; ++j) {
+    int scale, min;
+    k_scale_min(sc, j, scale, min);
+    const float ds = d * static_cast<float>(scale);
+    const float dm = dmin * static_cast<float>(min);
+    const std::uint8_t* row = qs + (j / 2) * 32;
+    const int shift = (j % 2) * 4;
+    for (int e = 0; e < 32; ++e) {
+      const int q = ((row[e] >> shift) & 0x0F) | (((qh[e] >> j) & 1) << 4);
+      out[j * 32 + e] = ds * static_cast<float>(q) - dm;
+    }
+  }
+}
+
 // Q4_K super-block (256 values): fp16 d, fp16 dmin, 12 bytes of packed 6-bit scales and mins for
 // 8 sub-blocks of 32, then 128 bytes of nibbles (sub-blocks 2c and 2c+1 share byte row c).
 void q4_k_block(const std::uint8_t* in, float* out) {
@@ -53,13 +112,7 @@ void q4_k_block(const std::uint8_t* in, float* out) {
   const std::uint8_t* qs = in + 16;
   for (int j = 0; j < 8; ++j) {
     int scale, min;
-    if (j < 4) {
-      scale = sc[j] & 63;
-      min = sc[j + 4] & 63;
-    } else {
-      scale = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
-      min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
+    k_scale_min(sc, j, scale, min);
     const float ds = d * static_cast<float>(scale);
     const float dm = dmin * static_cast<float>(min);
     const std::uint8_t* row = qs + (j / 2) * 32;
@@ -93,7 +146,10 @@ BlockFn block_decoder(std::uint32_t type) {
     case GgmlType::Q4_0: return q4_0_block;
     case GgmlType::Q4_1: return q4_1_block;
     case GgmlType::Q8_0: return q8_0_block;
+    case GgmlType::Q5_0: return q5_0_block;
+    case GgmlType::Q5_1: return q5_1_block;
     case GgmlType::Q4_K: return q4_k_block;
+    case GgmlType::Q5_K: return q5_k_block;
     case GgmlType::Q6_K: return q6_k_block;
     default: return nullptr;
   }
@@ -130,7 +186,7 @@ at::Tensor gguf_dequantize(const gguf::TensorInfo& info, const std::uint8_t* dat
   BlockFn fn = block_decoder(info.type);
   if (!fn)
     throw FormatError("unsupported ggml type " + gguf::ggml_type_name(info.type) +
-                          " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)", where);
+                          " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", where);
   const gguf::GgmlTypeTraits* tr = gguf::ggml_type_traits(info.type);
   const int64_t block = tr->block_size, bytes = tr->type_size;
   const int64_t n_blocks = n / block;

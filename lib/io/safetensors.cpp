@@ -191,4 +191,51 @@ void safetensors_save(const fs::path& path,
   out.commit();
 }
 
+std::vector<fs::path> safetensors_save_sharded(const fs::path& dir,
+                                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                               std::uint64_t max_shard_bytes,
+                                               const std::map<std::string, std::string>& metadata) {
+  if (max_shard_bytes == 0) throw IoError("max_shard_bytes must be positive", dir.string());
+  // Greedy fill in the given order; a tensor larger than the limit gets a shard of its own.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  std::uint64_t in_shard = 0, total = 0;
+  for (const auto& [name, t] : tensors) {
+    const std::uint64_t bytes = t.defined() ? static_cast<std::uint64_t>(t.numel() * t.element_size()) : 0;
+    if (!shards.back().empty() && in_shard + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().emplace_back(name, t);
+    in_shard += bytes;
+    total += bytes;
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError("cannot create directory: " + ec.message(), dir.string());
+  std::vector<fs::path> written;
+  if (shards.size() == 1) {
+    safetensors_save(dir / "model.safetensors", shards[0], metadata);
+    fs::remove(dir / "model.safetensors.index.json", ec);
+    return {dir / "model.safetensors"};
+  }
+  const std::size_t n = shards.size();
+  auto shard_name = [n](std::size_t i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+    return std::string(buf);
+  };
+  json weight_map = json::object();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string file = shard_name(i);
+    safetensors_save(dir / file, shards[i], metadata);
+    written.push_back(dir / file);
+    for (const auto& entry : shards[i]) weight_map[entry.first] = file;
+  }
+  json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  atomic_write(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+  written.push_back(dir / "model.safetensors.index.json");
+  fs::remove(dir / "model.safetensors", ec);
+  return written;
+}
+
 }  // namespace safetune::io

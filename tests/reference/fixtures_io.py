@@ -87,7 +87,7 @@ def _random_k_blocks(rng, n_blocks: int, qtype) -> np.ndarray:
     import gguf
     _, type_size = gguf.GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
-    if qtype == gguf.GGMLQuantizationType.Q4_K:
+    if qtype in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q5_K):
         scales = rng.uniform(0.001, 0.05, size=(n_blocks, 2)).astype(np.float16)  # d, dmin
         raw[:, 0:4] = scales.view(np.uint8).reshape(n_blocks, 4)
     elif qtype == gguf.GGMLQuantizationType.Q6_K:
@@ -104,9 +104,10 @@ def make_gguf_types(out: pathlib.Path):
     w = gguf.GGUFWriter(str(out / "types.gguf"), "llama")
     manifest = {}
     for qtype, shape in [(T.F32, (3, 5, 4)), (T.F16, (6, 8)), (T.BF16, (4, 64)), (T.Q8_0, (4, 96)),
-                         (T.Q4_0, (5, 64)), (T.Q4_1, (3, 128)), (T.Q4_K, (3, 512)), (T.Q6_K, (2, 768))]:
+                         (T.Q4_0, (5, 64)), (T.Q4_1, (3, 128)), (T.Q5_0, (2, 64)), (T.Q5_1, (3, 32)),
+                         (T.Q4_K, (3, 512)), (T.Q5_K, (2, 256)), (T.Q6_K, (2, 768))]:
         name = f"t_{qtype.name.lower()}"
-        if qtype in (T.Q4_K, T.Q6_K):
+        if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
             block, _ = gguf.GGML_QUANT_SIZES[qtype]
             n_blocks = int(np.prod(shape)) // block
             raw = _random_k_blocks(rng, n_blocks, qtype).reshape(shape[0], -1)
@@ -122,8 +123,7 @@ def make_gguf_types(out: pathlib.Path):
             w.add_tensor(name, raw, raw_dtype=qtype)
         _save_f32(out, name, deq, manifest, type=qtype.name)
     # a type this reader knows but cannot dequantize
-    q5 = gguf.quants.quantize(rng.standard_normal((2, 64)).astype(np.float32), T.Q5_0)
-    w.add_tensor("t_q5_0", q5, raw_dtype=T.Q5_0)
+    w.add_tensor("t_q2_k", np.zeros((1, 84), dtype=np.uint8), raw_dtype=T.Q2_K)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -128,3 +128,43 @@ TEST_CASE("safetensors reference: files written by safetensors_save load in Pyth
       "    assert f.metadata() == {\"format\": \"pt\", \"who\": \"safetune\"}, f.metadata()\n";
   CHECK(run_python(script) == 0);
 }
+
+TEST_CASE("safetensors reference: sharded export loads in Python the way transformers reads it", "[reference][io]") {
+  test::TempDir dir;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (int i = 0; i < 5; ++i)
+    tensors.emplace_back("model.layers." + std::to_string(i) + ".w", at::arange(100, at::kFloat).add(i * 1000));
+  tensors.emplace_back("model.norm.weight", at::ones({3}, at::kBFloat16));
+  // 400 bytes per layer tensor, 1000-byte shards: 2 + 2 + 1 (+ norm) -> 3 shards
+  auto files = io::safetensors_save_sharded(dir.path(), tensors, 1000);
+  REQUIRE(files.size() == 4);
+  CHECK(files[0].filename() == "model-00001-of-00003.safetensors");
+  CHECK(fs::exists(dir / "model.safetensors.index.json"));
+  CHECK_FALSE(fs::exists(dir / "model.safetensors"));
+  // C++ round trip, in the original order
+  auto back = io::safetensors_load(dir.path());
+  REQUIRE(back.size() == tensors.size());
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    CHECK(back[i].first == tensors[i].first);
+    CHECK(at::equal(back[i].second, tensors[i].second));
+  }
+  std::string script =
+      "import json, torch\n"
+      "from safetensors.torch import load_file\n"
+      "d = \"" + dir.path().string() + "\"\n"
+      "idx = json.load(open(d + \"/model.safetensors.index.json\"))\n"
+      "assert idx[\"metadata\"][\"total_size\"] == 5 * 400 + 6, idx\n"
+      "sd = {}\n"
+      "for f in sorted(set(idx[\"weight_map\"].values())):\n"
+      "    sd.update(load_file(d + \"/\" + f))\n"
+      "assert set(sd) == set(idx[\"weight_map\"]), sorted(sd)\n"
+      "for i in range(5):\n"
+      "    assert torch.equal(sd[f\"model.layers.{i}.w\"], torch.arange(100.) + i * 1000), i\n"
+      "assert torch.equal(sd[\"model.norm.weight\"], torch.ones(3, dtype=torch.bfloat16))\n";
+  CHECK(run_python(script) == 0);
+  // re-exporting small switches back to one file and drops the index
+  io::safetensors_save_sharded(dir.path(), {tensors.back()});
+  CHECK(fs::exists(dir / "model.safetensors"));
+  CHECK_FALSE(fs::exists(dir / "model.safetensors.index.json"));
+  CHECK(io::safetensors_load(dir.path()).size() == 1);
+}
