@@ -1,10 +1,8 @@
 // Export of a CausalLM as a Hugging Face model directory with sharded safetensors.
 #include "safetune/model/export.hpp"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include <cstdio>
 #include <set>
 
 #include "safetune/error.hpp"
@@ -23,12 +21,6 @@ std::string dtype_config_name(c10::ScalarType t) {
     default: throw ModelError(std::string("cannot export weights as ") + c10::toString(t));
   }
 }
-
-std::string shard_name(size_t i, size_t n) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i, n);
-  return buf;
-}
 }  // namespace
 
 void export_hf(const CausalLM& model, const std::filesystem::path& dir, const ExportOptions& options) {
@@ -43,38 +35,11 @@ void export_hf(const CausalLM& model, const std::filesystem::path& dir, const Ex
   // Until the new config.json lands, the directory must not look like a complete model.
   std::filesystem::remove(dir / "config.json", ec);
 
-  // Greedy packing in state-dict order, like save_pretrained.
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
-  std::uint64_t current = 0, total = 0;
-  for (auto [name, t] : model.state_dict_hf()) {
-    t = t.detach().to(at::kCPU, dtype).contiguous();
-    std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * t.element_size();
-    if (current > 0 && current + bytes > options.max_shard_bytes) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().emplace_back(name, t);
-    current += bytes;
-    total += bytes;
-  }
-
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (auto [name, t] : model.state_dict_hf()) tensors.emplace_back(name, t.detach().to(at::kCPU, dtype).contiguous());
   std::set<std::string> written;
-  if (shards.size() == 1) {
-    io::safetensors_save(dir / "model.safetensors", shards[0], metadata);
-    written.insert("model.safetensors");
-  } else {
-    nlohmann::json weight_map = nlohmann::json::object();
-    for (size_t i = 0; i < shards.size(); ++i) {
-      std::string file = shard_name(i + 1, shards.size());
-      io::safetensors_save(dir / file, shards[i], metadata);
-      written.insert(file);
-      for (const auto& [name, t] : shards[i]) weight_map[name] = file;
-    }
-    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    io::atomic_write(dir / "model.safetensors.index.json", index.dump(2) + "\n");
-    written.insert("model.safetensors.index.json");
-  }
+  for (const auto& f : io::safetensors_save_sharded(dir, tensors, options.max_shard_bytes))
+    written.insert(f.filename().string());
   // Leftovers of an earlier export with a different shard count would confuse loaders.
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();

@@ -202,6 +202,14 @@ TEST_CASE("model: exported directory loads in transformers with the same logits"
         CHECK(a[i].first == b[i].first);
         CHECK(at::equal(a[i].second, b[i].second));
       }
+
+      // Re-exporting as one file replaces the shards instead of leaving them beside it.
+      model::export_hf(*m, dir.path() / "out");
+      CHECK(fs::exists(dir.path() / "out" / "model.safetensors"));
+      CHECK_FALSE(fs::exists(dir.path() / "out" / "model.safetensors.index.json"));
+      CHECK_FALSE(fs::exists(dir.path() / "out" / "model-00001-of-00005.safetensors"));
+      CHECK(at::equal(model::load(dir.path() / "out")->forward(load_ref(name)["ids"]),
+                      m->forward(load_ref(name)["ids"])));
     }
   }
 }

@@ -37,3 +37,25 @@ TEST_CASE("model: SmolLM2 GGUF logits and greedy tokens equal transformers'", "[
   auto out = model::generate(*m, ref["ids"], {}, o);
   CHECK(at::equal(out.sequences, ref["greedy"].to(at::kLong)));
 }
+
+TEST_CASE("cli: inspect and forward on the SmolLM2 GGUF", "[reference][model][cli]") {
+  auto ref_path = test::fixture_dir() / "model" / "smollm2_ref.safetensors";
+  REQUIRE(std::filesystem::exists(ref_path));
+  std::map<std::string, at::Tensor> ref;
+  for (auto& [k, t] : io::safetensors_load(ref_path)) ref[k] = t.clone();
+
+  auto r = test::run_cli({"inspect", test::smollm2_gguf().string()});
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("architecture: llama"));
+  CHECK_THAT(r.out, Catch::Matchers::Contains("tied embeddings: yes"));
+  CHECK_THAT(r.out, Catch::Matchers::Contains("model.layers.29.mlp.down_proj.weight"));
+
+  auto ids = ref["ids"][0].contiguous();
+  std::string text;
+  for (std::int64_t i = 0; i < ids.numel(); ++i)
+    text += (i ? "," : "") + std::to_string(ids[i].item<std::int64_t>());
+  auto f = test::run_cli({"forward", test::smollm2_gguf().string(), "--ids", text});
+  REQUIRE(f.exit_code == 0);
+  auto top = ref["logits"][0][-1].argmax().item<std::int64_t>();
+  CHECK_THAT(f.out, Catch::Matchers::Contains("  1  id " + std::to_string(top) + "  logit"));
+}

@@ -295,7 +295,7 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
   for (size_t i = 0; i < g0.size(); ++i) CHECK(at::allclose(g0[i], g1[i], 1e-4, 1e-6));
 }
 
-TEST_CASE("model: sampling is seeded; top_k=1 and tiny top_p reduce to greedy", "[model]") {
+TEST_CASE("model: seeded sampling, top_k=1 and tiny top_p reduce to greedy", "[model]") {
   model::CausalLM m(make_checkpoint(tiny_config(), 3));
   model::GenerateOptions greedy;
   greedy.max_new_tokens = 12;
