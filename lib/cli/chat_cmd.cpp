@@ -119,14 +119,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       else if (fmt == "xstest") suite = safety::load_xstest(sp);
       else if (fmt == "jailbreakbench") suite = safety::load_jailbreakbench(sp);
       else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest or jailbreakbench", a->suite);
-      if (a->limit > 0) {
-        std::map<safety::ProbeKind, std::int64_t> seen;
-        std::vector<safety::Probe> kept;
-        for (auto& p : suite.probes)
-          if (seen[p.kind]++ < a->limit) kept.push_back(p);
-        suite.probes = std::move(kept);
-        suite.name += "[limit " + std::to_string(a->limit) + "]";
-      }
+      suite = safety::first_per_kind(suite, a->limit);
       auto s = open(*a);
       recipes::SessionScorer scorer(s);
       safety::AssessOptions opt;

@@ -9,6 +9,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/model/causal_lm.hpp"
+#include "safetune/recipes/session.hpp"
 
 namespace safetune::cli {
 
@@ -32,25 +33,6 @@ std::vector<std::int64_t> parse_ids(const std::string& text) {
   }
   if (ids.empty()) throw UsageError("--ids needs at least one token id", "--ids");
   return ids;
-}
-
-c10::ScalarType parse_dtype(const std::string& s) {
-  if (s == "float32" || s == "fp32") return at::kFloat;
-  if (s == "bfloat16" || s == "bf16") return at::kBFloat16;
-  if (s == "float16" || s == "fp16") return at::kHalf;
-  throw UsageError("--dtype must be float32, bfloat16 or float16, got '" + s + "'", "--dtype");
-}
-
-c10::Device parse_device(const std::string& s) {
-  if (s == "cpu") return c10::Device(c10::DeviceType::CPU);
-  if (s.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available()) throw UsageError("--device " + s + ": CUDA is not available", "--device");
-    try {
-      return c10::Device(s);
-    } catch (const std::exception&) {
-    }
-  }
-  throw UsageError("--device must be cpu or cuda[:N], got '" + s + "'", "--device");
 }
 
 std::string shape_str(at::IntArrayRef s) {
@@ -90,8 +72,8 @@ int run_inspect(const std::string& path) {
 int run_forward(const std::string& path, const std::string& ids_text, const std::string& out,
                 const std::string& dtype, const std::string& device) {
   auto ids = parse_ids(ids_text);
-  auto dt = parse_dtype(dtype);
-  auto dev = parse_device(device);
+  auto dt = recipes::parse_dtype(dtype);
+  auto dev = recipes::parse_device(device);
   auto model = model::load(path, dt, dev);
   torch::NoGradGuard no_grad;
   model->eval();

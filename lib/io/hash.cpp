@@ -42,16 +42,22 @@ std::string sha256_hex(std::string_view bytes) {
   return h.hex();
 }
 
-std::string sha256_file(const std::filesystem::path& path) {
+void Sha256::update_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw IoError("no such file", path.string());
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError("cannot open for hashing", path.string());
-  Sha256 h;
   char buf[1 << 16];
   while (in) {
     in.read(buf, sizeof buf);
-    h.update(buf, static_cast<std::size_t>(in.gcount()));
+    update(buf, static_cast<std::size_t>(in.gcount()));
   }
   if (in.bad()) throw IoError("read failed while hashing", path.string());
+}
+
+std::string sha256_file(const std::filesystem::path& path) {
+  Sha256 h;
+  h.update_file(path);
   return h.hex();
 }
 

@@ -84,17 +84,6 @@ lora::LoraConfig to_lora(const LoraSection& s) {
   return c;
 }
 
-safety::ProbeSuite limited(safety::ProbeSuite suite, std::int64_t limit) {
-  if (limit <= 0) return suite;
-  std::map<safety::ProbeKind, std::int64_t> seen;
-  std::vector<safety::Probe> kept;
-  for (auto& p : suite.probes)
-    if (seen[p.kind]++ < limit) kept.push_back(p);
-  suite.probes = std::move(kept);
-  suite.name += "[first " + std::to_string(limit) + " per kind]";
-  return suite;
-}
-
 safety::AssessOptions assess_options(const SafetySection& s, Session& session, const ModelSection& m) {
   safety::AssessOptions o;
   o.max_new_tokens = static_cast<int>(s.max_new_tokens);
@@ -162,7 +151,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
   auto& model = session.model();
 
   std::optional<safety::ProbeSuite> suite;
-  if (cfg.safety.assess) suite = limited(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
+  if (cfg.safety.assess) suite = safety::first_per_kind(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
   const auto aopt = assess_options(cfg.safety, session, cfg.model);
   auto assess_as = [&](const std::string& label) -> std::optional<safety::Assessment> {
     if (!suite) return std::nullopt;

@@ -394,4 +394,14 @@ std::size_t utf8_length(const std::string& s) {
   return n;
 }
 
+ProbeSuite first_per_kind(const ProbeSuite& suite, std::int64_t limit) {
+  if (limit <= 0) return suite;
+  ProbeSuite out;
+  out.name = suite.name + "[first " + std::to_string(limit) + " per kind]";
+  std::map<ProbeKind, std::int64_t> seen;
+  for (const auto& p : suite.probes)
+    if (seen[p.kind]++ < limit) out.probes.push_back(p);
+  return out;
+}
+
 }  // namespace safetune::safety

@@ -2,7 +2,6 @@
 // content hashes that tie a release to the exact adapter bytes it was assessed with.
 #include "safetune/safety/registry.hpp"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <fstream>
@@ -20,38 +19,7 @@ namespace {
 
 using json = nlohmann::json;
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) throw IoError("cannot initialise SHA-256");
-  }
-  void update(const void* data, std::size_t n) {
-    if (n && EVP_DigestUpdate(ctx_.get(), data, n) != 1) throw IoError("SHA-256 update failed");
-  }
-  void update(const std::string& s) { update(s.data(), s.size()); }
-  void update_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) throw IoError("cannot read file", p.string());
-    std::vector<char> buf(1 << 16);
-    while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      update(buf.data(), static_cast<std::size_t>(in.gcount()));
-    }
-    if (in.bad()) throw IoError("read failed", p.string());
-  }
-  std::string hex() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) throw IoError("SHA-256 finalise failed");
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) { out += digits[md[i] >> 4]; out += digits[md[i] & 15]; }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
-};
+using io::Sha256;
 
 const char* kFormat = "safetune-release-registry";
 
@@ -62,19 +30,6 @@ json metrics_json(const std::map<std::string, double>& m) {
 }
 
 }  // namespace
-
-std::string sha256_hex(const std::string& bytes) {
-  Sha256 h;
-  h.update(bytes);
-  return h.hex();
-}
-
-std::string sha256_file(const fs::path& path) {
-  if (!fs::is_regular_file(path)) throw IoError("no such file", path.string());
-  Sha256 h;
-  h.update_file(path);
-  return h.hex();
-}
 
 std::string sha256_tree(const fs::path& path) {
   std::error_code ec;

@@ -16,6 +16,7 @@ class Sha256 {
   Sha256& operator=(const Sha256&) = delete;
   void update(const void* data, std::size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
+  void update_file(const std::filesystem::path& path);  // IoError naming the file
   std::string hex();  // finishes the digest
 
  private:

@@ -68,6 +68,8 @@ ProbeSuite load_jailbreakbench(const std::filesystem::path& path, ProbeKind kind
 std::vector<std::string> load_id_list(const std::filesystem::path& path);
 ProbeSuite select_probes(const ProbeSuite& suite, const std::vector<std::string>& ids,
                          const std::string& name);
+// The first `limit` probes of each kind (limit <= 0 keeps all); the name records the cut.
+ProbeSuite first_per_kind(const ProbeSuite& suite, std::int64_t limit);
 
 // UTF-8 well-formedness (no overlongs, surrogates or code points past U+10FFFF). Returns the byte
 // offset of the first bad byte, or npos.

@@ -2,6 +2,7 @@
 // status, which one is current, and an append-only history. One JSON file, written atomically;
 // artifacts are referenced, never deleted.
 #pragma once
+#include "safetune/io/hash.hpp"
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -15,8 +16,8 @@ struct GateVerdict;
 
 // SHA-256 of a byte string / a file / a directory tree (sorted relative paths + file bytes, so
 // it does not depend on directory order or timestamps). IoError on unreadable input.
-std::string sha256_hex(const std::string& bytes);
-std::string sha256_file(const std::filesystem::path& path);
+using io::sha256_hex;
+using io::sha256_file;
 std::string sha256_tree(const std::filesystem::path& path);
 
 struct ReleaseAdapter {
