@@ -352,10 +352,11 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     in.model_path = cfg.model.path;
     in.model_sha256 = session.weights_sha256();
     in.model_identity = scorer.identity();
-    for (const char* n : {"safety", "task"})
-      if (adapters.has(n) || fs::exists(out / "adapters" / n))
-        in.adapters.push_back({n, n, (out / "adapters" / n).string(),
-                               lora::ModelAdapters::read_info(out / "adapters" / n).content_sha256});
+    // The safety adapter comes from stage 1 of this run or from stage2.safety_adapter.
+    const fs::path safety_dir = cfg.stage1.enabled ? out / "adapters" / "safety" : fs::path(cfg.stage2.safety_adapter);
+    if (has_safety)
+      in.adapters.push_back({"safety", "safety", safety_dir.string(), adapters.content_sha256("safety")});
+    in.adapters.push_back({"task", "task", (out / "adapters" / "task").string(), adapters.content_sha256("task")});
     for (const auto& f : loader.files())
       in.datasets.push_back({f->path().stem().string(), f->path().string(), io::sha256_file(f->path()),
                              static_cast<std::int64_t>(f->size())});

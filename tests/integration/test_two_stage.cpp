@@ -64,6 +64,15 @@ TEST_CASE("two-stage: both stages learn, the safety adapter stays frozen, output
   auto j = nlohmann::json::parse(first);
   CHECK(j.contains("loss_kl_anchor"));
   CHECK(j.contains("loss_task_ce"));
+
+  // Stage 2 alone on the saved safety adapter, merged into the weights (the demo's variant (a)).
+  auto cfg2 = tiny(dir / "run2", {"stage1.enabled=false", "stage2.safety_adapter=" + (dir / "run" / "adapters" / "safety").string(),
+                                  "stage2.safety_mode=merged", "stage2.train.max_steps=4", "safety.assess=false"});
+  auto r2 = recipes::run_two_stage(cfg2, config_dump(cfg2));
+  CHECK(r2.safety_sha_before == r.safety_sha_before);
+  CHECK(r2.safety_sha_after == r.safety_sha_before);
+  CHECK(fs::exists(dir / "run2" / "report" / "safety_report.json"));
+  CHECK(fs::exists(dir / "run2" / "adapters" / "task" / "adapter_model.safetensors"));
 }
 
 TEST_CASE("two-stage: every bundled regularizer trains on the tiny model", "[recipe]") {
