@@ -447,7 +447,8 @@ int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
   for (const auto& r : results.back().verdict.reasons) md += "- " + r + "\n";
   io::atomic_write(out / "demo_table.md", md);
   std::printf("\n%s\nwritten to %s\n", md.c_str(), (out / "demo_table.md").c_str());
-  return results.back().verdict.passed ? 0 : 3;
+  // The demo's product is the table; a breach is reported in it (and by `safetune train`'s exit code).
+  return 0;
 }
 
 }  // namespace safetune::recipes

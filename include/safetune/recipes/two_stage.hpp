@@ -100,7 +100,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
 // The demonstration: baseline -> stage 1 -> three stage-2 variants on the same data: (a) safety
 // adapter merged, no regularizer; (b) safety adapter separate and frozen, no regularizer; (c)
 // separate plus the configured regularizers. Prints and writes (run.output_dir/demo_table.md) the
-// side-by-side table. Returns 0, or 3 when variant (c) breaches the gates.
+// side-by-side table, including the gate verdict for (c). Returns 0.
 int run_demo(const TwoStageConfig& cfg, const std::string& resolved_yaml);
 
 }  // namespace safetune::recipes
