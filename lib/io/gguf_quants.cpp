@@ -84,12 +84,13 @@ void k_scale_min(const std::uint8_t* sc, int j, int& scale, int& min) {
   }
 }
 
-// Q5_K super-block: Q4_K's layout plus 32 bytes of high bits (bit j of byte e belongs to sub-block j).
-void q5_k_block(const std::uint8_t* in, float* out) {
+// Q4_K super-block (256 values): fp16 d, fp16 dmin, 12 bytes of packed 6-bit scales and mins for
+// 8 sub-blocks of 32, then 128 bytes of nibbles (sub-blocks 2c and 2c+1 share byte row c).
+// Q5_K is the same layout with 32 bytes of high bits (bit j of byte e belongs to sub-block j)
+// between the scales and the nibbles; `qh` is null for Q4_K.
+void k_quant_4or5_block(const std::uint8_t* in, const std::uint8_t* qh, const std::uint8_t* qs, float* out) {
   const float d = fp16(in), dmin = fp16(in + 2);
   const std::uint8_t* sc = in + 4;
-  const std::uint8_t* qh = in + 16;
-  const std::uint8_t* qs = in + 48;
   for (int j = 0; j < 8; ++j) {
     int scale, min;
     k_scale_min(sc, j, scale, min);
@@ -98,28 +99,14 @@ void q5_k_block(const std::uint8_t* in, float* out) {
     const std::uint8_t* row = qs + (j / 2) * 32;
     const int shift = (j % 2) * 4;
     for (int e = 0; e < 32; ++e) {
-      const int q = ((row[e] >> shift) & 0x0F) | (((qh[e] >> j) & 1) << 4);
+      int q = (row[e] >> shift) & 0x0F;
+      if (qh) q |= ((qh[e] >> j) & 1) << 4;
       out[j * 32 + e] = ds * static_cast<float>(q) - dm;
     }
   }
 }
-
-// Q4_K super-block (256 values): fp16 d, fp16 dmin, 12 bytes of packed 6-bit scales and mins for
-// 8 sub-blocks of 32, then 128 bytes of nibbles (sub-blocks 2c and 2c+1 share byte row c).
-void q4_k_block(const std::uint8_t* in, float* out) {
-  const float d = fp16(in), dmin = fp16(in + 2);
-  const std::uint8_t* sc = in + 4;
-  const std::uint8_t* qs = in + 16;
-  for (int j = 0; j < 8; ++j) {
-    int scale, min;
-    k_scale_min(sc, j, scale, min);
-    const float ds = d * static_cast<float>(scale);
-    const float dm = dmin * static_cast<float>(min);
-    const std::uint8_t* row = qs + (j / 2) * 32;
-    const int shift = (j % 2) * 4;
-    for (int e = 0; e < 32; ++e) out[j * 32 + e] = ds * static_cast<float>((row[e] >> shift) & 0x0F) - dm;
-  }
-}
+void q5_k_block(const std::uint8_t* in, float* out) { k_quant_4or5_block(in, in + 16, in + 48, out); }
+void q4_k_block(const std::uint8_t* in, float* out) { k_quant_4or5_block(in, nullptr, in + 16, out); }
 
 // Q6_K super-block: 128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, fp16 d.
 void q6_k_block(const std::uint8_t* in, float* out) {
