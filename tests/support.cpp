@@ -1,6 +1,8 @@
 // Test helpers: environment lookups, CLI runner (posix_spawn), temp directories.
 #include "support.hpp"
 
+#include <torch/torch.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -36,11 +38,10 @@ static std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-RunResult run_cli(const std::vector<std::string>& args) {
+RunResult run_program(const std::string& exe, const std::vector<std::string>& args) {
   TempDir tmp;
   fs::path out = tmp / "stdout", err = tmp / "stderr";
-  std::string cli = env_path("SAFETUNE_CLI", SAFETUNE_TEST_CLI).string();
-  std::vector<std::string> argv_s{cli};
+  std::vector<std::string> argv_s{exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
@@ -50,13 +51,36 @@ RunResult run_cli(const std::vector<std::string>& args) {
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
-  int rc = posix_spawn(&pid, cli.c_str(), &fa, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw std::runtime_error("cannot spawn " + cli);
+  if (rc != 0) throw std::runtime_error("cannot spawn " + exe);
   int status = 0;
   waitpid(pid, &status, 0);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return RunResult{code, slurp(out), slurp(err)};
+}
+
+RunResult run_cli(const std::vector<std::string>& args) {
+  return run_program(env_path("SAFETUNE_CLI", SAFETUNE_TEST_CLI).string(), args);
+}
+
+RunResult run_python(const std::string& script, const std::vector<std::string>& args) {
+  std::vector<std::string> a{"-c", script};
+  a.insert(a.end(), args.begin(), args.end());
+  return run_program(python().string(), a);
+}
+
+std::vector<at::Tensor> load_checkpoint_params(const fs::path& trainer_pt) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(trainer_pt.string());
+  std::vector<at::Tensor> out;
+  for (const auto& key : archive.keys()) {
+    if (key.rfind("param.", 0) != 0) continue;
+    at::Tensor t;
+    archive.read(key, t);
+    out.push_back(t);
+  }
+  return out;
 }
 
 TempDir::TempDir() {

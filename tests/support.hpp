@@ -1,5 +1,7 @@
 // Helpers shared by tests: locating fixtures and the CLI, running commands, temp directories.
 #pragma once
+#include <ATen/core/Tensor.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -16,8 +18,14 @@ struct RunResult {
   int exit_code;
   std::string out, err;
 };
-// Runs the safetune CLI with the given arguments (no shell), capturing stdout and stderr.
+// Runs a program / the safetune CLI / the reference Python (`python -c script args...`) with the
+// given arguments (no shell), capturing stdout and stderr.
+RunResult run_program(const std::string& exe, const std::vector<std::string>& args);
 RunResult run_cli(const std::vector<std::string>& args);
+RunResult run_python(const std::string& script, const std::vector<std::string>& args = {});
+
+// The trainable parameters stored in a Trainer checkpoint (trainer.pt), in archive order.
+std::vector<at::Tensor> load_checkpoint_params(const std::filesystem::path& trainer_pt);
 
 // A fresh directory removed at scope exit.
 class TempDir {

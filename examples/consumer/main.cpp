@@ -1,17 +1,18 @@
-// Builds against an installed safetune: validates a config given as text and prints it resolved.
+// Builds against an installed safetune: loads the two-stage trainer's config from text with an
+// override, validates it, and prints it resolved (what `safetune config show` does).
 #include <safetune/safetune.hpp>
 
 #include <iostream>
 
 int main() {
-  safetune::Config cfg;
+  safetune::recipes::TwoStageConfig cfg;
   try {
-    safetune::config_load_string(cfg, "model: {path: model.gguf}\n", "inline.yaml",
-                                 {"generation.top_k=5"});
+    safetune::config_load_string(cfg, "model: {path: model.gguf}\nstage2:\n  regularizers: [{name: kl_anchor}]\n",
+                                 "inline.yaml", {"stage2.lora.rank=5"});
   } catch (const safetune::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }
   std::cout << safetune::config_dump(cfg);
-  return cfg.generation.top_k == 5 ? 0 : 1;
+  return cfg.stage2.lora.rank == 5 ? 0 : 1;
 }

@@ -89,24 +89,6 @@ struct ModelSection : ConfigSection {
   void describe(ConfigVisitor& v) override;
 };
 
-struct GenerationSection : ConfigSection {
-  std::int64_t max_new_tokens = 64;
-  double temperature = 0.0;  // 0 means greedy
-  std::int64_t top_k = 0;    // 0 disables
-  double top_p = 1.0;
-  double repetition_penalty = 1.0;
-  std::int64_t seed = 0;
-  void describe(ConfigVisitor& v) override;
-};
-
-// The root of a safetune YAML file.
-struct Config : ConfigSection {
-  RunSection run;
-  ModelSection model;
-  GenerationSection generation;
-  void describe(ConfigVisitor& v) override;
-};
-
 // ---- loading --------------------------------------------------------------------------------
 
 // Parses `key.path=value` overrides (value is YAML: 3, 0.5, true, text, [a, b]).

@@ -33,22 +33,4 @@ void ModelSection::describe(ConfigVisitor& v) {
           Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
 }
 
-void GenerationSection::describe(ConfigVisitor& v) {
-  v.field("max_new_tokens", max_new_tokens,
-          Field("Maximum tokens generated per prompt.").range(1, 1 << 20));
-  v.field("temperature", temperature,
-          Field("Sampling temperature; 0 decodes greedily.").range(0, 100));
-  v.field("top_k", top_k, Field("Keep the k most likely tokens; 0 keeps all.").at_least(0));
-  v.field("top_p", top_p, Field("Nucleus sampling mass; 1 keeps all.").range(0, 1));
-  v.field("repetition_penalty", repetition_penalty,
-          Field("CTRL-style penalty on tokens already present; 1 disables.").range(0.01, 100));
-  v.field("seed", seed, Field("Sampling seed.").at_least(0));
-}
-
-void Config::describe(ConfigVisitor& v) {
-  v.section("run", run, Field("Run identity and output location."));
-  v.section("model", model, Field("The base model."));
-  v.section("generation", generation, Field("Decoding settings for generate and assessments."));
-}
-
 }  // namespace safetune

@@ -18,10 +18,12 @@ namespace fs = std::filesystem;
 namespace {
 std::string errno_text() { return std::strerror(errno); }
 
+// The pid is part of the name: a forked child inherits the generator's state, and a writer killed
+// mid-write leaves its temporary file behind, so the same suffix could otherwise come up again.
 std::string random_suffix() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%d-%016llx", static_cast<int>(::getpid()), static_cast<unsigned long long>(rng()));
   return buf;
 }
 
@@ -40,9 +42,12 @@ AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
     fs::create_directories(dir, ec);
     if (ec) throw IoError("cannot create directory: " + ec.message(), dir.string());
   }
-  temp_ = path_;
-  temp_ += ".tmp-" + random_suffix();
-  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  for (int attempt = 0; attempt < 8 && fd_ < 0; ++attempt) {
+    temp_ = path_;
+    temp_ += ".tmp-" + random_suffix();
+    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno != EEXIST) break;
+  }
   if (fd_ < 0) throw IoError("cannot create temporary file: " + errno_text(), temp_.string());
 }
 

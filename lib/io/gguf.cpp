@@ -217,8 +217,13 @@ Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
   static const std::regex q_or_k(R"(blk\.\d+\.attn_([qk])\.(weight|bias))");
   for (const gguf::TensorInfo& info : f.tensors()) {
     const std::string where = file + ": tensor '" + info.name + "'";
-    if (info.name == "rope_freqs.weight") {
-      log_warn(file + ": rope_freqs.weight (llama3 rope scaling) is not supported yet; loading without it");
+    if (info.name == "rope_freqs.weight") {  // llama3-style scaling as per-frequency divisors
+      at::Tensor factors = f.tensor(info.name, at::kFloat).contiguous();
+      if (factors.dim() != 1 || factors.size(0) * 2 != c.head_dim)
+        throw ModelError("expected head_dim / 2 = " + std::to_string(c.head_dim / 2) + " values", where);
+      if (!at::isfinite(factors).all().item<bool>() || (factors <= 0).any().item<bool>())
+        throw ModelError("rope frequency factors must be finite and positive", where);
+      c.rope_freq_factors.assign(factors.data_ptr<float>(), factors.data_ptr<float>() + factors.numel());
       continue;
     }
     auto hf = gguf_to_hf_name(info.name);

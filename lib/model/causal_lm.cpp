@@ -54,6 +54,14 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
     auto medium = (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
     inv_freq = at::where(medium, smoothed, scaled);
   }
+  if (!c.rope_freq_factors.empty()) {
+    if (static_cast<std::int64_t>(c.rope_freq_factors.size()) != inv_freq.size(0))
+      throw ModelError("rope frequency factors: " + std::to_string(c.rope_freq_factors.size()) + " values for " +
+                       std::to_string(inv_freq.size(0)) + " rotary frequencies (head_dim / 2)");
+    auto factors = at::from_blob(const_cast<float*>(c.rope_freq_factors.data()),
+                                 {static_cast<std::int64_t>(c.rope_freq_factors.size())}, at::kFloat);
+    inv_freq = inv_freq / factors;
+  }
   return inv_freq.contiguous();
 }
 

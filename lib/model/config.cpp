@@ -191,6 +191,9 @@ ModelConfig load_config(const std::filesystem::path& path) {
 }
 
 std::string to_hf_json(const ModelConfig& c) {
+  if (!c.rope_freq_factors.empty())
+    throw ModelError("rope frequency factors (a GGUF rope_freqs tensor) have no config.json form",
+                     "config.rope_freq_factors", "export from the original Hugging Face checkpoint instead");
   json j = json::object();
   bool qwen = c.architecture == "qwen2";
   j["architectures"] = json::array({qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM"});

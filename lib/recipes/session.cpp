@@ -44,21 +44,21 @@ std::vector<fs::path> split_paths(const std::string& s) {
   return out;
 }
 
-Session::Session(const fs::path& path, const SessionOptions& opt) : path_(path) {
+TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw IoError("model not found", path.string());
-  model_ = model::load(path, parse_dtype(opt.dtype), parse_device(opt.device));
+  TextSide t;
   const bool gguf = path.extension() == ".gguf";
   std::optional<tokenizer::ChatTemplate> tmpl;
   if (!opt.tokenizer.empty()) {
-    tokenizer_ = tokenizer::load_tokenizer(opt.tokenizer);
+    t.tokenizer = tokenizer::load_tokenizer(opt.tokenizer);
   } else if (gguf) {
     io::GgufFile file(path);
-    tokenizer_ = tokenizer::tokenizer_from_gguf(file);
+    t.tokenizer = tokenizer::tokenizer_from_gguf(file);
     if (opt.chat_template.empty()) tmpl = tokenizer::chat_template_from_gguf(file);
   } else {
     fs::path dir = fs::is_directory(path) ? path : path.parent_path();
-    tokenizer_ = tokenizer::load_tokenizer(dir);
+    t.tokenizer = tokenizer::load_tokenizer(dir);
     fs::path tc = dir / "tokenizer_config.json";
     fs::path jinja = dir / "chat_template.jinja";  // where transformers v5 keeps it
     if (opt.chat_template.empty() && fs::exists(jinja, ec)) {
@@ -77,7 +77,15 @@ Session::Session(const fs::path& path, const SessionOptions& opt) : path_(path) 
   if (!tmpl)
     throw TokenizerError("the model names no chat template safetune knows", path.string(),
                          "pass one: chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2");
-  template_ = std::make_unique<tokenizer::ChatTemplate>(*tmpl);
+  t.chat_template = std::make_unique<tokenizer::ChatTemplate>(*tmpl);
+  return t;
+}
+
+Session::Session(const fs::path& path, const SessionOptions& opt) : path_(path) {
+  auto text = load_text_side(path, opt);  // first: it checks that the path exists
+  model_ = model::load(path, parse_dtype(opt.dtype), parse_device(opt.device));
+  tokenizer_ = std::move(text.tokenizer);
+  template_ = std::move(text.chat_template);
   adapters_ = std::make_unique<lora::ModelAdapters>(*model_);
   model_->eval();
 }

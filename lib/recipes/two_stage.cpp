@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "safetune/error.hpp"
@@ -14,6 +15,7 @@
 #include "safetune/log.hpp"
 #include "safetune/recipes/session.hpp"
 #include "safetune/safety/probes.hpp"
+#include "safetune/safety/registry.hpp"
 #include "safetune/safety/report.hpp"
 
 namespace safetune::recipes {
@@ -52,6 +54,14 @@ void Stage2Section::describe(ConfigVisitor& v) {
           Field("Post-hoc Safe LoRA projection of layers whose cosine is below this; 0 disables.").range(0, 1));
 }
 
+void ReleaseSection::describe(ConfigVisitor& v) {
+  v.field("registry", registry, Field("Release registry JSON; a finished run is registered there (empty: not registered).").path());
+  v.field("id", id, Field("Release id; default: <run.name>-<UTC time>."));
+  v.field("promote", promote, Field("Make a run that passes its gates the current release."));
+  v.field("prometheus_file", prometheus_file, Field("`safetune monitor`: node_exporter textfile to write (empty: none).").path());
+  v.field("rollback_on_regression", rollback_on_regression, Field("`safetune monitor`: re-point to the last passing release on a regression."));
+}
+
 void SafetySection::describe(ConfigVisitor& v) {
   v.field("assess", assess, Field("Assess safety before stage 1, after stage 1 and after stage 2."));
   v.field("suite", suite, Field("Probe suite directory (harmful.jsonl, benign.jsonl, discrimination.jsonl).").path());
@@ -60,6 +70,7 @@ void SafetySection::describe(ConfigVisitor& v) {
   v.field("limit", limit, Field("Probes used per kind; 0: all.").at_least(0));
   v.section("gates", gates, Field("Promotion gates against the aligned model."));
   v.section("guard", guard, Field("In-training safety guard for stage 2."));
+  v.section("release", release, Field("Release registry and post-deployment monitoring."));
 }
 
 void TwoStageConfig::describe(ConfigVisitor& v) {
@@ -82,6 +93,15 @@ lora::LoraConfig to_lora(const LoraSection& s) {
   if (s.targets.size() == 1 && s.targets[0] == "all-linear") c.all_linear = true;
   else c.target_suffixes = s.targets;
   return c;
+}
+
+SessionOptions session_options(const ModelSection& m) {
+  SessionOptions so;
+  so.dtype = m.dtype;
+  so.device = m.device;
+  so.tokenizer = m.tokenizer;
+  so.chat_template = m.chat_template;
+  return so;
 }
 
 safety::AssessOptions assess_options(const SafetySection& s, Session& session, const ModelSection& m) {
@@ -136,16 +156,16 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
   TwoStageResult result;
   const fs::path out = cfg.run.output_dir;
   result.out_dir = out;
+  const bool release = !cfg.safety.release.registry.empty() && cfg.stage2.enabled;
+  if (release && !cfg.safety.assess)
+    throw ConfigError("registering a release needs its safety assessment", "safety.release.registry",
+                      "set safety.assess=true or leave safety.release.registry empty");
+  if (release) safety::ReleaseRegistry::open(cfg.safety.release.registry);  // a damaged registry stops the run now
   fs::create_directories(out);
   io::atomic_write(out / "config.yaml", resolved_yaml);
   torch::manual_seed(static_cast<std::uint64_t>(cfg.run.seed));
 
-  SessionOptions so;
-  so.dtype = cfg.model.dtype;
-  so.device = cfg.model.device;
-  so.tokenizer = cfg.model.tokenizer;
-  so.chat_template = cfg.model.chat_template;
-  Session session(cfg.model.path, so);
+  Session session(cfg.model.path, session_options(cfg.model));
   SessionScorer scorer(session);
   auto& adapters = session.adapters();
   auto& model = session.model();
@@ -374,6 +394,26 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       in.policy_overrides.push_back(o.module + ": " + o.action + " " + o.adapter + " (" + o.reason + ")");
     safety::write_safety_report(out / "report", in);
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.unmerge({"safety"});
+
+    // The release: both adapters with the assessment it was promoted on; never promoted on a breach.
+    if (release && result.tuned.assessment) {
+      auto reg = safety::ReleaseRegistry::open(cfg.safety.release.registry);
+      std::string id = cfg.safety.release.id;
+      if (id.empty()) {
+        char stamp[32];
+        std::time_t now = std::time(nullptr);
+        std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+        id = cfg.run.name + "-" + stamp;
+      }
+      std::vector<fs::path> dirs;
+      if (has_safety) dirs.push_back(safety_dir);
+      dirs.push_back(out / "adapters" / "task");
+      reg.add(id, dirs, *result.tuned.assessment, result.verdict, out / "assessments" / "tuned.json");
+      if (result.verdict.passed && cfg.safety.release.promote) reg.promote(id);
+      result.release_id = id;
+      log_info("release " + id + (result.verdict.passed ? (cfg.safety.release.promote ? " registered and promoted" : " registered")
+                                                      : " registered as failed (gates breached; not promoted)"));
+    }
   }
   return result;
 }
@@ -449,6 +489,55 @@ int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
   std::printf("\n%s\nwritten to %s\n", md.c_str(), (out / "demo_table.md").c_str());
   // The demo's product is the table; a breach is reported in it (and by `safetune train`'s exit code).
   return 0;
+}
+
+
+safety::MonitorResult monitor_release(const TwoStageConfig& cfg) {
+  const auto& rel = cfg.safety.release;
+  if (rel.registry.empty())
+    throw ConfigError("no release registry to monitor", "safety.release.registry", "set it to the registry `safetune train` wrote");
+  auto reg = safety::ReleaseRegistry::open(rel.registry);
+  const safety::Release* cur = reg.current();
+  if (!cur) throw SafetyError("no current release to monitor", rel.registry, "promote a release first");
+  const std::string id = cur->id;
+  if (cur->assessment.empty())
+    throw SafetyError("release '" + id + "' has no stored assessment to compare against", rel.registry,
+                      "register releases through `safetune train` with safety.release.registry set");
+  safety::MonitorOptions mo;
+  mo.prometheus_file = rel.prometheus_file;
+  mo.rollback_on_regression = rel.rollback_on_regression;
+
+  // Artifacts that changed since registration are a regression in themselves: nothing to probe.
+  if (auto problems = reg.verify(id); !problems.empty()) {
+    safety::MonitorResult r;
+    r.release = id;
+    r.regression = true;
+    r.verdict.passed = false;
+    r.verdict.reasons = problems;
+    std::string why = "artifacts changed: " + problems.front();
+    reg.append_history({"", "monitor_regression", id, why, {}});
+    log_warn("release " + id + " regressed: " + why);
+    if (rel.rollback_on_regression) {
+      try {
+        r.rolled_back_to = reg.rollback("monitoring: " + why);
+      } catch (const SafetyError& e) {
+        reg.append_history({"", "rollback_failed", id, e.what_only(), {}});
+        log_error("rollback failed: " + e.what_only());
+      }
+    }
+    return r;
+  }
+
+  Session session(cfg.model.path, session_options(cfg.model));
+  std::vector<fs::path> dirs;
+  for (const auto& a : cur->adapters) dirs.push_back(reg.resolve(a.path));
+  session.load_adapters(dirs);
+  SessionScorer scorer(session);
+  const auto baseline = safety::load_assessment(reg.resolve(cur->assessment));
+  const auto suite = safety::first_per_kind(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
+  log_info("monitoring release " + id + " (" + std::to_string(suite.probes.size()) + " probes)");
+  return safety::monitor_once(reg, suite, scorer, assess_options(cfg.safety, session, cfg.model), cfg.safety.gates,
+                              baseline, mo);
 }
 
 }  // namespace safetune::recipes

@@ -69,6 +69,10 @@ std::string ReleaseRegistry::to_json() const {
     json x = {{"id", r.id}, {"created", r.created}, {"status", to_string(r.status)}, {"reasons", r.reasons},
               {"summary", metrics_json(r.summary)}, {"suite_sha256", r.suite_sha256},
               {"model_identity", r.model_identity}};
+    if (!r.assessment.empty()) {
+      x["assessment"] = r.assessment;
+      x["assessment_sha256"] = r.assessment_sha256;
+    }
     x["adapters"] = json::array();
     for (const auto& a : r.adapters) x["adapters"].push_back({{"path", a.path}, {"sha256", a.sha256}});
     j["releases"].push_back(std::move(x));
@@ -134,6 +138,11 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
     r.summary = metrics(x["summary"], at + ".summary");
     r.suite_sha256 = str(x, "suite_sha256", at);
     r.model_identity = str(x, "model_identity", at);
+    if (x.contains("assessment")) {
+      r.assessment = str(x, "assessment", at);
+      r.assessment_sha256 = str(x, "assessment_sha256", at);
+      if (r.assessment_sha256.size() != 64) fail(at + ".assessment_sha256 is not a SHA-256 hex digest");
+    }
     if (!x.contains("adapters") || !x["adapters"].is_array()) fail(at + ".adapters must be an array");
     for (std::size_t k = 0; k < x["adapters"].size(); ++k) {
       const std::string aat = at + ".adapters[" + std::to_string(k) + "]";
@@ -179,9 +188,17 @@ std::string ReleaseRegistry::status_of(const std::string& id) const {
   return to_string(r->status);
 }
 
-fs::path ReleaseRegistry::resolve(const std::string& adapter_path) const {
-  fs::path p(adapter_path);
+fs::path ReleaseRegistry::resolve(const std::string& stored) const {
+  fs::path p(stored);
   return p.is_absolute() ? p : path_.parent_path() / p;
+}
+
+// Relative to the registry when the file lives below it, so the tree can be moved as a whole.
+std::string ReleaseRegistry::stored_path(const fs::path& p) const {
+  fs::path abs = p.is_absolute() ? p : fs::absolute(p);
+  fs::path base = fs::absolute(path_).parent_path();
+  fs::path rel = abs.lexically_normal().lexically_relative(base.lexically_normal());
+  return (!rel.empty() && *rel.begin() != "..") ? rel.generic_string() : abs.lexically_normal().string();
 }
 
 void ReleaseRegistry::save() {
@@ -206,21 +223,22 @@ void ReleaseRegistry::transact(Fn&& fn) {
 }
 
 const Release& ReleaseRegistry::add(const std::string& id, const std::vector<fs::path>& adapter_dirs,
-                                    const Assessment& assessment, const GateVerdict& verdict) {
+                                    const Assessment& assessment, const GateVerdict& verdict,
+                                    const fs::path& assessment_file) {
   if (id.empty()) throw SafetyError("release id is empty", path_.string());
   if (find(id)) throw SafetyError("release '" + id + "' already exists", path_.string(), "release ids are never reused");
   Release r;
   r.id = id;
   r.created = utc_now_iso8601();
+  std::error_code ec;
   for (const auto& d : adapter_dirs) {
-    fs::path abs = d.is_absolute() ? d : fs::absolute(d);
-    std::error_code ec;
-    if (!fs::exists(abs, ec)) throw SafetyError("adapter not found", d.string());
-    // Stored relative to the registry when it lives below it, so the tree can be moved as a whole.
-    fs::path base = fs::absolute(path_).parent_path();
-    fs::path rel = abs.lexically_normal().lexically_relative(base.lexically_normal());
-    std::string stored = (!rel.empty() && *rel.begin() != "..") ? rel.generic_string() : abs.lexically_normal().string();
-    r.adapters.push_back({stored, sha256_tree(abs)});
+    if (!fs::exists(d, ec)) throw SafetyError("adapter not found", d.string());
+    r.adapters.push_back({stored_path(d), sha256_tree(d)});
+  }
+  if (!assessment_file.empty()) {
+    if (!fs::exists(assessment_file, ec)) throw SafetyError("assessment file not found", assessment_file.string());
+    r.assessment = stored_path(assessment_file);
+    r.assessment_sha256 = sha256_file(assessment_file);
   }
   r.status = verdict.passed ? ReleaseStatus::passed : ReleaseStatus::failed;
   r.reasons = verdict.reasons;
@@ -249,6 +267,14 @@ std::vector<std::string> ReleaseRegistry::verify(const std::string& id) const {
       if (h != a.sha256) problems.push_back(a.path + ": content changed (sha256 " + h.substr(0, 16) + ", registered " + a.sha256.substr(0, 16) + ")");
     } catch (const IoError& e) {
       problems.push_back(a.path + ": " + e.what_only());
+    }
+  }
+  if (!r->assessment.empty()) {
+    try {
+      if (sha256_file(resolve(r->assessment)) != r->assessment_sha256)
+        problems.push_back(r->assessment + ": assessment changed since registration");
+    } catch (const IoError& e) {
+      problems.push_back(r->assessment + ": " + e.what_only());
     }
   }
   return problems;

@@ -28,9 +28,12 @@ void RegularizerSection::describe(ConfigVisitor& v) {
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
   auto l = logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat);
   auto y = labels.narrow(1, 1, labels.size(1) - 1).to(l.device());
-  return torch::nn::functional::cross_entropy(
+  // Mean over supervised tokens; a batch whose examples were all truncated before their answer has
+  // none and contributes 0 (not NaN), like the masked penalties.
+  auto total = torch::nn::functional::cross_entropy(
       l.reshape({-1, l.size(-1)}), y.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  return total / y.ne(-100).sum().clamp_min(1).to(total.scalar_type());
 }
 
 at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {

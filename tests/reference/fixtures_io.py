@@ -4,6 +4,7 @@ Every expected tensor is saved beside as raw little-endian bytes (<name>.bin) pl
 with dtype and shape, so the C++ tests compare bytes, not this code's own earlier output.
 """
 import json
+import math
 import pathlib
 
 import numpy as np
@@ -177,6 +178,30 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+_GGUF_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                "lm_head.weight": "output.weight"}
+_GGUF_PART = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def _add_hf_tensors(w, hf: dict, permute_heads=None):
+    """Adds HF-named tensors under llama.cpp names; permute_heads=(n_head, n_kv) applies the llama Q/K permutation."""
+    for k, v in hf.items():
+        if k in _GGUF_GLOBAL:
+            g = _GGUF_GLOBAL[k]
+        else:
+            _, _, i, rest = k.split(".", 3)
+            mod, kind = rest.rsplit(".", 1)
+            g = f"blk.{i}.{_GGUF_PART[mod]}.{kind}"
+        if permute_heads and k.endswith("q_proj.weight"):
+            v = _permute(v, permute_heads[0])
+        elif permute_heads and k.endswith("k_proj.weight"):
+            v = _permute(v, permute_heads[1])
+        w.add_tensor(g, np.ascontiguousarray(v))
+
+
+
 def make_gguf_models(out: pathlib.Path):
     """Tiny llama (permuted Q/K, GQA, explicit head_dim, untied) and qwen2 (biases, tied) models."""
     import gguf
@@ -212,12 +237,6 @@ def make_gguf_models(out: pathlib.Path):
         hf = {k: v.astype(np.float32) for k, v in hf.items()}
         save_file(hf, str(out / f"{arch}_hf.safetensors"))
 
-        names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                 "lm_head.weight": "output.weight"}
-        parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                 "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-                 "post_attention_layernorm": "ffn_norm"}
         w = gguf.GGUFWriter(str(out / f"{arch}.gguf"), arch)
         w.add_block_count(s["layers"])
         w.add_embedding_length(s["hidden"])
@@ -232,18 +251,7 @@ def make_gguf_models(out: pathlib.Path):
         w.add_bos_token_id(3)
         w.add_eos_token_id(4)
         w.add_pad_token_id(5)
-        for k, v in hf.items():
-            if k in names:
-                g = names[k]
-            else:
-                _, _, i, rest = k.split(".", 3)
-                mod, kind = rest.rsplit(".", 1)
-                g = f"blk.{i}.{parts[mod]}.{kind}"
-            if arch == "llama" and k.endswith("q_proj.weight"):
-                v = _permute(v, s["heads"])
-            elif arch == "llama" and k.endswith("k_proj.weight"):
-                v = _permute(v, s["kv"])
-            w.add_tensor(g, np.ascontiguousarray(v))
+        _add_hf_tensors(w, hf, (s["heads"], s["kv"]) if arch == "llama" else None)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -282,6 +290,64 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+def _llama3_rope_factors(theta: float, dim: int, factor: float, low: float, high: float, old_ctx: int):
+    """Per-frequency divisors as llama.cpp's converter writes them to rope_freqs.weight for llama3 scaling."""
+    factors = []
+    for i in range(0, dim, 2):
+        freq = 1.0 / (theta ** (i / dim))
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_ctx / high:
+            factors.append(1.0)
+        elif wavelen > old_ctx / low:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
+def make_gguf_llama3_rope(out: pathlib.Path):
+    """A tiny Llama with llama3 rope scaling: transformers' logits, and the same weights as a GGUF file
+    that stores the scaling the llama.cpp way (rope_freqs.weight, permuted Q/K)."""
+    import gguf
+    import torch
+    import transformers
+    from safetensors.numpy import save_file
+    torch.manual_seed(5)
+    theta, hd, heads, kv, old_ctx = 10000.0, 16, 4, 2, 32
+    cfg = transformers.LlamaConfig(
+        vocab_size=48, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=heads,
+        num_key_value_heads=kv, head_dim=hd, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": theta, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": old_ctx})
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    ids = torch.arange(96).remainder(47).unsqueeze(0) + 1
+    with torch.no_grad():
+        logits = model(ids).logits[0].numpy().astype(np.float32)
+    save_file({"ids": ids[0].numpy().astype(np.int64), "logits": logits}, str(out / "llama3_rope_expected.safetensors"))
+
+    w = gguf.GGUFWriter(str(out / "llama3_rope.gguf"), "llama")
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(96)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_rope_freq_base(theta)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_context_length(256)
+    w.add_tensor("rope_freqs.weight", _llama3_rope_factors(theta, hd, 8.0, 1.0, 4.0, old_ctx))
+    _add_hf_tensors(w, {k: v.numpy().astype(np.float32) for k, v in model.state_dict().items()}, (heads, kv))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def make(out_dir: pathlib.Path):
     make_safetensors(out_dir / "safetensors")
     g = out_dir / "gguf"
@@ -290,3 +356,4 @@ def make(out_dir: pathlib.Path):
     make_gguf_metadata(g)
     make_gguf_models(g)
     make_gguf_smollm2(g)
+    make_gguf_llama3_rope(g)

@@ -9,6 +9,8 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/io/safetensors.hpp"
+#include "safetune/model/causal_lm.hpp"
+#include "safetune/model/config.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -177,4 +179,23 @@ TEST_CASE("gguf reference: the real SmolLM2 Q4_1 model", "[reference][io][gguf][
   CHECK(f.get_string("tokenizer.ggml.model") == "gpt2");
   CHECK(f.get_string("tokenizer.ggml.pre") == "smollm");
   CHECK(f.get_string("tokenizer.chat_template").find("im_start") != std::string::npos);
+}
+
+TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equals transformers", "[reference][io][gguf]") {
+  auto expected = as_map(io::safetensors_load(gguf_dir() / "llama3_rope_expected.safetensors"));
+  io::Checkpoint ck = io::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
+  REQUIRE(ck.config.rope_freq_factors.size() == 8);
+  CHECK(ck.config.rope_freq_factors[0] == 1.0f);
+  CHECK(ck.config.rope_freq_factors[7] == 8.0f);
+  const at::Tensor ids = expected["ids"].unsqueeze(0);
+  model::CausalLM scaled(ck);
+  const float err = (scaled.forward(ids)[0] - expected["logits"]).abs().max().item<float>();
+  CHECK(err < 1e-4f);
+  // The 96 positions reach past the original 32-token context, so dropping the factors must show.
+  ck.config.rope_freq_factors.clear();
+  model::CausalLM unscaled(ck);
+  CHECK((unscaled.forward(ids)[0] - expected["logits"]).abs().max().item<float>() > 1e-2f);
+  // A model whose rope has no config.json form refuses to be exported as a Hugging Face directory.
+  io::Checkpoint again = io::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
+  CHECK_THROWS_WITH(model::to_hf_json(again.config), Catch::Contains("rope frequency factors"));
 }

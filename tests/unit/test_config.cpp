@@ -12,6 +12,36 @@ using Catch::Matchers::Contains;
 using Catch::Matchers::Equals;
 
 namespace {
+// A small schema of its own, so these tests exercise the loader rather than any product config:
+// run + model (the real sections) and a generation section with every field type and check.
+struct GenerationSection : ConfigSection {
+  std::int64_t max_new_tokens = 64;
+  double temperature = 0.0;
+  std::int64_t top_k = 0;
+  double top_p = 1.0;
+  double repetition_penalty = 1.0;
+  std::int64_t seed = 0;
+  void describe(ConfigVisitor& v) override {
+    v.field("max_new_tokens", max_new_tokens, Field("Maximum tokens generated per prompt.").range(1, 1 << 20));
+    v.field("temperature", temperature, Field("Sampling temperature; 0 decodes greedily.").range(0, 100));
+    v.field("top_k", top_k, Field("Keep the k most likely tokens; 0 keeps all.").at_least(0));
+    v.field("top_p", top_p, Field("Nucleus sampling mass; 1 keeps all.").range(0, 1));
+    v.field("repetition_penalty", repetition_penalty, Field("Penalty on repeated tokens.").range(0.01, 100));
+    v.field("seed", seed, Field("Sampling seed.").at_least(0));
+  }
+};
+
+struct Config : ConfigSection {
+  RunSection run;
+  ModelSection model;
+  GenerationSection generation;
+  void describe(ConfigVisitor& v) override {
+    v.section("run", run, Field("Run identity and output location."));
+    v.section("model", model, Field("The base model."));
+    v.section("generation", generation, Field("Decoding settings."));
+  }
+};
+
 std::string load_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
   Config cfg;
   try {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "safetune/train/penalties.hpp"
+#include "safetune/train/regularizer.hpp"
 
 using namespace safetune::train;
 
@@ -116,4 +117,20 @@ TEST_CASE("projection cosine equals the full-matrix cosine", "[regularizer]") {
   auto dW = B.matmul(A), PdW = Q.matmul(Q.t()).matmul(dW);
   double want = (dW * PdW).sum().item<double>() / (dW.norm().item<double>() * PdW.norm().item<double>());
   CHECK(projection_cosine(A, B, Q) == Approx(want).epsilon(1e-9));
+}
+
+TEST_CASE("lm_loss: mean next-token cross-entropy over supervised tokens; none supervised gives 0", "[train][penalties]") {
+  torch::manual_seed(3);
+  auto logits = torch::randn({2, 4, 5}, torch::kDouble).requires_grad_(true);
+  auto labels = torch::tensor({{-100, 1, 2, -100}, {-100, -100, 4, 0}}, torch::kLong);
+  // By hand: position t predicts labels[t + 1]; supervised targets are (0,1)->1, (0,2)->2, (1,2)->4, (1,3)->0.
+  auto lp = torch::log_softmax(logits.detach(), -1);
+  double want = -(lp[0][0][1].item<double>() + lp[0][1][2].item<double>() + lp[1][1][4].item<double>() +
+                  lp[1][2][0].item<double>()) / 4;
+  CHECK(safetune::train::lm_loss(logits, labels).item<double>() == Approx(want).epsilon(1e-6));
+  auto none = torch::full({2, 4}, -100, torch::kLong);
+  auto zero = safetune::train::lm_loss(logits, none);
+  CHECK(zero.item<double>() == 0.0);
+  zero.backward();
+  CHECK(torch::isfinite(logits.grad()).all().item<bool>());
 }

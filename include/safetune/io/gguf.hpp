@@ -63,8 +63,8 @@ bool gguf_type_supported(std::uint32_t ggml_type);
 
 // Model config from llama.cpp metadata (general.architecture llama or qwen2) and every tensor under
 // its Hugging Face name, dequantized to `dtype`, with the Q/K row permutation that llama.cpp's
-// converter applies for `llama` undone. Not supported yet: llama3 rope scaling stored as
-// rope_freqs.weight (the tensor is dropped with a warning and the config has no rope scaling).
+// converter applies for `llama` undone. llama3 rope scaling, which llama.cpp stores as the tensor
+// rope_freqs.weight (per-frequency divisors), becomes config.rope_freq_factors.
 Checkpoint gguf_load_checkpoint(const std::filesystem::path& path, at::ScalarType dtype);
 
 // llama.cpp tensor name -> Hugging Face name ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight");

@@ -28,6 +28,10 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // Per-frequency divisors of the rotary inverse frequencies (head_dim / 2 values), as llama.cpp
+  // stores llama3-style scaling in GGUF files (tensor rope_freqs.weight). Empty: none. Applied
+  // after rope_scaling, which GGUF-loaded configs leave empty.
+  std::vector<float> rope_freq_factors;
   bool attention_bias = false;  // q/k/v/o biases (Llama attention_bias)
   bool qkv_bias = false;        // q/k/v biases only (Qwen2)
   bool mlp_bias = false;

@@ -22,6 +22,15 @@ struct SessionOptions {
   std::string chat_template;      // name; default: what the model's metadata names
 };
 
+// The text side of a model without its weights: tokenizer and chat template, chosen as a Session
+// chooses them (explicit options first, then the model's own metadata). For tools that only
+// tokenize, such as `safetune data stats`.
+struct TextSide {
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  std::unique_ptr<tokenizer::ChatTemplate> chat_template;
+};
+TextSide load_text_side(const std::filesystem::path& model_path, const SessionOptions& options = {});
+
 class Session {
  public:
   // MODEL is a .gguf file or a Hugging Face directory (config.json, safetensors, tokenizer.json).

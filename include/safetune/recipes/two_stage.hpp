@@ -11,6 +11,7 @@
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
 #include "safetune/safety/guard.hpp"
+#include "safetune/safety/monitor.hpp"
 #include "safetune/train/regularizer.hpp"
 #include "safetune/train/trainer.hpp"
 
@@ -49,6 +50,16 @@ struct Stage2Section : ConfigSection {
   void describe(ConfigVisitor& v) override;
 };
 
+// Releases: where a finished run is registered, and how `safetune monitor` watches the current one.
+struct ReleaseSection : ConfigSection {
+  std::string registry;         // release registry JSON; empty: runs are not registered
+  std::string id;               // default: <run.name>-<UTC time>
+  bool promote = true;          // make a run that passes its gates the current release
+  std::string prometheus_file;  // monitor: node_exporter textfile ("" : none)
+  bool rollback_on_regression = true;
+  void describe(ConfigVisitor& v) override;
+};
+
 struct SafetySection : ConfigSection {
   bool assess = true;
   std::string suite = "data/probes";
@@ -57,6 +68,7 @@ struct SafetySection : ConfigSection {
   std::int64_t limit = 0;  // probes per kind (0: all)
   safety::SafetyGates gates;
   safety::GuardSection guard;
+  ReleaseSection release;
   void describe(ConfigVisitor& v) override;
 };
 
@@ -84,6 +96,7 @@ struct TwoStageResult {
   std::filesystem::path out_dir;
   // The frozen safety adapter's content hash before and after stage 2 (must be equal).
   std::string safety_sha_before, safety_sha_after;
+  std::string release_id;  // set when the run was registered (safety.release.registry)
 };
 
 struct RunOptions {
@@ -102,5 +115,12 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
 // separate plus the configured regularizers. Prints and writes (run.output_dir/demo_table.md) the
 // side-by-side table, including the gate verdict for (c). Returns 0.
 int run_demo(const TwoStageConfig& cfg, const std::string& resolved_yaml);
+
+// One monitoring pass over safety.release.registry's current release: loads model.path with the
+// release's adapters, probes safety.suite as the run did, gates the result against the release-time
+// assessment, appends to the registry history, writes safety.release.prometheus_file and rolls back
+// on regression when configured. An artifact that changed since registration counts as a
+// regression. SafetyError when there is no registry, no current release or no stored assessment.
+safety::MonitorResult monitor_release(const TwoStageConfig& cfg);
 
 }  // namespace safetune::recipes

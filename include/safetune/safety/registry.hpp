@@ -36,6 +36,10 @@ struct Release {
   std::map<std::string, double> summary;   // e.g. refusal_rate, benign_compliance, discrimination
   std::string suite_sha256;
   std::string model_identity;
+  // The release-time assessment (assessment.json) that monitoring compares against, stored like
+  // adapter paths; empty for releases registered without one.
+  std::string assessment;
+  std::string assessment_sha256;
 };
 
 struct HistoryEntry {
@@ -58,8 +62,11 @@ class ReleaseRegistry {
 
   // Registers adapter dirs (hashing them) with the assessment summary and gate verdict.
   // SafetyError on a duplicate id or a missing adapter dir. Saved at once.
+  // `assessment_file`, when given, is the saved form of `assessment` (hashed and referenced so that
+  // `safetune monitor` can gate later probes against it).
   const Release& add(const std::string& id, const std::vector<std::filesystem::path>& adapter_dirs,
-                     const Assessment& assessment, const GateVerdict& verdict);
+                     const Assessment& assessment, const GateVerdict& verdict,
+                     const std::filesystem::path& assessment_file = {});
   // Makes a passed release current; a failed one is refused (SafetyError), as is one whose
   // artifacts changed since registration.
   void promote(const std::string& id);
@@ -74,13 +81,15 @@ class ReleaseRegistry {
   std::vector<std::string> verify(const std::string& id) const;
 
   const std::filesystem::path& path() const { return path_; }
+  // A path as stored in a release (adapter or assessment), resolved against the registry's folder.
+  std::filesystem::path resolve(const std::string& stored_path) const;
   std::string to_json() const;
 
  private:
   void save();
   template <class Fn>
   void transact(Fn&& fn);  // applies fn to a copy, saves it, and only then adopts it
-  std::filesystem::path resolve(const std::string& adapter_path) const;
+  std::string stored_path(const std::filesystem::path& p) const;
   std::filesystem::path path_;
   std::string on_disk_;  // the bytes last read or written, to detect edits behind our back
   bool existed_ = false;
