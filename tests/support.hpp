@@ -1,5 +1,7 @@
 // Helpers shared by tests: locating fixtures and the CLI, running commands, temp directories.
 #pragma once
+#include <sys/types.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -18,6 +20,12 @@ struct RunResult {
 };
 // Runs the safetune CLI with the given arguments (no shell), capturing stdout and stderr.
 RunResult run_cli(const std::vector<std::string>& args);
+// Starts the CLI without waiting; `env` entries (NAME=value) are added to or replace the
+// inherited environment; stdout and stderr go to the given files. Returns the process id.
+pid_t spawn_cli(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                const std::filesystem::path& out, const std::filesystem::path& err);
+// Waits for a spawned process: its exit code, or 128 + signal number.
+int wait_exit_code(pid_t pid);
 
 // A fresh directory removed at scope exit.
 class TempDir {
