@@ -340,7 +340,7 @@ TrainStatus Trainer::run(bool resume) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     impl_->optim->zero_grad(true);
 
-    double loss_sum = 0, comm_s = 0;
+    double loss_sum = 0, comm_s = 0, wait_s = -1;
     std::map<std::string, double> terms;
     std::int64_t tokens = 0;
     for (std::int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
@@ -375,6 +375,17 @@ TrainStatus Trainer::run(bool resume) {
     }
     bool signalled = g_signal.load() != 0;
     if (dist_ && dist_->distributed()) {
+      // SAFETUNE_DIST_PROFILE=1 (bench/dist_allreduce.sh): a barrier first, so that comm_s is the
+      // all-reduce itself and comm_wait_s the time spent waiting for the slowest rank.
+      static const bool profile = [] {
+        const char* v = std::getenv("SAFETUNE_DIST_PROFILE");
+        return v && std::string(v) == "1";
+      }();
+      if (profile) {
+        const double w0 = dist_->comm_seconds();
+        dist_->barrier();
+        wait_s = dist_->comm_seconds() - w0;
+      }
       const double comm0 = dist_->comm_seconds();
       average_gradients(loss_sum, tokens, signalled);
       comm_s = dist_->comm_seconds() - comm0;
@@ -404,6 +415,7 @@ TrainStatus Trainer::run(bool resume) {
         {"supervised_tokens", tokens}, {"peak_rss_mb", peak_rss_mb()}, {"step_s", secs}};
     if (dist_ && dist_->distributed()) {
       rec["comm_s"] = comm_s;
+      if (wait_s >= 0) rec["comm_wait_s"] = wait_s;
       rec["world_size"] = static_cast<std::int64_t>(world);
     }
     for (const auto& [k, v] : terms) rec["loss_" + k] = v;
