@@ -366,7 +366,7 @@ TrainStatus Trainer::run(bool resume) {
       at::Tensor scaled = out.loss.to(at::kFloat) / static_cast<double>(cfg_.grad_accum);
       scaled.backward();
       const double l = out.loss.item<double>();
-      if (!std::isfinite(l) && world == 1)
+      if (!std::isfinite(l) && !(dist_ && dist_->distributed()))  // distributed: checked on the global sum
         throw Error("loss is not finite at step " + std::to_string(step_), "train",
                     "lower the learning rate or check the data");
       loss_sum += l;

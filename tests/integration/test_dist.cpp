@@ -62,10 +62,11 @@ std::vector<std::string> train_args(const fs::path& out, std::int64_t steps, std
   return a;
 }
 
-std::vector<std::string> rank_env(int rank, int world, int port) {
+// The launcher's variables (no torchrun store); an empty timeout leaves the config's default.
+std::vector<std::string> rank_env(int rank, int world, int port, const std::string& timeout_s = "") {
   return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
           "LOCAL_RANK=" + std::to_string(rank), "LOCAL_WORLD_SIZE=" + std::to_string(world),
-          "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port), "SAFETUNE_DIST_TIMEOUT_S=",
+          "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port), "SAFETUNE_DIST_TIMEOUT_S=" + timeout_s,
           "TORCHELASTIC_USE_AGENT_STORE=", "OMP_NUM_THREADS=1"};
 }
 
@@ -98,11 +99,13 @@ TEST_CASE("dist: 2 Gloo ranks train the same adapters as one process with the sa
   INFO(slurp(tmp / "single.err"));
   REQUIRE(single == 0);
 
-  // Two ranks, one micro-batch each: global batch numbers 2c and 2c+1, as above.
+  // Two ranks, one micro-batch each: global batch numbers 2c and 2c+1, as above. Tiny buckets so
+  // that the all-reduce uses several. Rank 1 is given its own output directory: it must stay empty.
   const int port = free_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r)
-    pids.push_back(test::spawn_cli(train_args(tmp / "dist", 2, 1), rank_env(r, 2, port),
+    pids.push_back(test::spawn_cli(train_args(tmp / (r == 0 ? "dist" : "rank1"), 2, 1, {"dist.bucket_mb=0.01"}),
+                                   rank_env(r, 2, port),
                                    tmp / ("out" + std::to_string(r)), tmp / ("err" + std::to_string(r))));
   const int rc0 = test::wait_exit_code(pids[0]), rc1 = test::wait_exit_code(pids[1]);
   INFO(slurp(tmp / "err0") << "\n---- rank 1:\n" << slurp(tmp / "err1"));
@@ -128,8 +131,11 @@ TEST_CASE("dist: 2 Gloo ranks train the same adapters as one process with the sa
   for (auto& [name, t] : init_b)
     if (name.find("lora_B") != std::string::npos) b_norm += t.abs().sum().item<double>();
   CHECK(b_norm > 0);
-  // Rank 0 logged the global loss: the same curve as the single process.
   CHECK(slurp(tmp / "dist" / "stage2" / "metrics.jsonl").find("\"world_size\":2") != std::string::npos);
+  std::vector<std::string> written_by_rank1;
+  for (const auto& e : fs::recursive_directory_iterator(tmp / "rank1"))
+    if (e.is_regular_file()) written_by_rank1.push_back(e.path().string());
+  CHECK(written_by_rank1.empty());
 }
 
 TEST_CASE("dist: a killed or hung rank makes the other exit non-zero within the timeout", "[dist]") {
@@ -141,9 +147,7 @@ TEST_CASE("dist: a killed or hung rank makes the other exit non-zero within the 
     const fs::path out = tmp / ("run" + std::to_string(sig));
     std::vector<pid_t> pids;
     for (int r = 0; r < 2; ++r) {
-      auto env = rank_env(r, 2, port);
-      env.push_back("SAFETUNE_DIST_TIMEOUT_S=" + std::to_string(timeout_s));
-      pids.push_back(test::spawn_cli(train_args(out, 100000, 1), env, tmp / ("out" + std::to_string(r)),
+      pids.push_back(test::spawn_cli(train_args(out, 100000, 1), rank_env(r, 2, port, std::to_string(timeout_s)), tmp / ("out" + std::to_string(r)),
                                      tmp / ("err" + std::to_string(r))));
     }
     // Both ranks are training once rank 0 has logged a step (each step ends in an all-reduce).
