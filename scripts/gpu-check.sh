@@ -38,5 +38,20 @@ for b in "$build"/bench/bench_kernels*; do
   [ -x "$b" ] || continue
   "$b" --device cuda > "$out/$(basename "$b").txt" 2>&1 || bench_rc=1
 done
-echo "gpu tests rc=$tests_rc, benchmarks rc=$bench_rc" | tee "$out/summary.txt"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+# dist: the NCCL data-parallel code path with one rank (one GPU here): SAFETUNE_DIST_FORCE=1 makes
+# a one-rank world build the TCPStore + ProcessGroupNCCL and run every collective the trainer runs.
+dist_rc=0
+tiny=${SAFETUNE_HOME:-$HOME/.cache/safetune}/models/tiny-llama
+if [ -d "$tiny" ]; then
+  port=$("$python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  SAFETUNE_DIST_FORCE=1 RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 \
+    MASTER_PORT=$port SAFETUNE_DIST_TIMEOUT_S=120 \
+    "$build/bin/safetune" train configs/tiny_two_stage.yaml "run.output_dir=$out/dist-nccl" \
+      "model.path=$tiny" model.device=cuda dist.backend=nccl safety.assess=false stage2.task_eval= \
+      stage1.train.max_steps=3 stage2.train.max_steps=3 > "$out/dist-nccl.log" 2>&1 || dist_rc=1
+  grep -q '"comm_s"' "$out/dist-nccl/stage2/metrics.jsonl" 2>/dev/null || dist_rc=1
+else
+  echo "dist NCCL check skipped: $tiny missing" > "$out/dist-nccl.log"
+fi
+echo "gpu tests rc=$tests_rc, benchmarks rc=$bench_rc, dist nccl rc=$dist_rc" | tee "$out/summary.txt"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$dist_rc" -eq 0 ]

@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 extern char** environ;
 
@@ -38,25 +39,51 @@ static std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-RunResult run_program(const std::string& exe, const std::vector<std::string>& args) {
-  TempDir tmp;
-  fs::path out = tmp / "stdout", err = tmp / "stderr";
+pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args, const std::vector<std::string>& env,
+                    const fs::path& out, const fs::path& err) {
   std::vector<std::string> argv_s{exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
+  // The parent's environment, with `env` (NAME=value) replacing variables of the same name.
+  std::vector<std::string> env_s(env);
+  for (char** e = environ; *e; ++e) {
+    std::string_view kv(*e);
+    auto name = kv.substr(0, kv.find('=') + 1);
+    bool replaced = false;
+    for (const auto& o : env) replaced = replaced || o.compare(0, name.size(), name) == 0;
+    if (!replaced) env_s.emplace_back(kv);
+  }
+  std::vector<char*> envp;
+  for (auto& s : env_s) envp.push_back(s.data());
+  envp.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
-  int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("cannot spawn " + exe);
+  return pid;
+}
+
+pid_t spawn_cli(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                const fs::path& out, const fs::path& err) {
+  return spawn_program(env_path("SAFETUNE_CLI", SAFETUNE_TEST_CLI).string(), args, env, out, err);
+}
+
+int wait_exit_code(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+RunResult run_program(const std::string& exe, const std::vector<std::string>& args) {
+  TempDir tmp;
+  fs::path out = tmp / "stdout", err = tmp / "stderr";
+  int code = wait_exit_code(spawn_program(exe, args, {}, out, err));
   return RunResult{code, slurp(out), slurp(err)};
 }
 

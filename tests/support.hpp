@@ -1,6 +1,7 @@
 // Helpers shared by tests: locating fixtures and the CLI, running commands, temp directories.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <sys/types.h>
 
 #include <filesystem>
 #include <string>
@@ -23,9 +24,16 @@ struct RunResult {
 RunResult run_program(const std::string& exe, const std::vector<std::string>& args);
 RunResult run_cli(const std::vector<std::string>& args);
 RunResult run_python(const std::string& script, const std::vector<std::string>& args = {});
-
 // The trainable parameters stored in a Trainer checkpoint (trainer.pt), in archive order.
 std::vector<at::Tensor> load_checkpoint_params(const std::filesystem::path& trainer_pt);
+// Starts the CLI without waiting; `env` entries (NAME=value) are added to or replace the
+// inherited environment; stdout and stderr go to the given files. Returns the process id.
+pid_t spawn_cli(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                const std::filesystem::path& out, const std::filesystem::path& err);
+pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args, const std::vector<std::string>& env,
+                    const std::filesystem::path& out, const std::filesystem::path& err);
+// Waits for a spawned process: its exit code, or 128 + signal number.
+int wait_exit_code(pid_t pid);
 
 // A fresh directory removed at scope exit.
 class TempDir {

@@ -2,6 +2,7 @@
 #pragma once
 #include "safetune/config.hpp"
 #include "safetune/data/dataset.hpp"
+#include "safetune/dist/context.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/checkpoint.hpp"

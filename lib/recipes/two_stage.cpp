@@ -79,6 +79,7 @@ void TwoStageConfig::describe(ConfigVisitor& v) {
   v.section("stage1", stage1, Field("Stage 1: safety alignment pass."));
   v.section("stage2", stage2, Field("Stage 2: task LoRA under the safety regularizers."));
   v.section("safety", safety, Field("Safety assessment, gates and guard."));
+  v.section("dist", dist, Field("Data-parallel runs under torchrun (docs/distributed.md)."));
 }
 
 namespace {
@@ -161,14 +162,22 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     throw ConfigError("registering a release needs its safety assessment", "safety.release.registry",
                       "set safety.assess=true or leave safety.release.registry empty");
   if (release) safety::ReleaseRegistry::open(cfg.safety.release.registry);  // a damaged registry stops the run now
+  // Data-parallel: every rank runs this same recipe on its own shard; rank 0 alone writes files.
+  const auto launch = dist::LaunchEnv::from_environment();
+  const bool main_rank = ro.dist ? ro.dist->is_main() : launch.rank == 0;
   fs::create_directories(out);
-  io::atomic_write(out / "config.yaml", resolved_yaml);
+  if (main_rank) io::atomic_write(out / "config.yaml", resolved_yaml);
   torch::manual_seed(static_cast<std::uint64_t>(cfg.run.seed));
 
-  Session session(cfg.model.path, session_options(cfg.model));
+  SessionOptions so = session_options(cfg.model);
+  if (!ro.dist && launch.world_size > 1 && so.device == "cuda")  // one GPU per local rank
+    so.device = "cuda:" + std::to_string(launch.local_rank);
+  Session session(cfg.model.path, so);
   SessionScorer scorer(session);
   auto& adapters = session.adapters();
   auto& model = session.model();
+  const std::shared_ptr<dist::Context> group =
+      ro.dist ? ro.dist : dist::Context::from_env(cfg.dist, model.device().is_cuda());
 
   std::optional<safety::ProbeSuite> suite;
   if (cfg.safety.assess) suite = safety::first_per_kind(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
@@ -178,8 +187,9 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     log_info("assessing safety: " + label);
     model.eval();
     adapters.train(false);
+    // Every rank computes the same assessment (same weights, greedy decoding); rank 0 saves it.
     auto a = safety::assess(*suite, scorer, aopt);
-    safety::save_assessment(a, out / "assessments" / (label + ".json"));
+    if (main_rank) safety::save_assessment(a, out / "assessments" / (label + ".json"));
     return a;
   };
 
@@ -199,12 +209,13 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       return train::MicroStep{train::lm_loss(logits, b.labels), {}, b.supervised_tokens};
     };
     train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1", stage1_hooks);
+    trainer.set_dist(group);
     model.train();
     adapters.train(true);
     result.aligned.status = trainer.run(resume);
     adapters.set_trainable("safety", false);
     adapters.set_required_at_inference("safety", true);
-    adapters.save_peft("safety", out / "adapters" / "safety", cfg.model.path);
+    if (main_rank) adapters.save_peft("safety", out / "adapters" / "safety", cfg.model.path);
     result.aligned.seconds = seconds_since(t0);
     result.aligned.assessment = assess_as("aligned");
     if (result.aligned.status != train::TrainStatus::completed) return result;
@@ -321,6 +332,20 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       auto d = guard->check(step, scorer);
       model.train();
       adapters.train(true);
+      if (group->distributed()) {
+        // Decided once: every rank takes rank 0's decision (the checks agree unless decoding differs).
+        at::Tensor v = torch::tensor({d.breached ? 1.0 : 0.0, static_cast<double>(d.action),
+                                      d.rollback_to_step ? static_cast<double>(*d.rollback_to_step) : -1.0,
+                                      d.continue_training ? 1.0 : 0.0, d.weight_multiplier},
+                                     torch::kDouble);
+        group->broadcast(v);
+        auto x = v.accessor<double, 1>();
+        d.breached = x[0] != 0;
+        d.action = static_cast<safety::GuardAction>(static_cast<int>(x[1]));
+        d.rollback_to_step = x[2] >= 0 ? std::optional<std::int64_t>(static_cast<std::int64_t>(x[2])) : std::nullopt;
+        d.continue_training = x[3] != 0;
+        d.weight_multiplier = x[4];
+      }
       if (d.breached) {
         if (d.action == safety::GuardAction::boost) trainer_ptr->scalar("boost") *= d.weight_multiplier;
         if (d.action == safety::GuardAction::rollback && d.rollback_to_step) {
@@ -337,6 +362,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     };
 
     train::Trainer trainer(cfg.stage2.train, task_params, out / "stage2", hooks);
+    trainer.set_dist(group);
     trainer_ptr = &trainer;
     model.train();
     adapters.train(true);
@@ -351,7 +377,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       auto projected = train::safe_lora_project(adapters, "task", "safety", cfg.stage2.safe_lora_threshold);
       log_info("Safe LoRA projection changed " + std::to_string(projected.size()) + " layers");
     }
-    adapters.save_peft("task", out / "adapters" / "task", cfg.model.path);
+    if (main_rank) adapters.save_peft("task", out / "adapters" / "task", cfg.model.path);
     result.tuned.seconds = seconds_since(t0);
     result.tuned.assessment = assess_as("tuned");
     if (!cfg.stage2.task_eval.empty()) {
@@ -392,11 +418,11 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     }
     for (const auto& o : lora::policy_overrides())
       in.policy_overrides.push_back(o.module + ": " + o.action + " " + o.adapter + " (" + o.reason + ")");
-    safety::write_safety_report(out / "report", in);
+    if (main_rank) safety::write_safety_report(out / "report", in);
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.unmerge({"safety"});
 
     // The release: both adapters with the assessment it was promoted on; never promoted on a breach.
-    if (release && result.tuned.assessment) {
+    if (release && main_rank && result.tuned.assessment) {
       auto reg = safety::ReleaseRegistry::open(cfg.safety.release.registry);
       std::string id = cfg.safety.release.id;
       if (id.empty()) {
@@ -415,6 +441,8 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
                                                       : " registered as failed (gates breached; not promoted)"));
     }
   }
+  // No rank reports success before all have finished (a rank that failed after training shows here).
+  group->barrier();
   return result;
 }
 

@@ -13,6 +13,7 @@
 #include <numbers>
 #include <regex>
 
+#include "safetune/dist/context.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/log.hpp"
@@ -106,6 +107,21 @@ double& Trainer::scalar(const std::string& name, double initial) {
 
 void Trainer::protect_checkpoint(std::int64_t step) { protected_.push_back(step); }
 
+void Trainer::set_dist(std::shared_ptr<dist::Context> ctx) { dist_ = std::move(ctx); }
+
+namespace {
+int world_of(const std::shared_ptr<dist::Context>& d) { return d ? d->world_size() : 1; }
+}  // namespace
+
+// Rank 0 looks at its disk; every rank gets its answer ("" when there is no checkpoint).
+std::string Trainer::latest_checkpoint_name() {
+  std::string name;
+  if (!dist_ || dist_->is_main())
+    if (auto dir = latest_checkpoint()) name = dir->filename().string();
+  if (dist_) dist_->broadcast_bytes(name);
+  return name;
+}
+
 std::optional<fs::path> Trainer::latest_checkpoint() const {
   fs::path pointer = out_dir_ / "checkpoints" / "latest";
   std::error_code ec;
@@ -123,6 +139,7 @@ fs::path Trainer::save_checkpoint() {
   fs::create_directories(root);
   const std::string name = step_dir_name(step_);
   fs::path final_dir = root / name;
+  if (dist_ && !dist_->is_main()) return final_dir;  // rank 0 writes for everyone
   fs::path tmp_dir = root / (".tmp-" + name);
   std::error_code ec;
   fs::remove_all(tmp_dir, ec);
@@ -147,7 +164,8 @@ fs::path Trainer::save_checkpoint() {
     f.commit();
   }
   nlohmann::json state = {{"step", step_}, {"cursor", cursor_}, {"scalars", scalars_},
-                          {"losses", losses_}, {"protected", protected_}};
+                          {"losses", losses_}, {"protected", protected_},
+                          {"world_size", world_of(dist_)}};
   io::atomic_write(tmp_dir / "state.json", state.dump(2));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp_dir, final_dir);
@@ -173,9 +191,24 @@ fs::path Trainer::save_checkpoint() {
 }
 
 void Trainer::load_checkpoint(const fs::path& dir) {
+  // Rank 0 reads the files and sends their bytes: the other ranks need no shared filesystem.
+  std::string state_text, archive_bytes;
+  if (!dist_ || dist_->is_main()) {
+    state_text = io::read_file(dir / "state.json");
+    archive_bytes = io::read_file(dir / "trainer.pt");
+  }
+  if (dist_) {
+    dist_->broadcast_bytes(state_text);
+    dist_->broadcast_bytes(archive_bytes);
+  }
   nlohmann::json state;
   try {
-    state = nlohmann::json::parse(io::read_file(dir / "state.json"));
+    state = nlohmann::json::parse(state_text);
+    const int saved_world = state.value("world_size", 1);
+    if (saved_world != world_of(dist_))
+      throw ConfigError("checkpoint was written by " + std::to_string(saved_world) + " ranks, this run has " +
+                            std::to_string(world_of(dist_)),
+                        (dir / "state.json").string(), "resume with the same world size (WORLD_SIZE)");
     step_ = state.at("step").get<std::int64_t>();
     cursor_ = state.at("cursor").get<std::int64_t>();
     scalars_ = state.at("scalars").get<std::map<std::string, double>>();
@@ -186,7 +219,7 @@ void Trainer::load_checkpoint(const fs::path& dir) {
   }
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from((dir / "trainer.pt").string());
+    archive.load_from(archive_bytes.data(), archive_bytes.size());
     torch::NoGradGuard no_grad;
     for (auto& [pname, t] : params_) {
       at::Tensor saved;
@@ -218,15 +251,49 @@ void Trainer::load_checkpoint(const fs::path& dir) {
   log_info("resumed from " + dir.string() + " at step " + std::to_string(step_));
 }
 
+// Sums [gradients..., loss, tokens, signal, grad-defined flags...] over ranks in one bucketed
+// all-reduce and turns the gradient sums into means: afterwards every rank holds the gradient of
+// the global batch, exactly as one process accumulating grad_accum * world micro-batches would.
+void Trainer::average_gradients(double& loss_sum, std::int64_t& tokens, bool& signalled) {
+  const auto n = static_cast<std::int64_t>(params_.size());
+  at::Tensor stats = torch::zeros({3 + n}, torch::kDouble);
+  auto acc = stats.accessor<double, 1>();
+  acc[0] = loss_sum;
+  acc[1] = static_cast<double>(tokens);
+  acc[2] = signalled ? 1.0 : 0.0;
+  std::vector<at::Tensor> tensors;
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto& t = params_[i].second;
+    acc[3 + i] = t.grad().defined() ? 1.0 : 0.0;
+    if (!t.grad().defined()) t.mutable_grad() = torch::zeros_like(t);
+    tensors.push_back(t.grad());
+  }
+  tensors.push_back(stats);
+  dist_->all_reduce_sum(tensors);
+  const double world = static_cast<double>(dist_->world_size());
+  auto sums = stats.accessor<double, 1>();
+  loss_sum = sums[0];
+  tokens = static_cast<std::int64_t>(std::llround(sums[1]));
+  signalled = sums[2] > 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto& t = params_[i].second;
+    if (sums[3 + i] == 0) t.mutable_grad() = at::Tensor();  // no rank produced one: skip it like one process would
+    else t.mutable_grad().div_(world);
+  }
+}
+
 TrainStatus Trainer::run(bool resume) {
   fs::create_directories(out_dir_);
   fs::path metrics_path = out_dir_ / "metrics.jsonl";
+  const bool main_rank = !dist_ || dist_->is_main();
+  const int world = world_of(dist_);
+  const int rank = dist_ ? dist_->rank() : 0;
   if (resume) {
-    if (auto latest = latest_checkpoint()) {
-      load_checkpoint(*latest);
+    if (auto latest = latest_checkpoint_name(); !latest.empty()) {
+      load_checkpoint(out_dir_ / "checkpoints" / latest);
       // Drop metric lines past the checkpoint so the resumed curve continues without overlap.
       std::error_code ec;
-      if (fs::exists(metrics_path, ec)) {
+      if (main_rank && fs::exists(metrics_path, ec)) {
         std::ifstream in(metrics_path);
         std::string kept, line;
         while (std::getline(in, line)) {
@@ -242,7 +309,12 @@ TrainStatus Trainer::run(bool resume) {
       log_info("no checkpoint in " + out_dir_.string() + "; starting from step 0");
     }
   }
-  impl_->metrics = std::make_unique<MetricsWriter>(metrics_path, /*append=*/resume);
+  if (main_rank) impl_->metrics = std::make_unique<MetricsWriter>(metrics_path, /*append=*/resume);
+  if (dist_ && dist_->distributed()) {
+    // Every rank starts from rank 0's tensors, whatever their initialisation did.
+    torch::NoGradGuard no_grad;
+    for (auto& [n, t] : params_) dist_->broadcast(t);
+  }
 
   g_signal.store(0);
   auto old_int = std::signal(SIGINT, on_signal);
@@ -254,8 +326,11 @@ TrainStatus Trainer::run(bool resume) {
 
   const bool autocast_bf16 =
       cfg_.precision == "bf16" || (cfg_.precision == "auto" && !params_.empty() && params_[0].second.is_cuda());
-  Progress progress("train", cfg_.max_steps, "step");
-  progress.advance(step_);
+  std::optional<Progress> progress;  // rank 0 draws it
+  if (main_rank) {
+    progress.emplace("train", cfg_.max_steps, "step");
+    progress->advance(step_);
+  }
   stop_reason_.clear();
 
   while (step_ < cfg_.max_steps) {
@@ -265,7 +340,7 @@ TrainStatus Trainer::run(bool resume) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     impl_->optim->zero_grad(true);
 
-    double loss_sum = 0;
+    double loss_sum = 0, comm_s = 0, wait_s = -1;
     std::map<std::string, double> terms;
     std::int64_t tokens = 0;
     for (std::int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
@@ -283,7 +358,7 @@ TrainStatus Trainer::run(bool resume) {
             if (on) at::autocast::set_autocast_enabled(at::kCUDA, false);
           }
         } autocast(autocast_bf16);
-        out = hooks_.micro_step(cursor_);
+        out = hooks_.micro_step(cursor_ * world + rank);
       }
       ++cursor_;
       if (!out.loss.defined() || out.loss.numel() != 1)
@@ -291,12 +366,32 @@ TrainStatus Trainer::run(bool resume) {
       at::Tensor scaled = out.loss.to(at::kFloat) / static_cast<double>(cfg_.grad_accum);
       scaled.backward();
       const double l = out.loss.item<double>();
-      if (!std::isfinite(l))
+      if (!std::isfinite(l) && !(dist_ && dist_->distributed()))  // distributed: checked on the global sum
         throw Error("loss is not finite at step " + std::to_string(step_), "train",
                     "lower the learning rate or check the data");
       loss_sum += l;
       for (const auto& [k, v] : out.terms) terms[k] += v / static_cast<double>(cfg_.grad_accum);
       tokens += out.supervised_tokens;
+    }
+    bool signalled = g_signal.load() != 0;
+    if (dist_ && dist_->distributed()) {
+      // SAFETUNE_DIST_PROFILE=1 (bench/dist_allreduce.sh): a barrier first, so that comm_s is the
+      // all-reduce itself and comm_wait_s the time spent waiting for the slowest rank.
+      static const bool profile = [] {
+        const char* v = std::getenv("SAFETUNE_DIST_PROFILE");
+        return v && std::string(v) == "1";
+      }();
+      if (profile) {
+        const double w0 = dist_->comm_seconds();
+        dist_->barrier();
+        wait_s = dist_->comm_seconds() - w0;
+      }
+      const double comm0 = dist_->comm_seconds();
+      average_gradients(loss_sum, tokens, signalled);
+      comm_s = dist_->comm_seconds() - comm0;
+      if (!std::isfinite(loss_sum))
+        throw Error("loss is not finite at step " + std::to_string(step_) + " on at least one rank", "train",
+                    "lower the learning rate or check the data");
     }
     if (hooks_.before_optimizer_step) hooks_.before_optimizer_step(step_);
     std::vector<torch::Tensor> with_grad;
@@ -310,29 +405,37 @@ TrainStatus Trainer::run(bool resume) {
     }
     impl_->optim->step();
     ++step_;
-    const double loss = loss_sum / static_cast<double>(cfg_.grad_accum);
+    const double loss = loss_sum / static_cast<double>(cfg_.grad_accum * world);
     losses_.push_back(loss);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     std::map<std::string, MetricsWriter::Value> rec{
         {"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
         {"tokens_per_s", secs > 0 ? static_cast<double>(tokens) / secs : 0.0},
-        {"supervised_tokens", tokens}, {"peak_rss_mb", peak_rss_mb()}};
+        {"supervised_tokens", tokens}, {"peak_rss_mb", peak_rss_mb()}, {"step_s", secs}};
+    if (dist_ && dist_->distributed()) {
+      rec["comm_s"] = comm_s;
+      if (wait_s >= 0) rec["comm_wait_s"] = wait_s;
+      rec["world_size"] = static_cast<std::int64_t>(world);
+    }
     for (const auto& [k, v] : terms) rec["loss_" + k] = v;
     for (const auto& [k, v] : scalars_) rec["scalar_" + k] = v;
     if (cfg_.eval_every > 0 && hooks_.evaluate && step_ % cfg_.eval_every == 0)
       for (const auto& [k, v] : hooks_.evaluate(step_)) rec["eval_" + k] = v;
-    if (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps) impl_->metrics->write(rec);
+    if (main_rank && (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps)) impl_->metrics->write(rec);
 
     char post[64];
     std::snprintf(post, sizeof post, "loss %.4f", loss);
-    progress.set_postfix(post);
-    progress.advance(1);
+    if (progress) {
+      progress->set_postfix(post);
+      progress->advance(1);
+    }
 
     if (hooks_.after_step) hooks_.after_step(step_);
     if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
-    if (int sig = g_signal.load()) {
-      log_warn("signal " + std::to_string(sig) + " received: saving a checkpoint and exiting");
+    // Distributed: the flag was summed with the gradients, so every rank stops at the same step.
+    if (signalled) {
+      log_warn("signal " + std::to_string(g_signal.load()) + " received (on this or another rank): saving a checkpoint and exiting");
       if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
       return TrainStatus::interrupted;
     }
@@ -341,7 +444,7 @@ TrainStatus Trainer::run(bool resume) {
       return TrainStatus::stopped;
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
   if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
   return TrainStatus::completed;
 }

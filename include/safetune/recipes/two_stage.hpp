@@ -8,6 +8,7 @@
 
 #include "safetune/config.hpp"
 #include "safetune/data/dataset.hpp"
+#include "safetune/dist/context.hpp"
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
 #include "safetune/safety/guard.hpp"
@@ -78,6 +79,7 @@ struct TwoStageConfig : ConfigSection {
   Stage1Section stage1;
   Stage2Section stage2;
   SafetySection safety;
+  dist::DistSection dist;
   void describe(ConfigVisitor& v) override;
 };
 
@@ -104,6 +106,8 @@ struct RunOptions {
   // Assessments already measured (the demo shares one baseline and one aligned model across its
   // stage-2 variants); when set they are reused instead of measured again.
   std::optional<safety::Assessment> baseline, aligned;
+  // Data-parallel group; null: made from the launcher's environment (WORLD_SIZE unset: one process).
+  std::shared_ptr<dist::Context> dist;
 };
 
 // Runs what the config enables. `resolved_yaml` is written beside the outputs and into the report.

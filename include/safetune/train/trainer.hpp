@@ -15,6 +15,10 @@
 
 #include "safetune/config.hpp"
 
+namespace safetune::dist {
+class Context;
+}
+
 namespace safetune::train {
 
 struct TrainSection : ConfigSection {
@@ -88,6 +92,12 @@ class Trainer {
   double& scalar(const std::string& name, double initial = 1.0);
   const std::filesystem::path& out_dir() const noexcept { return out_dir_; }
   std::vector<double> loss_history() const { return losses_; }
+  // Data-parallel training (docs/distributed.md): rank r of W feeds micro_step the global batch
+  // numbers cursor*W + r, gradients are averaged across ranks before before_optimizer_step (so
+  // the run equals one process with grad_accum*W), the trainable tensors are broadcast from rank 0
+  // at the start, only rank 0 writes metrics and checkpoints, and rank 0 reads checkpoints for all.
+  // Hooks run on every rank and must make the same decisions (or broadcast them).
+  void set_dist(std::shared_ptr<dist::Context> ctx);
 
  private:
   struct Impl;
@@ -101,6 +111,9 @@ class Trainer {
   std::map<std::string, double> scalars_;
   std::vector<std::int64_t> protected_;
   std::string stop_reason_;
+  std::shared_ptr<dist::Context> dist_;
+  void average_gradients(double& loss_sum, std::int64_t& tokens, bool& signalled);
+  std::string latest_checkpoint_name();
 };
 
 }  // namespace safetune::train
