@@ -9,15 +9,12 @@ def make(out: pathlib.Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    torch.manual_seed(0)
+    from fixtures_peft import tiny_base  # the same tiny GQA Llama (make_fixtures puts this folder on sys.path)
+
     # GQA (4 heads, 2 kv heads) so the GGUF Q/K row permutation is exercised for both head counts.
-    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=False)
-    base = LlamaForCausalLM(cfg).eval()
-    base.save_pretrained(out / "base", safe_serialization=True)
+    base = tiny_base(out)
     ids = torch.tensor(IDS)
     with torch.no_grad():
         base_logits = base(ids).logits
