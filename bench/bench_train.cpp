@@ -5,12 +5,11 @@
 //   load: load time and peak RSS of a checkpoint (each load in a fresh process) against
 //         safetensors.torch.load_file and transformers' from_pretrained.
 //
-// usage: bench_train [step|kl|load|all] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]
+// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]
 // Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the bootstrap
 // cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp first.
 #include <fcntl.h>
 #include <spawn.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +37,7 @@ using namespace safetune;
 namespace {
 
 struct Options {
-  std::string mode = "all", python = SAFETUNE_BENCH_PYTHON;
+  std::string mode = "all", python = SAFETUNE_BENCH_PYTHON, model;  // model: only this one
   int threads = 2, iters = 3;
   std::int64_t batch = 4, seq = 128;
 };
@@ -63,13 +62,19 @@ double best_of(int iters, const std::function<void()>& fn) {
   return best;
 }
 
+// The value printed after `key ` by a child, or -1.
+double value_of(const std::string& out, const std::string& key) {
+  auto p = out.find(key + " ");
+  return p == std::string::npos ? -1.0 : std::atof(out.c_str() + p + key.size() + 1);
+}
+
 struct Child {
   int status = -1;
-  double max_rss_mb = 0;
+  double max_rss_mb = 0;  // the child's own VmHWM report
   std::string out;
 };
 
-// Runs argv in a fresh process; its peak RSS comes from wait4's rusage.
+// Runs argv in a fresh process, capturing stdout (the child reports its own peak RSS).
 Child run_child(const std::vector<std::string>& args) {
   fs::path out = fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
   std::vector<std::string> a = args;
@@ -86,22 +91,16 @@ Child run_child(const std::vector<std::string>& args) {
     return c;
   }
   posix_spawn_file_actions_destroy(&fa);
-  struct rusage ru {};
-  wait4(pid, &c.status, 0, &ru);
-  c.max_rss_mb = ru.ru_maxrss / 1024.0;
+  waitpid(pid, &c.status, 0);
   std::ifstream in(out);
   std::stringstream ss;
   ss << in.rdbuf();
   c.out = ss.str();
+  c.max_rss_mb = value_of(c.out, "HWM_KB") / 1024.0;
   fs::remove(out);
   return c;
 }
 
-// The value printed after `key ` by a child, or -1.
-double value_of(const std::string& out, const std::string& key) {
-  auto p = out.find(key + " ");
-  return p == std::string::npos ? -1.0 : std::atof(out.c_str() + p + key.size() + 1);
-}
 
 fs::path write_script(const std::string& name, const char* code) {
   fs::path p = fs::temp_directory_path() / ("safetune_bench_" + name + "_" + std::to_string(::getpid()) + ".py");
@@ -141,7 +140,7 @@ print("STEP_S", best)
 )PY";
 
 struct StepTimes {
-  double plain = 0, kl = 0, nograd_forward = 0;
+  double plain = 0, kl = 0, two_batches = 0, nograd_forward = 0;
 };
 
 StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
@@ -173,9 +172,12 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   rs.name = "kl_anchor";
   auto reg = train::make_regularizer(rs);
   reg->setup(adapters, "task", "safety");
-  auto step = [&](bool kl) {
+  auto step = [&](bool kl, bool two = false) {
     auto logits = model->forward(task.input_ids, task.attention_mask);
     auto loss = train::lm_loss(logits, task.labels);
+    // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond it
+    // is the no-grad reference forward and the KL over the vocabulary.
+    if (two) loss = loss + train::lm_loss(model->forward(anchor.input_ids, anchor.attention_mask), anchor.labels);
     if (kl) {
       train::RegContext ctx;
       ctx.model = model.get();
@@ -193,6 +195,7 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   t.plain = best_of(o.iters, [&] { step(false); });
   if (with_kl) {
     t.kl = best_of(o.iters, [&] { step(true); });
+    t.two_batches = best_of(o.iters, [&] { step(false, true); });
     t.nograd_forward = best_of(o.iters, [&] {
       torch::NoGradGuard ng;
       model->forward(anchor.input_ids, anchor.attention_mask);
@@ -201,12 +204,15 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   return t;
 }
 
-void bench_step(const fs::path& model, const Options& o, bool with_kl) {
+void report_kl(const StepTimes& ours, bool with_kl);
+
+void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with_python) {
   const double tokens = static_cast<double>(o.batch * o.seq);
   auto ours = safetune_step(model, o, with_kl);
   std::printf("\n== %s  (batch %lld x seq %lld, r 16 all-linear, fp32, %d threads)\n", model.filename().c_str(),
               (long long)o.batch, (long long)o.seq, o.threads);
   std::printf("safetune step          %8.3f s  %9.1f tokens/s\n", ours.plain, tokens / ours.plain);
+  if (!with_python) return report_kl(ours, with_kl);
   auto script = write_script("step", kPythonStep);
   auto c = run_child({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
                       std::to_string(o.seq), std::to_string(o.iters)});
@@ -218,12 +224,17 @@ void bench_step(const fs::path& model, const Options& o, bool with_kl) {
   } else {
     std::printf("transformers+PEFT step: failed (exit %d)\n%s\n", c.status, c.out.c_str());
   }
+  report_kl(ours, with_kl);
+}
+
+void report_kl(const StepTimes& ours, bool with_kl) {
   if (with_kl) {
-    std::printf("safetune step + kl_anchor %8.3f s  (%.2fx the plain step; +%.3f s)\n", ours.kl, ours.kl / ours.plain,
-                ours.kl - ours.plain);
-    std::printf("  for scale: one no-grad forward of the anchor batch %.3f s; kl_anchor adds that plus the anchor\n"
-                "  batch's own forward/backward (its KL term needs the gradient)\n",
-                ours.nograd_forward);
+    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step)\n", ours.kl, ours.kl / ours.plain);
+    std::printf("step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
+                ours.two_batches);
+    std::printf("one no-grad forward (anchor)      %8.3f s\n", ours.nograd_forward);
+    std::printf("kl_anchor overhead beyond the anchor batch's forward/backward: %.3f s = %.2f no-grad forwards\n",
+                ours.kl - ours.two_batches, (ours.kl - ours.two_batches) / ours.nograd_forward);
   }
 }
 
@@ -234,27 +245,31 @@ const char* kPythonLoad = R"PY(
 import pathlib, sys, time
 what, path = sys.argv[1], pathlib.Path(sys.argv[2])
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+from gguf import GGUFReader
+from gguf.quants import dequantize
 t0 = time.perf_counter()
 if what == "safetensors":
-    from safetensors.torch import load_file
     files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-    n = sum(t.numel() for f in files for t in load_file(str(f)).values())
+    ts = [t for f in files for t in load_file(str(f)).values()]
 elif what == "transformers":
-    from transformers import AutoModelForCausalLM
     if path.suffix == ".gguf":
         m = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     else:
         m = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
-    n = sum(p.numel() for p in m.parameters())
+    ts = list(m.parameters())
 elif what == "gguf":
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
     r = GGUFReader(str(path))
-    n = sum(dequantize(t.data, t.tensor_type).size for t in r.tensors)
-elif what == "none":
-    n = 0
-print("LOAD_S", time.perf_counter() - t0)
-print("ELEMENTS", n)
+    ts = [torch.from_numpy(dequantize(t.data, t.tensor_type)) for t in r.tensors]
+else:
+    ts = []
+t1 = time.perf_counter()
+s = sum(float(t.float().sum()) for t in ts)  # touch every weight once
+print("LOAD_S", t1 - t0)
+print("TOUCH_S", time.perf_counter() - t1)
+print("ELEMENTS", sum(t.numel() for t in ts))
+print("HWM_KB", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
 )PY";
 
 std::uint64_t size_of(const fs::path& p) {
@@ -291,22 +306,27 @@ void bench_load(const Options& o, const std::string& self) {
   };
   auto base_ours = run_child({self, "load-one", "", "float32"});
   auto base_py = py("none", ".");
-  std::printf("\n== checkpoint loading (fresh process each; peak RSS from wait4; idle process: safetune %.0f MB, "
+  std::printf("\n== checkpoint loading (fresh process each; peak RSS = the process's VmHWM; idle process: safetune %.0f MB, "
               "python+torch %.0f MB)\n",
               base_ours.max_rss_mb, base_py.max_rss_mb);
-  std::printf("%-20s %9s  %-26s %9s %11s  %s\n", "file", "size MB", "loader", "time s", "peak RSS MB", "RSS - idle");
+  std::printf("(time: the load call, imports excluded; then every weight is read once, so mapped pages count in RSS)\n");
+  std::printf("%-18s %8s  %-30s %8s %8s %11s  %s\n", "file", "size MB", "loader", "load s", "touch s", "peak RSS MB",
+              "RSS - idle");
   auto row = [&](const Case& c, const std::string& loader, const Child& r, double idle) {
     double t = value_of(r.out, "LOAD_S");
     if (t < 0) {
-      std::printf("%-20s %9s  %-26s  failed (status %d)\n", c.name.c_str(), "", loader.c_str(), r.status);
+      std::printf("%-18s %8s  %-30s  failed (status %d)\n", c.name.c_str(), "", loader.c_str(), r.status);
       return;
     }
-    std::printf("%-20s %9.1f  %-26s %9.3f %11.0f  %+.0f\n", c.name.c_str(), size_of(c.path) / 1048576.0,
-                loader.c_str(), t, r.max_rss_mb, r.max_rss_mb - idle);
+    std::printf("%-18s %8.1f  %-30s %8.3f %8.3f %11.0f  %+.0f\n", c.name.c_str(), size_of(c.path) / 1048576.0,
+                loader.c_str(), t, value_of(r.out, "TOUCH_S"), r.max_rss_mb, r.max_rss_mb - idle);
   };
   for (const auto& c : cases) {
     auto ours = run_child({self, "load-one", c.path.string(), c.dtype});
-    row(c, "safetune model::load " + c.dtype.substr(0, 4), ours, base_ours.max_rss_mb);
+    row(c, "safetune model::load " + c.dtype, ours, base_ours.max_rss_mb);
+    if (c.dtype == "bfloat16")  // the same file converted on load: a copy, for contrast with zero-copy
+      row(c, "safetune model::load float32", run_child({self, "load-one", c.path.string(), "float32"}),
+          base_ours.max_rss_mb);
     if (c.path.extension() == ".gguf") {
       row(c, "gguf GGUFReader+dequantize", py("gguf", c.path), base_py.max_rss_mb);
     } else {
@@ -317,15 +337,30 @@ void bench_load(const Options& o, const std::string& self) {
   fs::remove(script);
 }
 
+// Peak resident set of this process (VmHWM: reset by exec, unlike rusage of a spawned child).
+long long hwm_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return -1;
+}
+
 // Child mode: load one checkpoint as a model (or nothing, for the idle baseline) and print the time.
 int load_one(const std::string& path, const std::string& dtype) {
   auto t0 = std::chrono::steady_clock::now();
   std::int64_t n = 0;
+  double load_s = 0, touch_s = 0, sum = 0;
   if (!path.empty()) {
     auto m = model::load(path, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
+    load_s = seconds_since(t0);
+    auto t1 = std::chrono::steady_clock::now();
+    for (const auto& [name, t] : m->state_dict_hf()) sum += t.to(torch::kFloat).sum().item<double>();  // touch
+    touch_s = seconds_since(t1);
     n = m->parameter_count();
   }
-  std::printf("LOAD_S %.6f\nELEMENTS %lld\n", seconds_since(t0), (long long)n);
+  std::printf("LOAD_S %.6f\nTOUCH_S %.6f\nELEMENTS %lld\nHWM_KB %lld\nSUM %g\n", load_s, touch_s, (long long)n,
+              hwm_kb(), sum);
   return 0;
 }
 
@@ -342,8 +377,9 @@ int main(int argc, char** argv) {
     else if (a == "--seq") o.seq = std::atoll(next().c_str());
     else if (a == "--iters") o.iters = std::atoi(next().c_str());
     else if (a == "--python") o.python = next();
+    else if (a == "--model") o.model = next();
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_train [step|kl|load|all] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]\n");
+      std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]\n");
       return 0;
     } else rest.push_back(a);
   }
@@ -357,8 +393,9 @@ int main(int argc, char** argv) {
   at::set_num_interop_threads(1);
   try {
     if (o.mode == "step" || o.mode == "kl" || o.mode == "all") {
-      bench_step(tiny(), o, o.mode != "step");
-      bench_step(smollm2(), o, o.mode != "step");
+      std::vector<fs::path> models{tiny(), smollm2()};
+      if (!o.model.empty()) models = {o.model};
+      for (const auto& m : models) bench_step(m, o, o.mode != "step", o.mode != "kl");
     }
     if (o.mode == "load" || o.mode == "all") bench_load(o, fs::canonical("/proc/self/exe").string());
   } catch (const std::exception& e) {
