@@ -32,10 +32,13 @@ def make(out: pathlib.Path) -> None:
                        use_rslora=True, task_type="CAUSAL_LM")
     model = get_peft_model(base, a_cfg, adapter_name="a")
     model.add_adapter("b", b_cfg)
+    # Not merged: rsLoRA with a rank pattern, whose scales one GGUF alpha cannot express.
+    model.add_adapter("c", LoraConfig(r=8, lora_alpha=16, target_modules=["k_proj", "up_proj"], use_rslora=True,
+                                      rank_pattern={"up_proj": 2}, task_type="CAUSAL_LM"))
     gen = torch.Generator().manual_seed(1)
-    randomise(model, gen, ["a", "b"])
+    randomise(model, gen, ["a", "b", "c"])
     model.eval()
-    model.save_pretrained(out / "adapters", selected_adapters=["a", "b"])
+    model.save_pretrained(out / "adapters", selected_adapters=["a", "b", "c"])
     model.base_model.set_adapter(["a", "b"])
     with torch.no_grad():
         unmerged = model(ids).logits

@@ -133,6 +133,12 @@ TEST_CASE("cli adapters: export gguf-lora matches llama.cpp's layout and the PEF
     REQUIRE(r.exit_code == 0);
   }
   // Independent check: gguf's reader, PEFT's files, the converter's permutation written out in numpy.
+  // rsLoRA with a rank pattern: one alpha cannot carry both scales, the rest is folded into lora_b.
+  auto c = test::run_cli({"export", (fix() / "adapters" / "c").string(), "--format", "gguf-lora", "--model", base,
+                          "--out", (tmp / "c.gguf").string()});
+  REQUIRE(c.exit_code == 0);
+  CHECK_THAT(c.out, Contains("2 modules rescaled"));
+  CHECK_THAT(c.err, Contains("folded into their lora_b"));
   CHECK(python(tmp, "check_gguf.py", R"(
 import sys, json, math
 import numpy as np
@@ -185,6 +191,27 @@ for name, dtype in [("a", "float32"), ("b", "float32"), ("b", "float16")]:
             print("mismatch", name, dtype, gname, err); ok = False
     assert seen == set(tensors), set(tensors) - seen
     print(name, dtype, "alpha", alpha, "tensors", len(tensors))
+# Adapter c: llama.cpp's delta (alpha / r) * lora_b @ lora_a must equal PEFT's s * B @ A per module.
+acfg = json.load(open(f"{fix}/adapters/c/adapter_config.json"))
+peft = load_file(f"{fix}/adapters/c/adapter_model.safetensors")
+r = GGUFReader(f"{tmp}/c.gguf")
+alpha = float(field(r, "adapter.lora.alpha"))
+tensors = {t.name: np.asarray(t.data) for t in r.tensors}
+assert len(tensors) == 8, sorted(tensors)
+for key in [k for k in peft if ".lora_A." in k]:
+    stem = key[len("base_model.model.model.layers."):]
+    layer, rest = stem.split(".", 1)
+    part = rest.split(".lora_")[0]
+    A, B = peft[key].astype(np.float64), peft[key.replace("lora_A", "lora_B")].astype(np.float64)
+    rank = A.shape[0]
+    s = acfg["lora_alpha"] / math.sqrt(rank)
+    if part == "self_attn.k_proj":
+        B = permute(B, n_kv)
+    g = f"blk.{layer}.{parts[part]}.weight"
+    ours = (alpha / tensors[g + ".lora_a"].shape[0]) * tensors[g + ".lora_b"].astype(np.float64) @ tensors[g + ".lora_a"].astype(np.float64)
+    err = np.abs(ours - s * B @ A).max() / np.abs(s * B @ A).max()
+    print("c", g, "rank", rank, "relative error of the delta", err)
+    ok = ok and err < 1e-6
 sys.exit(0 if ok else 1)
 )", {fix().string(), tmp.path().string()}) == 0);
 
