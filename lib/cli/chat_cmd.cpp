@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "adapter_args.hpp"
 #include "commands.hpp"
 #include "safetune/error.hpp"
 #include "safetune/lora/adapter_stack.hpp"
@@ -15,30 +16,27 @@ namespace safetune::cli {
 namespace fs = std::filesystem;
 
 namespace {
-struct ModelArgs {
-  std::string model, adapters, dtype = "float32", device = "cpu", tokenizer, chat_template;
-  bool override_policy = false;
+struct ModelArgs : AdapterArgs {
+  std::string model, dtype = "float32", device = "cpu", tokenizer, chat_template;
 };
 
 void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("model", a.model, "model: .gguf file or Hugging Face directory")->required();
-  cmd->add_option("--adapters", a.adapters, "PEFT adapter directories, comma-separated");
   cmd->add_option("--dtype", a.dtype, "float32, bfloat16 or float16")->capture_default_str();
   cmd->add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.json or .model (default: the model's)");
   cmd->add_option("--chat-template", a.chat_template, "chatml, smollm2, qwen2, llama3, deepseek-r1, llama2");
-  cmd->add_flag("--override-inference-policy", a.override_policy,
-                "allow generation while a required (safety) adapter is disabled; recorded in reports");
+  add_adapter_options(cmd, a);
 }
 
-recipes::Session open(const ModelArgs& a) {
+recipes::Session open(const ModelArgs& a, const std::string& command) {
   recipes::SessionOptions o;
   o.dtype = a.dtype;
   o.device = a.device;
   o.tokenizer = a.tokenizer;
   o.chat_template = a.chat_template;
   recipes::Session s(a.model, o);
-  s.load_adapters(recipes::split_paths(a.adapters));
+  apply_adapter_options(s.adapters(), a, command);
   s.allow_policy_override = a.override_policy;
   return s;
 }
@@ -65,7 +63,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
   gen->add_option("--seed", g->seed)->capture_default_str()->check(CLI::NonNegativeNumber);
   gen->callback([&action, g] {
     action = [g] {
-      auto s = open(*g);
+      auto s = open(*g, "generate");
       std::vector<std::vector<tokenizer::ChatMessage>> convs;
       for (const auto& p : g->prompts) {
         std::vector<tokenizer::ChatMessage> c;
@@ -120,7 +118,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       else if (fmt == "jailbreakbench") suite = safety::load_jailbreakbench(sp);
       else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest or jailbreakbench", a->suite);
       suite = safety::first_per_kind(suite, a->limit);
-      auto s = open(*a);
+      auto s = open(*a, "assess");
       recipes::SessionScorer scorer(s);
       safety::AssessOptions opt;
       opt.max_new_tokens = static_cast<int>(a->max_new_tokens);

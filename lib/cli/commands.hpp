@@ -15,5 +15,6 @@ void register_chat_commands(CLI::App& app, Action& action);
 void register_train_commands(CLI::App& app, Action& action);
 void register_data_commands(CLI::App& app, Action& action);
 void register_release_commands(CLI::App& app, Action& action);
+void register_adapter_commands(CLI::App& app, Action& action);
 
 }  // namespace safetune::cli

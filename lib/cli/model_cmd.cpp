@@ -5,9 +5,11 @@
 
 #include <torch/torch.h>
 
+#include "adapter_args.hpp"
 #include "commands.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/safetensors.hpp"
+#include "safetune/lora/model_adapters.hpp"
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/recipes/session.hpp"
 
@@ -69,14 +71,26 @@ int run_inspect(const std::string& path) {
   return 0;
 }
 
-int run_forward(const std::string& path, const std::string& ids_text, const std::string& out,
-                const std::string& dtype, const std::string& device) {
-  auto ids = parse_ids(ids_text);
-  auto dt = recipes::parse_dtype(dtype);
-  auto dev = recipes::parse_device(device);
-  auto model = model::load(path, dt, dev);
+struct ForwardArgs : AdapterArgs {
+  std::string model, ids, out, dtype = "float32", device = "cpu";
+};
+
+int run_forward(const ForwardArgs& a) {
+  auto ids = parse_ids(a.ids);
+  auto dt = recipes::parse_dtype(a.dtype);
+  auto dev = recipes::parse_device(a.device);
+  auto model = model::load(a.model, dt, dev);
+  lora::ModelAdapters adapters(*model);
+  auto names = apply_adapter_options(adapters, a, "forward");
+  if (!names.empty()) {
+    std::printf("adapters:");
+    for (const auto& n : names)
+      std::printf(" %s%s", n.c_str(), adapters.stacks(n).front()->get(n).enabled ? "" : " (disabled)");
+    std::printf("\n");
+  }
   torch::NoGradGuard no_grad;
   model->eval();
+  const std::string& out = a.out;
   auto input = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);
   auto logits = model->forward(input).to(at::kCPU, at::kFloat);
   auto last = logits[0][logits.size(1) - 1];
@@ -96,10 +110,7 @@ int run_forward(const std::string& path, const std::string& ids_text, const std:
 }  // namespace
 
 void register_model_commands(CLI::App& app, Action& action) {
-  struct Args {
-    std::string model, ids, out, dtype = "float32", device = "cpu";
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<ForwardArgs>();
 
   auto* inspect = app.add_subcommand("inspect", "print a model's architecture, parameter count and tensors");
   inspect->add_option("model", args->model, "HF directory, .safetensors or .gguf")->required();
@@ -111,9 +122,8 @@ void register_model_commands(CLI::App& app, Action& action) {
   forward->add_option("--out", args->out, "write the logits [1,T,V] (fp32) to this .safetensors file");
   forward->add_option("--dtype", args->dtype, "float32, bfloat16 or float16")->capture_default_str();
   forward->add_option("--device", args->device, "cpu or cuda[:N]")->capture_default_str();
-  forward->callback([&action, args] {
-    action = [args] { return run_forward(args->model, args->ids, args->out, args->dtype, args->device); };
-  });
+  add_adapter_options(forward, *args);
+  forward->callback([&action, args] { action = [args] { return run_forward(*args); }; });
 }
 
 }  // namespace safetune::cli

@@ -139,44 +139,58 @@ at::Tensor GgufFile::tensor(const std::string& name, at::ScalarType dtype) const
   return gguf_dequantize(*info, ptr, dtype, where);
 }
 
+namespace {
+// llama.cpp tensor names and their Hugging Face equivalents (whole names, then per-layer parts).
+constexpr std::pair<const char*, const char*> kGlobalNames[] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output_norm.bias", "model.norm.bias"},
+    {"output.weight", "lm_head.weight"},
+    {"output.bias", "lm_head.bias"},
+};
+constexpr std::pair<const char*, const char*> kLayerParts[] = {
+    {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
+    {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},        {"attn_norm", "input_layernorm"},
+    {"ffn_norm", "post_attention_layernorm"},
+};
+}  // namespace
+
 std::optional<std::string> gguf_to_hf_name(const std::string& name) {
-  static const std::pair<const char*, const char*> globals[] = {
-      {"token_embd.weight", "model.embed_tokens.weight"},
-      {"output_norm.weight", "model.norm.weight"},
-      {"output_norm.bias", "model.norm.bias"},
-      {"output.weight", "lm_head.weight"},
-      {"output.bias", "lm_head.bias"},
-  };
-  for (const auto& [g, h] : globals)
+  for (const auto& [g, h] : kGlobalNames)
     if (name == g) return std::string(h);
-  static const std::pair<const char*, const char*> layer_parts[] = {
-      {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
-      {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
-      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
-      {"ffn_down", "mlp.down_proj"},        {"attn_norm", "input_layernorm"},
-      {"ffn_norm", "post_attention_layernorm"},
-  };
   static const std::regex blk(R"(blk\.(\d{1,6})\.([a-z_]+)\.(weight|bias))");
   std::smatch m;
   if (!std::regex_match(name, m, blk)) return std::nullopt;
-  for (const auto& [g, h] : layer_parts)
+  for (const auto& [g, h] : kLayerParts)
     if (m[2] == g) return "model.layers." + m[1].str() + "." + h + "." + m[3].str();
   return std::nullopt;
 }
 
-namespace {
-// llama.cpp's converter reorders Q/K rows of each head from HF's [half0 | half1] rotary layout to
-// interleaved pairs: w.reshape(n_head, 2, hd/2, ...).swapaxes(1, 2). This is the inverse.
-at::Tensor unpermute_rows(const at::Tensor& w, std::int64_t n_head, const std::string& where) {
+std::optional<std::string> hf_to_gguf_name(const std::string& name) {
+  for (const auto& [g, h] : kGlobalNames)
+    if (name == h) return std::string(g);
+  static const std::regex layer(R"(model\.layers\.(\d{1,6})\.([a-z_]+\.[a-z_]+|[a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (!std::regex_match(name, m, layer)) return std::nullopt;
+  for (const auto& [g, h] : kLayerParts)
+    if (m[2] == h) return "blk." + m[1].str() + "." + g + "." + m[3].str();
+  return std::nullopt;
+}
+
+at::Tensor gguf_permute_qk_rows(const at::Tensor& w, std::int64_t n_head, bool inverse, const std::string& where) {
   const std::int64_t rows = w.size(0);
   if (n_head <= 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0)
     throw ModelError(std::to_string(rows) + " rows cannot be split into " + std::to_string(n_head) +
                          " heads of even size", where);
-  std::vector<std::int64_t> shape{n_head, rows / n_head / 2, 2};
+  // Forward: rows of each head go from [half0 | half1] to interleaved pairs, i.e.
+  // w.reshape(n_head, 2, hd/2, ...).swapaxes(1, 2); the inverse reads the pairs back.
+  std::vector<std::int64_t> shape{n_head, 2, rows / n_head / 2};
+  if (inverse) std::swap(shape[1], shape[2]);
   for (std::int64_t d = 1; d < w.dim(); ++d) shape.push_back(w.size(d));
   return w.reshape(shape).transpose(1, 2).reshape(w.sizes()).contiguous();
 }
-}  // namespace
 
 Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
   GgufFile f(path);
@@ -231,7 +245,7 @@ Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
     at::Tensor t = f.tensor(info.name, dtype);
     std::smatch m;
     if (arch == "llama" && std::regex_match(info.name, m, q_or_k))
-      t = unpermute_rows(t, m[1] == "q" ? c.num_attention_heads : c.num_key_value_heads, where);
+      t = gguf_permute_qk_rows(t, m[1] == "q" ? c.num_attention_heads : c.num_key_value_heads, true, where);
     ck.tensors.emplace_back(std::move(*hf), std::move(t));
   }
   return ck;

@@ -5,10 +5,9 @@ import pathlib
 IDS = [[1, 5, 9, 23, 7, 64, 3, 11]]
 
 
-def make(out: pathlib.Path) -> None:
+def tiny_base(out: pathlib.Path):
+    """A tiny random Llama (GQA: 4 heads, 2 kv heads; seed 0) saved to out/base; returns it."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -17,6 +16,15 @@ def make(out: pathlib.Path) -> None:
                       tie_word_embeddings=False)
     base = LlamaForCausalLM(cfg).eval()
     base.save_pretrained(out / "base", safe_serialization=True)
+    return base
+
+
+def make(out: pathlib.Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+
+    base = tiny_base(out)
     ids = torch.tensor(IDS)
     with torch.no_grad():
         base_logits = base(ids).logits

@@ -1,0 +1,406 @@
+// Training and loading benchmarks, safetune side by side with the reference stack in one run:
+//   step: one LoRA training step (r 16 on all linear layers, AdamW) against transformers + PEFT in
+//         eager PyTorch, same model, batch, sequence length and threads; tokens/s and the ratio.
+//   kl:   the same step with the kl_anchor regularizer (one anchor batch) against without it.
+//   load: load time and peak RSS of a checkpoint (each load in a fresh process) against
+//         safetensors.torch.load_file and transformers' from_pretrained.
+//
+// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]
+// Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the bootstrap
+// cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp first.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "safetune/data/dataset.hpp"
+#include "safetune/lora/model_adapters.hpp"
+#include "safetune/model/causal_lm.hpp"
+#include "safetune/model/export.hpp"
+#include "safetune/train/regularizer.hpp"
+
+extern char** environ;
+namespace fs = std::filesystem;
+using namespace safetune;
+
+namespace {
+
+struct Options {
+  std::string mode = "all", python = SAFETUNE_BENCH_PYTHON, model;  // model: only this one
+  int threads = 2, iters = 3;
+  std::int64_t batch = 4, seq = 128;
+};
+
+const fs::path kHome = SAFETUNE_BENCH_HOME;
+fs::path tiny() { return kHome / "models" / "tiny-llama"; }
+fs::path smollm2() { return kHome / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"; }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Best of `iters` after one warm-up, in seconds.
+double best_of(int iters, const std::function<void()>& fn) {
+  fn();
+  double best = 1e300;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+// The value printed after `key ` by a child, or -1.
+double value_of(const std::string& out, const std::string& key) {
+  auto p = out.find(key + " ");
+  return p == std::string::npos ? -1.0 : std::atof(out.c_str() + p + key.size() + 1);
+}
+
+struct Child {
+  int status = -1;
+  double max_rss_mb = 0;  // the child's own VmHWM report
+  std::string out;
+};
+
+// Runs argv in a fresh process, capturing stdout (the child reports its own peak RSS).
+Child run_child(const std::vector<std::string>& args) {
+  fs::path out = fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
+  std::vector<std::string> a = args;
+  std::vector<char*> argv;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid;
+  Child c;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return c;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  waitpid(pid, &c.status, 0);
+  std::ifstream in(out);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  c.out = ss.str();
+  c.max_rss_mb = value_of(c.out, "HWM_KB") / 1024.0;
+  fs::remove(out);
+  return c;
+}
+
+
+fs::path write_script(const std::string& name, const char* code) {
+  fs::path p = fs::temp_directory_path() / ("safetune_bench_" + name + "_" + std::to_string(::getpid()) + ".py");
+  std::ofstream(p) << code;
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// step / kl
+
+const char* kPythonStep = R"PY(
+import pathlib, sys, time, torch
+from transformers import AutoModelForCausalLM
+from peft import LoraConfig, get_peft_model
+path, threads, B, T, iters = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+if path.suffix == ".gguf":
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+else:
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0))
+model.train()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+ids = torch.randint(0, model.config.vocab_size, (B, T))
+mask = torch.ones_like(ids)
+def step():
+    out = model(input_ids=ids, attention_mask=mask, labels=ids)
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+step()
+best = float("inf")
+for _ in range(iters):
+    t0 = time.perf_counter(); step(); best = min(best, time.perf_counter() - t0)
+print("STEP_S", best)
+)PY";
+
+struct StepTimes {
+  double plain = 0, kl = 0, two_batches = 0, nograd_forward = 0;
+};
+
+StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
+  auto model = model::load(path, torch::kFloat);
+  lora::ModelAdapters adapters(*model);
+  lora::LoraConfig cfg;
+  cfg.all_linear = true;
+  cfg.rank = 16;
+  cfg.alpha = 32;
+  // A frozen safety adapter (as in stage 2) and the trainable task adapter.
+  adapters.add("safety", cfg, lora::AdapterRole::safety, /*trainable=*/false);
+  adapters.add("task", cfg, lora::AdapterRole::task, /*trainable=*/true);
+  adapters.train(true);
+  model->train();
+  std::vector<at::Tensor> params;
+  for (auto& [n, t] : adapters.trainable_parameters()) params.push_back(t);
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
+  torch::manual_seed(0);
+  auto batch = [&] {
+    data::Batch b;
+    b.input_ids = torch::randint(0, model->config().vocab_size, {o.batch, o.seq}, torch::kLong);
+    b.attention_mask = torch::ones_like(b.input_ids);
+    b.labels = b.input_ids.clone();
+    b.supervised_tokens = o.batch * o.seq;
+    return b;
+  };
+  data::Batch task = batch(), anchor = batch();
+  train::RegularizerSection rs;
+  rs.name = "kl_anchor";
+  auto reg = train::make_regularizer(rs);
+  reg->setup(adapters, "task", "safety");
+  auto step = [&](bool kl, bool two = false) {
+    auto logits = model->forward(task.input_ids, task.attention_mask);
+    auto loss = train::lm_loss(logits, task.labels);
+    // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond it
+    // is the no-grad reference forward and the KL over the vocabulary.
+    if (two) loss = loss + train::lm_loss(model->forward(anchor.input_ids, anchor.attention_mask), anchor.labels);
+    if (kl) {
+      train::RegContext ctx;
+      ctx.model = model.get();
+      ctx.adapters = &adapters;
+      ctx.task_batch = &task;
+      ctx.task_logits = logits;
+      ctx.anchor = [&]() -> const data::Batch& { return anchor; };
+      loss = loss + reg->lambda * reg->loss(ctx);
+    }
+    loss.backward();
+    opt.step();
+    opt.zero_grad();
+  };
+  StepTimes t;
+  t.plain = best_of(o.iters, [&] { step(false); });
+  if (with_kl) {
+    t.kl = best_of(o.iters, [&] { step(true); });
+    t.two_batches = best_of(o.iters, [&] { step(false, true); });
+    t.nograd_forward = best_of(o.iters, [&] {
+      torch::NoGradGuard ng;
+      model->forward(anchor.input_ids, anchor.attention_mask);
+    });
+  }
+  return t;
+}
+
+void report_kl(const StepTimes& ours, bool with_kl);
+
+void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with_python) {
+  const double tokens = static_cast<double>(o.batch * o.seq);
+  auto ours = safetune_step(model, o, with_kl);
+  std::printf("\n== %s  (batch %lld x seq %lld, r 16 all-linear, fp32, %d threads)\n", model.filename().c_str(),
+              (long long)o.batch, (long long)o.seq, o.threads);
+  std::printf("safetune step          %8.3f s  %9.1f tokens/s\n", ours.plain, tokens / ours.plain);
+  if (!with_python) return report_kl(ours, with_kl);
+  auto script = write_script("step", kPythonStep);
+  auto c = run_child({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
+                      std::to_string(o.seq), std::to_string(o.iters)});
+  fs::remove(script);
+  double theirs = value_of(c.out, "STEP_S");
+  if (theirs > 0) {
+    std::printf("transformers+PEFT step %8.3f s  %9.1f tokens/s\n", theirs, tokens / theirs);
+    std::printf("ratio (safetune tokens/s / PEFT tokens/s): %.2fx\n", theirs / ours.plain);
+  } else {
+    std::printf("transformers+PEFT step: failed (exit %d)\n%s\n", c.status, c.out.c_str());
+  }
+  report_kl(ours, with_kl);
+}
+
+void report_kl(const StepTimes& ours, bool with_kl) {
+  if (with_kl) {
+    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step)\n", ours.kl, ours.kl / ours.plain);
+    std::printf("step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
+                ours.two_batches);
+    std::printf("one no-grad forward (anchor)      %8.3f s\n", ours.nograd_forward);
+    std::printf("kl_anchor overhead beyond the anchor batch's forward/backward: %.3f s = %.2f no-grad forwards\n",
+                ours.kl - ours.two_batches, (ours.kl - ours.two_batches) / ours.nograd_forward);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// load
+
+const char* kPythonLoad = R"PY(
+import pathlib, sys, time
+what, path = sys.argv[1], pathlib.Path(sys.argv[2])
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+from gguf import GGUFReader
+from gguf.quants import dequantize
+t0 = time.perf_counter()
+if what == "safetensors":
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    ts = [t for f in files for t in load_file(str(f)).values()]
+elif what == "transformers":
+    if path.suffix == ".gguf":
+        m = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    else:
+        m = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+    ts = list(m.parameters())
+elif what == "gguf":
+    r = GGUFReader(str(path))
+    ts = [torch.from_numpy(dequantize(t.data, t.tensor_type)) for t in r.tensors]
+else:
+    ts = []
+t1 = time.perf_counter()
+s = sum(float(t.float().sum()) for t in ts)  # touch every weight once
+print("LOAD_S", t1 - t0)
+print("TOUCH_S", time.perf_counter() - t1)
+print("ELEMENTS", sum(t.numel() for t in ts))
+print("HWM_KB", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+)PY";
+
+std::uint64_t size_of(const fs::path& p) {
+  if (fs::is_regular_file(p)) return fs::file_size(p);
+  std::uint64_t n = 0;
+  for (const auto& e : fs::directory_iterator(p))
+    if (e.path().extension() == ".safetensors") n += e.file_size();
+  return n;
+}
+
+void bench_load(const Options& o, const std::string& self) {
+  fs::path dir = fs::temp_directory_path() / "safetune_bench_models";
+  fs::create_directories(dir);
+  struct Case {
+    std::string name;
+    fs::path path;
+    std::string dtype;  // what safetune loads it as
+  };
+  std::vector<Case> cases;
+  for (auto [name, dt] : {std::pair{"smollm2-f32", torch::kFloat}, {"smollm2-bf16", torch::kBFloat16}}) {
+    fs::path d = dir / name;
+    if (!fs::exists(d / "config.json")) {
+      auto m = model::load(smollm2(), torch::kFloat);
+      model::ExportOptions eo;
+      eo.dtype = dt;
+      model::export_hf(*m, d, eo);
+    }
+    cases.push_back({name, d, dt == torch::kFloat ? "float32" : "bfloat16"});
+  }
+  cases.push_back({"smollm2-q4_1.gguf", smollm2(), "float32"});
+  auto script = write_script("load", kPythonLoad);
+  auto py = [&](const std::string& what, const fs::path& p) {
+    return run_child({o.python, script.string(), what, p.string()});
+  };
+  auto base_ours = run_child({self, "load-one", "", "float32"});
+  auto base_py = py("none", ".");
+  std::printf("\n== checkpoint loading (fresh process each; peak RSS = the process's VmHWM; idle process: safetune %.0f MB, "
+              "python+torch %.0f MB)\n",
+              base_ours.max_rss_mb, base_py.max_rss_mb);
+  std::printf("(time: the load call, imports excluded; then every weight is read once, so mapped pages count in RSS)\n");
+  std::printf("%-18s %8s  %-30s %8s %8s %11s  %s\n", "file", "size MB", "loader", "load s", "touch s", "peak RSS MB",
+              "RSS - idle");
+  auto row = [&](const Case& c, const std::string& loader, const Child& r, double idle) {
+    double t = value_of(r.out, "LOAD_S");
+    if (t < 0) {
+      std::printf("%-18s %8s  %-30s  failed (status %d)\n", c.name.c_str(), "", loader.c_str(), r.status);
+      return;
+    }
+    std::printf("%-18s %8.1f  %-30s %8.3f %8.3f %11.0f  %+.0f\n", c.name.c_str(), size_of(c.path) / 1048576.0,
+                loader.c_str(), t, value_of(r.out, "TOUCH_S"), r.max_rss_mb, r.max_rss_mb - idle);
+  };
+  for (const auto& c : cases) {
+    auto ours = run_child({self, "load-one", c.path.string(), c.dtype});
+    row(c, "safetune model::load " + c.dtype, ours, base_ours.max_rss_mb);
+    if (c.dtype == "bfloat16")  // the same file converted on load: a copy, for contrast with zero-copy
+      row(c, "safetune model::load float32", run_child({self, "load-one", c.path.string(), "float32"}),
+          base_ours.max_rss_mb);
+    if (c.path.extension() == ".gguf") {
+      row(c, "gguf GGUFReader+dequantize", py("gguf", c.path), base_py.max_rss_mb);
+    } else {
+      row(c, "safetensors load_file", py("safetensors", c.path), base_py.max_rss_mb);
+    }
+    row(c, "transformers from_pretrained", py("transformers", c.path), base_py.max_rss_mb);
+  }
+  fs::remove(script);
+}
+
+// Peak resident set of this process (VmHWM: reset by exec, unlike rusage of a spawned child).
+long long hwm_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return -1;
+}
+
+// Child mode: load one checkpoint as a model (or nothing, for the idle baseline) and print the time.
+int load_one(const std::string& path, const std::string& dtype) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::int64_t n = 0;
+  double load_s = 0, touch_s = 0, sum = 0;
+  if (!path.empty()) {
+    auto m = model::load(path, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
+    load_s = seconds_since(t0);
+    auto t1 = std::chrono::steady_clock::now();
+    for (const auto& [name, t] : m->state_dict_hf()) sum += t.to(torch::kFloat).sum().item<double>();  // touch
+    touch_s = seconds_since(t1);
+    n = m->parameter_count();
+  }
+  std::printf("LOAD_S %.6f\nTOUCH_S %.6f\nELEMENTS %lld\nHWM_KB %lld\nSUM %g\n", load_s, touch_s, (long long)n,
+              hwm_kb(), sum);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--threads") o.threads = std::atoi(next().c_str());
+    else if (a == "--batch") o.batch = std::atoll(next().c_str());
+    else if (a == "--seq") o.seq = std::atoll(next().c_str());
+    else if (a == "--iters") o.iters = std::atoi(next().c_str());
+    else if (a == "--python") o.python = next();
+    else if (a == "--model") o.model = next();
+    else if (a == "--help" || a == "-h") {
+      std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]\n");
+      return 0;
+    } else rest.push_back(a);
+  }
+  if (!rest.empty() && rest[0] == "load-one") return load_one(rest.size() > 1 ? rest[1] : "", rest.size() > 2 ? rest[2] : "float32");
+  if (!rest.empty()) o.mode = rest[0];
+  if (o.threads < 1 || o.batch < 1 || o.seq < 2 || o.iters < 1) {
+    std::fprintf(stderr, "error: --threads, --batch, --iters must be positive and --seq at least 2\n");
+    return 2;
+  }
+  at::set_num_threads(o.threads);
+  at::set_num_interop_threads(1);
+  try {
+    if (o.mode == "step" || o.mode == "kl" || o.mode == "all") {
+      std::vector<fs::path> models{tiny(), smollm2()};
+      if (!o.model.empty()) models = {o.model};
+      for (const auto& m : models) bench_step(m, o, o.mode != "step", o.mode != "kl");
+    }
+    if (o.mode == "load" || o.mode == "all") bench_load(o, fs::canonical("/proc/self/exe").string());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,201 @@
+// `safetune merge` (adapters into a Hugging Face model), `safetune export --format gguf-lora` (llama.cpp's
+// LoRA format) and `safetune project` (post-hoc Safe LoRA on saved adapters).
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "adapter_args.hpp"
+#include "commands.hpp"
+#include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
+#include "safetune/log.hpp"
+#include "safetune/lora/gguf_lora.hpp"
+#include "safetune/lora/model_adapters.hpp"
+#include "safetune/model/export.hpp"
+#include "safetune/recipes/session.hpp"
+#include "safetune/train/penalties.hpp"
+#include "safetune/train/regularizer.hpp"
+
+namespace safetune::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Files a Hugging Face model directory keeps beside its weights that a merged copy should carry.
+constexpr const char* kTokenizerFiles[] = {
+    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json",       "merges.txt",            "added_tokens.json",       "chat_template.jinja",
+    "generation_config.json",
+};
+
+std::vector<std::string> copy_tokenizer_files(const fs::path& model, const fs::path& out) {
+  std::vector<std::string> copied;
+  if (model.extension() == ".gguf") {
+    log_warn(model.string() + ": the tokenizer lives inside the GGUF; the merged directory gets none (pass the "
+             "original model's tokenizer files yourself)");
+    return copied;
+  }
+  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  std::error_code ec;
+  for (const char* name : kTokenizerFiles) {
+    if (!fs::is_regular_file(dir / name, ec)) continue;
+    io::atomic_write(out / name, io::read_file(dir / name));
+    copied.push_back(name);
+  }
+  return copied;
+}
+
+struct MergeArgs : AdapterArgs {
+  std::string model, out, dtype = "float32", device = "cpu";
+  std::uint64_t max_shard_mb = 2048;
+};
+
+int run_merge(const MergeArgs& a) {
+  auto dt = recipes::parse_dtype(a.dtype);
+  auto model = model::load(a.model, dt, recipes::parse_device(a.device));
+  lora::ModelAdapters adapters(*model);
+  auto names = apply_adapter_options(adapters, a, "merge");
+  if (names.empty()) throw UsageError("--adapters names no adapter directory", "--adapters");
+  adapters.merge(names, lora::MergeCopy::none, /*safe=*/true);  // refuses non-finite results
+  model::ExportOptions opt;
+  opt.dtype = dt;
+  opt.max_shard_bytes = a.max_shard_mb << 20;
+  model::export_hf(*model, a.out, opt);
+  auto copied = copy_tokenizer_files(a.model, a.out);
+  for (const auto& n : names) {
+    const auto& spec = adapters.stacks(n).front()->get(n).spec;
+    std::printf("merged %s (role %s%s, %zu modules)\n", n.c_str(), lora::role_name(spec.role),
+                spec.required_at_inference ? ", required at inference" : "", adapters.stacks(n).size());
+  }
+  std::printf("wrote %s (%s%s%s)\n", a.out.c_str(), a.dtype.c_str(), copied.empty() ? "" : ", tokenizer files: ",
+              [&] {
+                std::string s;
+                for (const auto& c : copied) s += (s.empty() ? "" : " ") + c;
+                return s;
+              }().c_str());
+  return 0;
+}
+
+struct ExportArgs {
+  std::string adapter, format, model, out, dtype = "float32";
+};
+
+int run_export(const ExportArgs& a) {
+  if (a.format != "gguf-lora") throw UsageError("unknown export format '" + a.format + "'", "--format", "gguf-lora");
+  auto model = model::load(a.model);
+  lora::ModelAdapters adapters(*model);
+  auto info = adapters.load_peft(a.adapter);
+  const auto& c = model->config();
+  auto s = lora::export_gguf_lora(adapters, info.name, c.architecture, c.num_attention_heads, c.num_key_value_heads,
+                                  a.out, recipes::parse_dtype(a.dtype));
+  std::printf("wrote %s: adapter %s, arch %s, %zu modules, alpha %g, %s%s\n", a.out.c_str(), info.name.c_str(),
+              c.architecture.c_str(), s.modules, s.alpha, a.dtype.c_str(),
+              s.rescaled.empty() ? "" : (", " + std::to_string(s.rescaled.size()) + " modules rescaled").c_str());
+  return 0;
+}
+
+struct ProjectArgs {
+  std::string safety, task, out, model;
+  double threshold = train::RegularizerSection{}.threshold;
+};
+
+// The base model a PEFT adapter names, when that is a local path.
+std::string base_model_of(const fs::path& adapter_dir) {
+  const fs::path cfg = adapter_dir / "adapter_config.json";
+  std::string base;
+  try {
+    auto j = nlohmann::json::parse(io::read_file(cfg));
+    if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
+      base = j["base_model_name_or_path"].get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string("malformed JSON: ") + e.what(), cfg.string());
+  }
+  std::error_code ec;
+  if (base.empty() || !fs::exists(base, ec))
+    throw UsageError("the task adapter names no local base model ('" + base + "')", cfg.string(),
+                     "pass --model MODEL");
+  return base;
+}
+
+int run_project(const ProjectArgs& a) {
+  const std::string model_path = a.model.empty() ? base_model_of(a.task) : a.model;
+  auto model = model::load(model_path);
+  lora::ModelAdapters adapters(*model);
+  adapters.load_peft(a.safety, "safety");
+  adapters.load_peft(a.task, "task");
+  // Cosines before projection, per Linear holding both (what safe_lora_project decides on).
+  nlohmann::json layers = nlohmann::json::array();
+  std::map<std::string, double> cosine;
+  std::size_t unpaired = 0;
+  {
+    torch::NoGradGuard ng;
+    for (auto* st : adapters.stacks("task")) {
+      if (!st->contains("safety")) {
+        ++unpaired;
+        continue;
+      }
+      const auto& t = st->get("task");
+      auto Q = train::column_basis(st->get("safety").B.to(torch::kDouble));
+      cosine[st->module_name()] = train::projection_cosine(t.A, t.B, Q);
+    }
+  }
+  auto projected = train::safe_lora_project(adapters, "task", "safety", a.threshold);
+  std::set<std::string> proj(projected.begin(), projected.end());
+  std::printf("%-48s %9s  %s\n", "module", "cosine", "projected");
+  for (auto* st : adapters.stacks("task")) {
+    auto it = cosine.find(st->module_name());
+    if (it == cosine.end()) continue;
+    const bool p = proj.count(it->first) > 0;
+    std::printf("%-48s %9.6f  %s\n", it->first.c_str(), it->second, p ? "yes" : "no");
+    layers.push_back({{"module", it->first}, {"cosine", it->second}, {"projected", p}});
+  }
+  adapters.save_peft("task", a.out, model_path);
+  nlohmann::json summary = {{"threshold", a.threshold},     {"safety", a.safety},
+                            {"task", a.task},               {"model", model_path},
+                            {"layers", layers},             {"projected", projected.size()},
+                            {"paired", cosine.size()},      {"task_layers_without_safety", unpaired}};
+  io::atomic_write(fs::path(a.out) / "safe_lora.json", summary.dump(2) + "\n");
+  std::printf("projected %zu of %zu layers (threshold %g); %zu task layers have no safety adapter\n",
+              projected.size(), cosine.size(), a.threshold, unpaired);
+  std::printf("wrote %s (PEFT adapter + safe_lora.json)\n", a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void register_adapter_commands(CLI::App& app, Action& action) {
+  auto m = std::make_shared<MergeArgs>();
+  auto* merge = app.add_subcommand("merge", "merge adapters into the base weights; write a Hugging Face directory");
+  merge->add_option("model", m->model, "HF directory, .safetensors or .gguf")->required();
+  add_adapter_options(merge, *m, /*with_policy=*/false);
+  merge->get_option("--adapters")->required();
+  merge->add_option("--out", m->out, "output directory (config.json, safetensors, tokenizer files)")->required();
+  merge->add_option("--dtype", m->dtype, "float32, bfloat16 or float16 (load, merge and write)")->capture_default_str();
+  merge->add_option("--device", m->device, "cpu or cuda[:N]")->capture_default_str();
+  merge->add_option("--max-shard-mb", m->max_shard_mb, "safetensors shard size")->capture_default_str()->check(
+      CLI::Range(1, 1 << 20));
+  merge->callback([&action, m] { action = [m] { return run_merge(*m); }; });
+
+  auto e = std::make_shared<ExportArgs>();
+  auto* exp = app.add_subcommand("export", "write an adapter in another format (gguf-lora: llama.cpp)");
+  exp->add_option("adapter", e->adapter, "PEFT adapter directory")->required();
+  exp->add_option("--format", e->format, "gguf-lora")->required();
+  exp->add_option("--model", e->model, "the base model (names, heads and the Q/K permutation come from it)")->required();
+  exp->add_option("--out", e->out, "output .gguf file")->required();
+  exp->add_option("--dtype", e->dtype, "float32, float16 or bfloat16 tensors")->capture_default_str();
+  exp->callback([&action, e] { action = [e] { return run_export(*e); }; });
+
+  auto p = std::make_shared<ProjectArgs>();
+  auto* proj = app.add_subcommand("project", "post-hoc Safe LoRA: project task-adapter layers onto the safety subspace");
+  proj->add_option("--safety", p->safety, "the safety adapter (PEFT directory)")->required();
+  proj->add_option("--task", p->task, "the task adapter (PEFT directory)")->required();
+  proj->add_option("--out", p->out, "output PEFT directory (+ safe_lora.json)")->required();
+  proj->add_option("--threshold", p->threshold, "project layers whose cosine is below this")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  proj->add_option("--model", p->model, "base model (default: the task adapter's base_model_name_or_path)");
+  proj->callback([&action, p] { action = [p] { return run_project(*p); }; });
+}
+
+}  // namespace safetune::cli
