@@ -13,5 +13,6 @@ void register_model_commands(CLI::App& app, Action& action);
 void register_tokenize_commands(CLI::App& app, Action& action);
 void register_chat_commands(CLI::App& app, Action& action);
 void register_train_commands(CLI::App& app, Action& action);
+void register_compare_commands(CLI::App& app, Action& action);
 
 }  // namespace safetune::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   cli::register_tokenize_commands(app, action);
   cli::register_chat_commands(app, action);
   cli::register_train_commands(app, action);
+  cli::register_compare_commands(app, action);
 
   try {
     app.parse(argc, argv);
