@@ -192,7 +192,7 @@ TEST_CASE("compare: bad compare keys and values are clear errors", "[compare]") 
   CHECK_THAT(err({"compare.seed=[1]"}), Catch::Contains("compare.seed") && Catch::Contains("did you mean 'compare.seeds'"));
   CHECK_THAT(err({"compare.seeds=[one]"}), Catch::Contains("compare.seeds.0") && Catch::Contains("non-negative integer"));
   CHECK_THAT(err({"compare.lambdas=[0.1, big]"}), Catch::Contains("compare.lambdas.1"));
-  CHECK_THAT(err({"compare.variants.0.name=kl_anker"}), Catch::Contains("compare.variants.0.name") &&
+  CHECK_THAT(err({"compare.variants.0.name=kl_anchr"}), Catch::Contains("compare.variants.0.name") &&
                                                            Catch::Contains("did you mean 'kl_anchor'"));
   CHECK_THAT(err({"compare.variants.1.lamda=2"}), Catch::Contains("compare.variants.1.lamda"));
   CHECK_THAT(err({"compare.variants=[]"}), Catch::Contains("compare.variants") && Catch::Contains("at least one variant"));
