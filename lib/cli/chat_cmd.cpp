@@ -8,6 +8,7 @@
 #include "safetune/lora/adapter_stack.hpp"
 #include "safetune/recipes/session.hpp"
 #include "safetune/safety/assessment.hpp"
+#include "safetune/safety/benchmarks.hpp"
 #include "safetune/safety/gates.hpp"
 #include "safetune/safety/probes.hpp"
 #include "safetune/safety/report.hpp"
@@ -97,7 +98,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
   auto* as = app.add_subcommand("assess", "safety assessment: refusal, benign compliance, discrimination");
   add_model_options(as, *a);
   as->add_option("--suite", a->suite, "probe suite: a directory of safetune JSONL, a .jsonl, or a public CSV")->required();
-  as->add_option("--format", a->format, "auto, safetune, advbench, xstest or jailbreakbench")->capture_default_str();
+  as->add_option("--format", a->format, "auto, safetune, advbench, xstest, jailbreakbench, harmbench or chisafetybench")->capture_default_str();
   as->add_option("--baseline", a->baseline, "assessment.json of the baseline: drops in percentage points and gates");
   as->add_option("--out", a->out, "output directory (assessment.json + report/)")->capture_default_str();
   as->add_option("--max-new-tokens", a->max_new_tokens)->capture_default_str()->check(CLI::Range(1, 4096));
@@ -116,7 +117,9 @@ void register_chat_commands(CLI::App& app, Action& action) {
       else if (fmt == "advbench") suite = safety::load_advbench(sp);
       else if (fmt == "xstest") suite = safety::load_xstest(sp);
       else if (fmt == "jailbreakbench") suite = safety::load_jailbreakbench(sp);
-      else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest or jailbreakbench", a->suite);
+      else if (fmt == "harmbench") suite = safety::load_harmbench(sp);
+      else if (fmt == "chisafetybench") suite = safety::load_chisafetybench(sp);
+      else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest, jailbreakbench, harmbench or chisafetybench", a->suite);
       suite = safety::first_per_kind(suite, a->limit);
       auto s = open(*a, "assess");
       recipes::SessionScorer scorer(s);

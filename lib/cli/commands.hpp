@@ -16,5 +16,6 @@ void register_train_commands(CLI::App& app, Action& action);
 void register_data_commands(CLI::App& app, Action& action);
 void register_release_commands(CLI::App& app, Action& action);
 void register_adapter_commands(CLI::App& app, Action& action);
+void register_compare_commands(CLI::App& app, Action& action);
 
 }  // namespace safetune::cli

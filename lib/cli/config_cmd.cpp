@@ -4,9 +4,20 @@
 
 #include "commands.hpp"
 #include "safetune/config.hpp"
+#include "safetune/io/atomic_file.hpp"
+#include "safetune/recipes/compare.hpp"
 #include "safetune/recipes/two_stage.hpp"
 
 namespace safetune::cli {
+namespace {
+// A config with a top-level `compare:` section is a `safetune compare` config.
+std::unique_ptr<recipes::TwoStageConfig> schema_for(const std::string& file) {
+  const std::string text = io::read_file(file);
+  const bool compare = text.rfind("compare:", 0) == 0 || text.find("\ncompare:") != std::string::npos;
+  if (compare) return std::make_unique<recipes::CompareConfig>();
+  return std::make_unique<recipes::TwoStageConfig>();
+}
+}  // namespace
 
 void register_config_commands(CLI::App& app, Action& action) {
   auto* config = app.add_subcommand("config", "validate and print configuration files");
@@ -23,8 +34,8 @@ void register_config_commands(CLI::App& app, Action& action) {
   check->add_option("overrides", args->overrides, "key.path=value overrides");
   check->callback([&action, args] {
     action = [args] {
-      recipes::TwoStageConfig cfg;
-      config_load(cfg, args->file, args->overrides);
+      auto cfg = schema_for(args->file);
+      config_load(*cfg, args->file, args->overrides);
       std::printf("%s: ok\n", args->file.c_str());
       return 0;
     };
@@ -35,9 +46,9 @@ void register_config_commands(CLI::App& app, Action& action) {
   show->add_option("overrides", args->overrides, "key.path=value overrides");
   show->callback([&action, args] {
     action = [args] {
-      recipes::TwoStageConfig cfg;
-      config_load(cfg, args->file, args->overrides);
-      std::cout << config_dump(cfg);
+      auto cfg = schema_for(args->file);
+      config_load(*cfg, args->file, args->overrides);
+      std::cout << config_dump(*cfg);
       return 0;
     };
   });

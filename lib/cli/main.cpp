@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   cli::register_data_commands(app, action);
   cli::register_release_commands(app, action);
   cli::register_adapter_commands(app, action);
+  cli::register_compare_commands(app, action);
 
   try {
     app.parse(argc, argv);

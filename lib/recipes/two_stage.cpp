@@ -50,6 +50,8 @@ void Stage2Section::describe(ConfigVisitor& v) {
   v.section("train", train, Field("Optimisation of stage 2."));
   v.field("task_eval", task_eval, Field("Held-out JSONL; the task metric is the exact-match rate of the JSON answer.").path());
   v.field("task_eval_limit", task_eval_limit, Field("Use the first N task_eval examples; 0: all.").at_least(0));
+  v.field("task_eval_max_new_tokens", task_eval_max_new_tokens,
+          Field("Greedy tokens generated per task_eval example.").range(1, 4096));
   v.field("safe_lora_threshold", safe_lora_threshold,
           Field("Post-hoc Safe LoRA projection of layers whose cosine is below this; 0 disables.").range(0, 1));
 }
@@ -383,7 +385,8 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     if (!cfg.stage2.task_eval.empty()) {
       model.eval();
       adapters.train(false);
-      result.tuned.task_metric = task_metric(session, cfg.stage2.task_eval, cfg.stage2.task_eval_limit, 64);
+      result.tuned.task_metric = task_metric(session, cfg.stage2.task_eval, cfg.stage2.task_eval_limit,
+                                             cfg.stage2.task_eval_max_new_tokens);
     }
 
     // Gates: against the aligned model when there is one, else the baseline.

@@ -47,6 +47,7 @@ struct Stage2Section : ConfigSection {
   train::TrainSection train;
   std::string task_eval;                 // held-out JSONL for the task metric (exact JSON match)
   std::int64_t task_eval_limit = 0;
+  std::int64_t task_eval_max_new_tokens = 64;
   double safe_lora_threshold = 0.0;      // > 0: post-hoc Safe LoRA projection
   void describe(ConfigVisitor& v) override;
 };
