@@ -11,7 +11,10 @@
 namespace safetune::cli {
 namespace {
 // A config with a top-level `compare:` section is a `safetune compare` config.
+// A missing file falls through to the loader, which reports it as a config error.
 std::unique_ptr<recipes::TwoStageConfig> schema_for(const std::string& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return std::make_unique<recipes::TwoStageConfig>();
   const std::string text = io::read_file(file);
   const bool compare = text.rfind("compare:", 0) == 0 || text.find("\ncompare:") != std::string::npos;
   if (compare) return std::make_unique<recipes::CompareConfig>();
