@@ -14,11 +14,17 @@ at::Tensor upcast(const at::Tensor& t) { return t.element_size() < 4 ? t.to(torc
 at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask) {
   if (logits_theta.sizes() != logits_ref.sizes())
     throw Error("logits of the model and the reference differ in shape", "kl_anchor");
-  auto logp = torch::log_softmax(upcast(logits_theta), -1);
-  auto logq = torch::log_softmax(upcast(logits_ref), -1).detach();
-  auto kl = (logq.exp() * (logq - logp)).sum(-1);  // [B, T]
-  auto m = mask.to(kl.scalar_type());
-  return (kl * m).sum() / m.sum().clamp_min(1.0);
+  // Only the masked (response) positions enter the sum, so only their rows are normalised: the
+  // softmaxes over the vocabulary dominate the cost for small models with large vocabularies.
+  const auto vocab = logits_theta.size(-1);
+  auto w = mask.reshape({-1});
+  auto rows = w.ne(0).nonzero().squeeze(-1).to(logits_theta.device());
+  if (rows.numel() == 0) return (logits_theta.sum() * 0).to(upcast(logits_theta).scalar_type());
+  auto logp = torch::log_softmax(upcast(logits_theta.reshape({-1, vocab}).index_select(0, rows)), -1);
+  auto logq = torch::log_softmax(upcast(logits_ref.reshape({-1, vocab}).index_select(0, rows)), -1).detach();
+  auto kl = (logq.exp() * (logq - logp)).sum(-1);  // [rows]
+  auto m = w.to(rows.device()).index_select(0, rows).to(kl.scalar_type());
+  return (kl * m).sum() / m.sum();
 }
 
 at::Tensor token_constrained(const at::Tensor& logits_theta, const at::Tensor& logits_ref,

@@ -24,6 +24,26 @@ TEST_CASE("kl_anchor equals the explicit sum over masked tokens", "[regularizer]
   CHECK(kl_anchor(a, a, mask).item<double>() == Approx(0).margin(1e-7));
 }
 
+TEST_CASE("kl_anchor: gradient equals autograd of the dense masked formula; an empty mask gives 0", "[regularizer]") {
+  torch::manual_seed(4);
+  auto ref = torch::randn({2, 4, 7}, torch::kDouble);
+  auto mask = torch::tensor({{0, 1, 1, 0}, {1, 0, 0, 1}});
+  auto x1 = torch::randn({2, 4, 7}, torch::kDouble).requires_grad_(true);
+  auto x2 = x1.detach().clone().requires_grad_(true);
+  kl_anchor(x1, ref, mask).backward();
+  // Dense textbook form over every position, weighted by the mask.
+  auto logq = torch::log_softmax(ref, -1), logp = torch::log_softmax(x2, -1);
+  auto m = mask.to(torch::kDouble);
+  ((logq.exp() * (logq - logp)).sum(-1) * m).sum().div(m.sum()).backward();
+  CHECK(torch::allclose(x1.grad(), x2.grad(), 1e-10, 1e-12));
+  CHECK(x1.grad().select(1, 0).select(0, 0).abs().max().item<double>() == 0.0);  // unmasked row: no gradient
+  auto x3 = torch::randn({2, 4, 7}, torch::kDouble).requires_grad_(true);
+  auto zero = kl_anchor(x3, ref, torch::zeros({2, 4}, torch::kLong));
+  CHECK(zero.item<double>() == 0.0);
+  zero.backward();
+  CHECK(torch::isfinite(x3.grad()).all().item<bool>());
+}
+
 TEST_CASE("token_constrained: value and gradient of the detached form match the formula", "[regularizer]") {
   torch::manual_seed(1);
   auto logits = torch::randn({2, 8, 6}, torch::kDouble).requires_grad_(true);
