@@ -150,8 +150,9 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   cfg.all_linear = true;
   cfg.rank = 16;
   cfg.alpha = 32;
-  // A frozen safety adapter (as in stage 2) and the trainable task adapter.
-  adapters.add("safety", cfg, lora::AdapterRole::safety, /*trainable=*/false);
+  // The step comparison has one trainable adapter on each side, as PEFT's get_peft_model makes;
+  // the kl_anchor run adds the frozen safety adapter of stage 2.
+  if (with_kl) adapters.add("safety", cfg, lora::AdapterRole::safety, /*trainable=*/false);
   adapters.add("task", cfg, lora::AdapterRole::task, /*trainable=*/true);
   adapters.train(true);
   model->train();
@@ -168,6 +169,10 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
     return b;
   };
   data::Batch task = batch(), anchor = batch();
+  // Anchor batches are conversations: the loss (and kl_anchor) covers the response only. Here the
+  // second half of each row, as in a prompt/response pair of equal length.
+  anchor.labels.narrow(1, 0, o.seq / 2).fill_(-100);
+  anchor.supervised_tokens = o.batch * (o.seq - o.seq / 2);
   train::RegularizerSection rs;
   rs.name = "kl_anchor";
   auto reg = train::make_regularizer(rs);
