@@ -148,6 +148,38 @@ double task_metric(Session& s, const std::string& path, std::int64_t limit, std:
   return prompts.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(prompts.size());
 }
 
+// Probes split round-robin over the ranks, each rank scoring its share; the per-probe results are
+// exchanged so that every rank holds the whole assessment in suite order, as one process would.
+safety::Assessment assess_sharded(const safety::ProbeSuite& suite, safety::ScoringModel& scorer,
+                                  const safety::AssessOptions& opt, dist::Context& group) {
+  const int world = group.world_size(), rank = group.rank();
+  if (!group.distributed() || world <= 1) return safety::assess(suite, scorer, opt);
+  safety::ProbeSuite part = suite;
+  part.probes.clear();
+  for (std::size_t i = static_cast<std::size_t>(rank); i < suite.probes.size(); i += static_cast<std::size_t>(world))
+    part.probes.push_back(suite.probes[i]);
+  const std::string mine = part.probes.empty() ? std::string() : safety::assessment_to_json(safety::assess(part, scorer, opt));
+  safety::Assessment full;
+  full.results.resize(suite.probes.size());
+  for (int q = 0; q < world; ++q) {
+    std::string bytes = q == rank ? mine : std::string();
+    group.broadcast_bytes(bytes, q);
+    if (bytes.empty()) continue;
+    auto a = safety::assessment_from_json(bytes, "assessment from rank " + std::to_string(q));
+    if (full.decoding.empty()) {
+      full.model_identity = a.model_identity;
+      full.decoding = a.decoding;
+      full.created = a.created;
+    }
+    for (std::size_t k = 0; k < a.results.size(); ++k)
+      full.results[static_cast<std::size_t>(q) + k * static_cast<std::size_t>(world)] = a.results[k];
+  }
+  full.suite_name = suite.name;
+  full.suite_sha256 = suite.sha256();
+  safety::summarise(full);
+  return full;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -189,8 +221,8 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     log_info("assessing safety: " + label);
     model.eval();
     adapters.train(false);
-    // Every rank computes the same assessment (same weights, greedy decoding); rank 0 saves it.
-    auto a = safety::assess(*suite, scorer, aopt);
+    // Each rank scores its share of the probes; every rank ends with the whole assessment; rank 0 saves it.
+    auto a = assess_sharded(*suite, scorer, aopt, *group);
     if (main_rank) safety::save_assessment(a, out / "assessments" / (label + ".json"));
     return a;
   };

@@ -16,6 +16,7 @@
 
 #include "safetune/dist/context.hpp"
 #include "safetune/io/safetensors.hpp"
+#include "safetune/safety/assessment.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -187,4 +188,44 @@ TEST_CASE("dist: launcher variables are validated and world size 1 needs no stor
   std::vector<at::Tensor> t{at::ones({3})};
   ctx->all_reduce_mean(t);  // no-op
   CHECK(t[0].sum().item<double>() == 3.0);
+}
+
+TEST_CASE("dist: assessments are sharded over the ranks and gathered into the one-process result", "[dist]") {
+  fs::current_path(test::source_dir());
+  test::TempDir tmp;
+  // Stage 1 only, assessed before and after; batch size 1 so that each probe is generated alone
+  // (no padding differences between the one-process and the per-rank batches).
+  const std::vector<std::string> assess{"safety.assess=true", "safety.limit=3", "safety.max_new_tokens=4",
+                                        "safety.batch_size=1", "stage2.enabled=false"};
+  const int single = test::wait_exit_code(test::spawn_cli(train_args(tmp / "single", 2, 2, assess), {"OMP_NUM_THREADS=1"},
+                                                          tmp / "single.out", tmp / "single.err"));
+  INFO(slurp(tmp / "single.err"));
+  REQUIRE(single == 0);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(test::spawn_cli(train_args(tmp / (r == 0 ? "dist" : "rank1"), 2, 1, assess), rank_env(r, 2, port),
+                                   tmp / ("out" + std::to_string(r)), tmp / ("err" + std::to_string(r))));
+  const int rc0 = test::wait_exit_code(pids[0]), rc1 = test::wait_exit_code(pids[1]);
+  INFO(slurp(tmp / "err0") << slurp(tmp / "err1"));
+  REQUIRE(rc0 == 0);
+  REQUIRE(rc1 == 0);
+  for (const char* label : {"baseline", "aligned"}) {
+    INFO(label);
+    auto one = safety::load_assessment(tmp / "single" / "assessments" / (std::string(label) + ".json"));
+    auto two = safety::load_assessment(tmp / "dist" / "assessments" / (std::string(label) + ".json"));
+    REQUIRE(one.results.size() == 9);
+    REQUIRE(two.results.size() == one.results.size());
+    CHECK(two.suite_sha256 == one.suite_sha256);
+    CHECK(two.decoding == one.decoding);
+    for (std::size_t i = 0; i < one.results.size(); ++i) {
+      CHECK(two.results[i].id == one.results[i].id);
+      CHECK(two.results[i].positive == one.results[i].positive);
+      CHECK(two.results[i].response == one.results[i].response);
+      CHECK(two.results[i].score == one.results[i].score);
+    }
+    CHECK(two.refusal.overall.k == one.refusal.overall.k);
+    CHECK(two.discrimination.overall.k == one.discrimination.overall.k);
+  }
+  CHECK_FALSE(fs::exists(tmp / "rank1" / "assessments"));
 }
