@@ -116,14 +116,18 @@ safety::AssessOptions assess_options(const SafetySection& s, Session& session, c
 }
 
 // Exact match of the generated JSON object against the reference answer.
-double task_metric(Session& s, const std::string& path, std::int64_t limit, std::int64_t max_new_tokens) {
+// Data-parallel runs split the examples round-robin over the ranks and sum the counts.
+double task_metric(Session& s, const std::string& path, std::int64_t limit, std::int64_t max_new_tokens,
+                   dist::Context& group) {
   data::DatasetSection d;
   d.path = path;
   d.max_examples = limit;
   data::ExampleFile file(d);
   std::vector<std::vector<tokenizer::ChatMessage>> prompts;
   std::vector<std::string> answers;
-  for (std::size_t i = 0; i < file.size(); ++i) {
+  const auto world = static_cast<std::size_t>(group.distributed() ? group.world_size() : 1);
+  const auto rank = static_cast<std::size_t>(group.distributed() ? group.rank() : 0);
+  for (std::size_t i = rank; i < file.size(); i += world) {
     auto ex = file.get(i);
     if (ex.messages.empty() || ex.messages.back().role != "assistant")
       throw DataError("task_eval examples must end with the assistant's reference answer", path);
@@ -145,7 +149,11 @@ double task_metric(Session& s, const std::string& path, std::int64_t limit, std:
       correct += (!want.is_discarded() && !got.is_discarded() && want == got) ? 1 : 0;
     }
   }
-  return prompts.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(prompts.size());
+  std::vector<at::Tensor> counts{torch::tensor({static_cast<double>(correct), static_cast<double>(prompts.size())},
+                                               torch::kFloat)};  // exact below 2^24
+  group.all_reduce_sum(counts);
+  const double total = counts[0][1].item<double>();
+  return total > 0 ? counts[0][0].item<double>() / total : 0.0;
 }
 
 // Probes split round-robin over the ranks, each rank scoring its share; the per-probe results are
@@ -356,6 +364,9 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       auto full = safety::load_bundled_suite(cfg.safety.suite);
       auto subset = safety::select_probes(full, safety::load_id_list(subset_file), "guard");
       guard.emplace(cfg.safety.guard, cfg.safety.gates, subset, aopt);
+      guard->set_assessor([&](const safety::ProbeSuite& probes, safety::ScoringModel& m, const safety::AssessOptions& o) {
+        return assess_sharded(probes, m, o, *group);
+      });
       model.eval();
       guard->set_baseline(scorer);
     }
@@ -418,7 +429,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       model.eval();
       adapters.train(false);
       result.tuned.task_metric = task_metric(session, cfg.stage2.task_eval, cfg.stage2.task_eval_limit,
-                                             cfg.stage2.task_eval_max_new_tokens);
+                                             cfg.stage2.task_eval_max_new_tokens, *group);
     }
 
     // Gates: against the aligned model when there is one, else the baseline.

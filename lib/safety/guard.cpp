@@ -44,7 +44,7 @@ SafetyGuard::SafetyGuard(GuardSection config, SafetyGates gates, ProbeSuite subs
   if (subset_.probes.empty()) throw SafetyError("the guard subset is empty", "safety.guard.subset");
 }
 
-void SafetyGuard::set_baseline(ScoringModel& model) { baseline_ = assess(subset_, model, options_); }
+void SafetyGuard::set_baseline(ScoringModel& model) { baseline_ = run_assessment(model); }
 
 bool SafetyGuard::due(std::int64_t step) const {
   return enabled() && step > 0 && step % config_.every_n_steps == 0;
@@ -52,7 +52,7 @@ bool SafetyGuard::due(std::int64_t step) const {
 
 GuardDecision SafetyGuard::check(std::int64_t step, ScoringModel& model) {
   GuardDecision d;
-  d.assessment = assess(subset_, model, options_);
+  d.assessment = run_assessment(model);
   d.verdict = evaluate_gates(gates_, d.assessment, baseline_ ? &*baseline_ : nullptr);
   const Assessment& a = d.assessment;
   points_.push_back({step, a.refusal.overall.value(), a.benign_compliance.overall.value(), a.discrimination.overall.value()});

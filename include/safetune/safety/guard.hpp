@@ -3,6 +3,7 @@
 // boost the regularizer weight). The trainer owns checkpoints and weights; the guard only decides.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,10 @@ class SafetyGuard {
   SafetyGuard(GuardSection config, SafetyGates gates, ProbeSuite subset, AssessOptions options,
               std::optional<Assessment> baseline = std::nullopt);
   void set_baseline(ScoringModel& model);
+  // How the subset is assessed; default safety::assess. Data-parallel runs pass one that shards the
+  // probes over the ranks and gathers the results.
+  using Assessor = std::function<Assessment(const ProbeSuite&, ScoringModel&, const AssessOptions&)>;
+  void set_assessor(Assessor assessor) { assessor_ = std::move(assessor); }
   const std::optional<Assessment>& baseline() const { return baseline_; }
   bool enabled() const { return config_.every_n_steps > 0; }
   bool due(std::int64_t step) const;
@@ -68,6 +73,10 @@ class SafetyGuard {
   std::vector<Series> series() const;
 
  private:
+  Assessment run_assessment(ScoringModel& model) const {
+    return assessor_ ? assessor_(subset_, model, options_) : assess(subset_, model, options_);
+  }
+  Assessor assessor_;
   GuardSection config_;
   SafetyGates gates_;
   ProbeSuite subset_;
