@@ -89,26 +89,37 @@ int wait_for(pid_t pid, std::chrono::seconds limit) {
   return -1;
 }
 
+// One process accumulating 2 micro-batches per step, writing to tmp/single; its exit code.
+int run_single(const test::TempDir& tmp, const std::vector<std::string>& more) {
+  return test::wait_exit_code(test::spawn_cli(train_args(tmp / "single", 2, 2, more), {"OMP_NUM_THREADS=1"},
+                                              tmp / "single.out", tmp / "single.err"));
+}
+
+// Two ranks with one micro-batch each: global batch numbers 2c and 2c+1, as run_single's. Rank 0
+// writes to tmp/dist; rank 1 gets its own output directory (tmp/rank1), which must stay empty.
+// stderr goes to tmp/err0 and tmp/err1. The two exit codes.
+std::pair<int, int> run_two_ranks(const test::TempDir& tmp, const std::vector<std::string>& more) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(test::spawn_cli(train_args(tmp / (r == 0 ? "dist" : "rank1"), 2, 1, more), rank_env(r, 2, port),
+                                   tmp / ("out" + std::to_string(r)), tmp / ("err" + std::to_string(r))));
+  const int rc0 = test::wait_exit_code(pids[0]);
+  return {rc0, test::wait_exit_code(pids[1])};
+}
+
 }  // namespace
 
 TEST_CASE("dist: 2 Gloo ranks train the same adapters as one process with the same global batch", "[dist]") {
   fs::current_path(test::source_dir());  // the config's data paths are relative to the checkout
   test::TempDir tmp;
   // Reference: one process accumulating 2 micro-batches per step.
-  const int single = test::wait_exit_code(test::spawn_cli(train_args(tmp / "single", 2, 2), {"OMP_NUM_THREADS=1"},
-                                                          tmp / "single.out", tmp / "single.err"));
+  const int single = run_single(tmp, {});
   INFO(slurp(tmp / "single.err"));
   REQUIRE(single == 0);
 
-  // Two ranks, one micro-batch each: global batch numbers 2c and 2c+1, as above. Tiny buckets so
-  // that the all-reduce uses several. Rank 1 is given its own output directory: it must stay empty.
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r)
-    pids.push_back(test::spawn_cli(train_args(tmp / (r == 0 ? "dist" : "rank1"), 2, 1, {"dist.bucket_mb=0.01"}),
-                                   rank_env(r, 2, port),
-                                   tmp / ("out" + std::to_string(r)), tmp / ("err" + std::to_string(r))));
-  const int rc0 = test::wait_exit_code(pids[0]), rc1 = test::wait_exit_code(pids[1]);
+  // Two ranks, one micro-batch each. Tiny buckets so that the all-reduce uses several.
+  const auto [rc0, rc1] = run_two_ranks(tmp, {"dist.bucket_mb=0.01"});
   INFO(slurp(tmp / "err0") << "\n---- rank 1:\n" << slurp(tmp / "err1"));
   REQUIRE(rc0 == 0);
   REQUIRE(rc1 == 0);
@@ -197,16 +208,10 @@ TEST_CASE("dist: assessments are sharded over the ranks and gathered into the on
   // (no padding differences between the one-process and the per-rank batches).
   const std::vector<std::string> assess{"safety.assess=true", "safety.limit=3", "safety.max_new_tokens=4",
                                         "safety.batch_size=1", "stage2.enabled=false"};
-  const int single = test::wait_exit_code(test::spawn_cli(train_args(tmp / "single", 2, 2, assess), {"OMP_NUM_THREADS=1"},
-                                                          tmp / "single.out", tmp / "single.err"));
+  const int single = run_single(tmp, assess);
   INFO(slurp(tmp / "single.err"));
   REQUIRE(single == 0);
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r)
-    pids.push_back(test::spawn_cli(train_args(tmp / (r == 0 ? "dist" : "rank1"), 2, 1, assess), rank_env(r, 2, port),
-                                   tmp / ("out" + std::to_string(r)), tmp / ("err" + std::to_string(r))));
-  const int rc0 = test::wait_exit_code(pids[0]), rc1 = test::wait_exit_code(pids[1]);
+  const auto [rc0, rc1] = run_two_ranks(tmp, assess);
   INFO(slurp(tmp / "err0") << slurp(tmp / "err1"));
   REQUIRE(rc0 == 0);
   REQUIRE(rc1 == 0);
