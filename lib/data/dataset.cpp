@@ -27,6 +27,9 @@ void DatasetSection::describe(ConfigVisitor& v) {
   v.field("system_prompt", system_prompt,
           Field("System message prepended to every conversation that has none."));
   v.field("max_examples", max_examples, Field("Use only the first N records; 0 uses all.").at_least(0));
+  v.field("where", where,
+          Field("Keep only JSONL records whose top-level string fields match every \"field=value\" entry "
+                "(e.g. [kind=benign]); max_examples counts the kept records."));
 }
 
 void DataSection::describe(ConfigVisitor& v) {
@@ -107,6 +110,34 @@ std::string detect_format(const fs::path& p, const std::string& first_record, co
 ExampleFile::ExampleFile(const DatasetSection& cfg)
     : path_(cfg.path), format_(cfg.format), replace_invalid_(cfg.on_invalid_utf8 == "replace"),
       system_prompt_(cfg.system_prompt) {
+  // where: "field=value" pairs, checked against each JSONL record before it is indexed.
+  std::vector<std::pair<std::string, std::string>> filters;
+  for (const auto& w : cfg.where) {
+    auto eq = w.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw ConfigError("where entry '" + w + "' is not field=value", path_.string() + " (where)");
+    filters.emplace_back(w.substr(0, eq), w.substr(eq + 1));
+  }
+  const std::string ext0 = path_.extension().string();
+  if (!filters.empty() && (ext0 != ".jsonl" || format_ == "text" || format_ == "goal_target"))
+    throw ConfigError("where filters apply to JSONL records only", path_.string() + " (where)");
+  std::size_t rejected = 0;
+  auto keep = [&](const std::string& rec, std::uint32_t at_line) {
+    if (filters.empty()) return true;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(rec);
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError(std::string("malformed JSON: ") + e.what(), where(path_, at_line));
+    }
+    for (const auto& [key, value] : filters) {
+      if (!j.is_object() || !j.contains(key) || !j[key].is_string() || j[key].get<std::string>() != value) {
+        ++rejected;
+        return false;
+      }
+    }
+    return true;
+  };
   std::error_code ec;
   if (!fs::exists(path_, ec)) throw IoError("data file not found", path_.string());
   if (fs::is_directory(path_, ec)) throw IoError("is a directory, expected a data file", path_.string());
@@ -137,7 +168,8 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
         goal_col_ = col("goal");
         target_col_ = col("target");
         header_done = true;
-      } else if (cfg.max_examples == 0 || offsets_.size() < static_cast<std::size_t>(cfg.max_examples)) {
+      } else if ((cfg.max_examples == 0 || offsets_.size() < static_cast<std::size_t>(cfg.max_examples)) &&
+                 keep(rec, rec_line)) {
         offsets_.push_back(rec_begin);
         lines_.push_back(rec_line);
         if (format_ == "auto") format_ = detect_format(path_, rec, where(path_, rec_line));
@@ -166,6 +198,9 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
   }
   if (!rec.empty()) finish(pos);
   if (csv && quoted) throw DataError("unterminated quoted CSV field at end of file", path_.string());
+  if (empty && rejected > 0)
+    throw DataError("no record matches the where filters (" + std::to_string(rejected) + " records skipped)",
+                    path_.string());
   if (empty) throw DataError("no examples in data file", path_.string(), "the file is empty or holds only a header");
   file_size_ = pos;
   // Validate every record now, so bad data stops the run before training starts.
@@ -309,7 +344,12 @@ DataLoader::DataLoader(const DataSection& cfg, const tokenizer::Tokenizer& tok, 
   double total = 0;
   for (const auto& d : cfg_.datasets.items) {
     files_.push_back(std::make_unique<ExampleFile>(d));
-    names_.push_back(d.name.empty() ? fs::path(d.path).stem().string() : d.name);
+    std::string name = d.name;
+    if (name.empty()) {
+      name = fs::path(d.path).stem().string();
+      for (const auto& w : d.where) name += "[" + w + "]";
+    }
+    names_.push_back(name);
     total += d.weight;
     cumulative_.push_back(total);
   }

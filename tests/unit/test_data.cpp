@@ -125,6 +125,63 @@ TEST_CASE("data: bad input is reported with file:line and field", "[data]") {
   CHECK_THROWS_WITH(ExampleFile(dataset("/nonexistent/x.jsonl")), "/nonexistent/x.jsonl: data file not found");
 }
 
+TEST_CASE("data: where filters keep matching JSONL records, in file order", "[data]") {
+  test::TempDir dir;
+  auto rec = [](const std::string& kind, int i) {
+    nlohmann::json j{{"prompt", "q" + std::to_string(i)}, {"response", "a"}};
+    if (!kind.empty()) j["kind"] = kind;
+    return j.dump() + "\n";
+  };
+  // Lines: 1 harmful, 2 benign, 3 (no kind), 4 benign, 5 benign with lang zh.
+  std::string text = rec("harmful", 1) + rec("benign", 2) + rec("", 3) + rec("benign", 4);
+  auto j5 = nlohmann::json::parse(rec("benign", 5));
+  j5["lang"] = "zh";
+  text += j5.dump() + "\n";
+  test::write_text(dir / "s.jsonl", text);
+
+  auto d = dataset(dir / "s.jsonl");
+  d.where = {"kind=benign"};
+  ExampleFile benign(d);
+  REQUIRE(benign.size() == 3);
+  CHECK(benign.get(0).line == 2);
+  CHECK(benign.get(1).messages[0].content == "q4");
+  CHECK(benign.get(2).line == 5);
+
+  d.where = {"kind=benign", "lang=zh"};  // every entry must hold
+  ExampleFile zh(d);
+  REQUIRE(zh.size() == 1);
+  CHECK(zh.get(0).line == 5);
+
+  d.where = {"kind=benign"};
+  d.max_examples = 2;  // counts the kept records
+  ExampleFile first_two(d);
+  REQUIRE(first_two.size() == 2);
+  CHECK(first_two.get(1).line == 4);
+
+  d.max_examples = 0;
+  d.where = {"kind=nothing"};
+  CHECK_THROWS_WITH(ExampleFile(d), Contains("s.jsonl: no record matches the where filters (5 records skipped)"));
+  d.where = {"kind"};
+  CHECK_THROWS_WITH(ExampleFile(d), Contains("where entry 'kind' is not field=value"));
+  test::write_text(dir / "t.txt", "line\n");
+  auto t = dataset(dir / "t.txt");
+  t.where = {"kind=benign"};
+  CHECK_THROWS_WITH(ExampleFile(t), Contains("t.txt (where): where filters apply to JSONL records only"));
+
+  // The mixing loader names a filtered dataset after its filter when no name is given.
+  d.where = {"kind=benign"};
+  DataSection sec;
+  sec.datasets.items.push_back(d);
+  sec.batch_size = 1;
+  sec.max_length = 64;
+  ByteTokenizer tok;
+  DataLoader loader(sec, tok, tokenizer::ChatTemplate::by_name("chatml"));
+  auto stats = loader.stats();
+  REQUIRE(stats.size() == 1);
+  CHECK(stats[0].name == "s[kind=benign]");
+  CHECK(stats[0].examples == 3);
+}
+
 TEST_CASE("data: invalid UTF-8 can be replaced when configured", "[data]") {
   test::TempDir dir;
   test::write_text(dir / "r.jsonl", "{\"prompt\":\"a\xff b\",\"response\":\"ok\"}\n");

@@ -26,6 +26,7 @@ struct DatasetSection : ConfigSection {
   std::string on_invalid_utf8 = "error";  // error | replace
   std::string system_prompt;    // prepended as a system message when set
   std::int64_t max_examples = 0;  // 0 = all
+  std::vector<std::string> where;  // "field=value" filters on JSONL records' top-level fields (all must hold)
   void describe(ConfigVisitor& v) override;
 };
 
