@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -133,6 +134,11 @@ def step():
     opt.step()
     opt.zero_grad(set_to_none=True)
 step()
+import os
+if os.environ.get("SAFETUNE_BENCH_PROFILE"):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    prof.export_chrome_trace(os.environ["SAFETUNE_BENCH_PROFILE"] + ".reference.json")
 best = float("inf")
 for _ in range(iters):
     t0 = time.perf_counter(); step(); best = min(best, time.perf_counter() - t0)
@@ -178,17 +184,17 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   auto reg = train::make_regularizer(rs);
   reg->setup(adapters, "task", "safety");
   auto step = [&](bool kl, bool two = false) {
-    auto logits = model->forward(task.input_ids, task.attention_mask);
-    auto loss = train::lm_loss(logits, task.labels);
+    // The trainer's path: lm_head and the loss on the supervised rows only (here all but the last
+    // position of each row, as the labels are the inputs).
+    auto loss = train::lm_loss(train::response_logits(*model, task));
     // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond it
     // is the no-grad reference forward and the KL over the vocabulary.
-    if (two) loss = loss + train::lm_loss(model->forward(anchor.input_ids, anchor.attention_mask), anchor.labels);
+    if (two) loss = loss + train::lm_loss(train::response_logits(*model, anchor));
     if (kl) {
       train::RegContext ctx;
       ctx.model = model.get();
       ctx.adapters = &adapters;
       ctx.task_batch = &task;
-      ctx.task_logits = logits;
       ctx.anchor = [&]() -> const data::Batch& { return anchor; };
       loss = loss + reg->lambda * reg->loss(ctx);
     }
@@ -198,6 +204,11 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
   };
   StepTimes t;
   t.plain = best_of(o.iters, [&] { step(false); });
+  // SAFETUNE_BENCH_PROFILE=FILE: one more plain step under the autograd profiler (a Chrome trace).
+  if (const char* prof = std::getenv("SAFETUNE_BENCH_PROFILE")) {
+    torch::autograd::profiler::RecordProfile guard(std::string(prof) + ".safetune.json");
+    step(false);
+  }
   if (with_kl) {
     t.kl = best_of(o.iters, [&] { step(true); });
     t.two_batches = best_of(o.iters, [&] { step(false, true); });

@@ -451,6 +451,8 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
   return rms_norm(x, final_norm_, c.rms_norm_eps);
 }
 
+at::Tensor CausalLM::project(const at::Tensor& hidden) { return lm_head_->forward(hidden); }
+
 at::Tensor CausalLM::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                              const at::Tensor& position_ids, KvCache* cache, std::int64_t logits_to_keep) {
   auto h = hidden_states(input_ids, attention_mask, position_ids, cache);

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -246,9 +247,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     train::TrainerHooks stage1_hooks;
     stage1_hooks.micro_step = [&](std::int64_t cursor) {
       auto b = loader.batch(cursor);
-      auto dev = model.device();
-      auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
-      return train::MicroStep{train::lm_loss(logits, b.labels), {}, b.supervised_tokens};
+      return train::MicroStep{train::lm_loss(train::response_logits(model, b)), {}, b.supervised_tokens};
     };
     train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1", stage1_hooks);
     trainer.set_dist(group);
@@ -320,13 +319,18 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       return *anchor_cache;
     };
 
+    const bool needs_task_logits =
+        std::any_of(regs.begin(), regs.end(), [](const auto& r) { return r->needs_task_logits(); });
     train::TrainerHooks hooks;
     train::Trainer* trainer_ptr = nullptr;
     hooks.micro_step = [&](std::int64_t cursor) {
       current_cursor = cursor;
       auto b = loader.batch(cursor);
       auto dev = model.device();
-      auto logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+      // Full [B,T,V] task logits only for a regularizer that reads them; the task loss itself needs
+      // just the supervised rows.
+      at::Tensor logits;
+      if (needs_task_logits) logits = model.forward(b.input_ids.to(dev), b.attention_mask.to(dev));
       ctx.task_batch = &b;
       ctx.task_logits = logits;
       at::Tensor total;
@@ -341,7 +345,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
         if (r->replaces_task_loss()) replaced = true;
         total = total.defined() ? total + weighted : weighted;
       }
-      auto ce = train::lm_loss(logits, b.labels);
+      auto ce = needs_task_logits ? train::lm_loss(logits, b.labels) : train::lm_loss(train::response_logits(model, b));
       terms["task_ce"] = ce.item<double>();
       if (!replaced) total = total.defined() ? total + ce : ce;
       ctx.task_batch = nullptr;

@@ -20,8 +20,10 @@ at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_re
   auto w = mask.reshape({-1});
   auto rows = w.ne(0).nonzero().squeeze(-1).to(logits_theta.device());
   if (rows.numel() == 0) return (logits_theta.sum() * 0).to(upcast(logits_theta).scalar_type());
-  auto logp = torch::log_softmax(upcast(logits_theta.reshape({-1, vocab}).index_select(0, rows)), -1);
-  auto logq = torch::log_softmax(upcast(logits_ref.reshape({-1, vocab}).index_select(0, rows)), -1).detach();
+  auto flat_theta = logits_theta.reshape({-1, vocab}), flat_ref = logits_ref.reshape({-1, vocab});
+  const bool all = rows.numel() == flat_theta.size(0);  // e.g. rows picked by response_logits
+  auto logp = torch::log_softmax(upcast(all ? flat_theta : flat_theta.index_select(0, rows)), -1);
+  auto logq = torch::log_softmax(upcast(all ? flat_ref : flat_ref.index_select(0, rows)), -1).detach();
   auto kl = (logq.exp() * (logq - logp)).sum(-1);  // [rows]
   auto m = w.to(rows.device()).index_select(0, rows).to(kl.scalar_type());
   return (kl * m).sum() / m.sum();

@@ -25,15 +25,43 @@ void RegularizerSection::describe(ConfigVisitor& v) {
   v.field("threshold", threshold, Field("safe_lora_projection: project layers whose cosine is below this.").range(0, 1));
 }
 
+at::Tensor shifted_labels(const at::Tensor& labels) {
+  const auto B = labels.size(0), T = labels.size(1);
+  return at::cat({labels.narrow(1, 1, T - 1), at::full({B, 1}, -100, labels.options())}, 1);
+}
+
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
-  auto l = logits.narrow(1, 0, logits.size(1) - 1).to(torch::kFloat);
-  auto y = labels.narrow(1, 1, labels.size(1) - 1).to(l.device());
+  // The labels are shifted, not the logits: slicing [B,T,V] would copy it, and its backward would
+  // allocate and fill a full-size gradient (transformers' loss pads the labels the same way).
+  auto l = logits.to(torch::kFloat);
+  auto y = shifted_labels(labels).to(l.device());
   // Mean over supervised tokens; a batch whose examples were all truncated before their answer has
   // none and contributes 0 (not NaN), like the masked penalties.
   auto total = torch::nn::functional::cross_entropy(
       l.reshape({-1, l.size(-1)}), y.reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
   return total / y.ne(-100).sum().clamp_min(1).to(total.scalar_type());
+}
+
+namespace {
+ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
+  auto dev = model.device();
+  auto h = model.hidden_states(b.input_ids.to(dev), b.attention_mask.to(dev));
+  auto y = shifted_labels(b.labels).to(dev).reshape({-1});
+  auto rows = y.ne(-100).nonzero().squeeze(-1);
+  auto flat = h.reshape({-1, h.size(-1)});
+  // All rows supervised (no prompt mask): no gather, and no scatter in backward.
+  auto picked = rows.numel() == flat.size(0) ? flat : flat.index_select(0, rows);
+  return {model.project(picked), y.index_select(0, rows)};
+}
+}  // namespace
+
+ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch) { return rows_of(model, batch); }
+
+at::Tensor lm_loss(const ResponseLogits& r) {
+  auto l = r.logits.to(torch::kFloat);
+  if (r.targets.numel() == 0) return l.sum() * 0;
+  return torch::nn::functional::cross_entropy(l, r.targets.to(l.device()));
 }
 
 at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
@@ -52,6 +80,21 @@ at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with
   return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
 }
 
+ResponseLogits RegContext::response_logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
+  const bool toggle = !task_enabled && adapters->has(task_adapter);
+  if (toggle) adapters->set_enabled(task_adapter, false);
+  struct Restore {
+    const RegContext* c;
+    bool on;
+    ~Restore() {
+      if (on) c->adapters->set_enabled(c->task_adapter, true);
+    }
+  } restore{this, toggle};
+  if (with_grad) return rows_of(*model, b);
+  torch::NoGradGuard ng;
+  return rows_of(*model, b);
+}
+
 namespace {
 
 // Both adapters on the same Linear: the pairs every weight-space penalty sums over.
@@ -67,13 +110,12 @@ std::vector<Pair> pairs(lora::ModelAdapters& a, const std::string& task, const s
   return out;
 }
 
-at::Tensor shifted_mask(const data::Batch& b) {
-  return b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(-100);
-}
+at::Tensor shifted_mask(const data::Batch& b) { return shifted_labels(b.labels).ne(-100); }
 
 class NoneReg : public Regularizer {
  public:
   std::string name() const override { return "none"; }
+  bool needs_task_logits() const override { return false; }
 };
 
 class KlAnchor : public Regularizer {
@@ -81,19 +123,18 @@ class KlAnchor : public Regularizer {
   explicit KlAnchor(bool on_task) : on_task_(on_task) {}
   std::string name() const override { return "kl_anchor"; }
   at::Tensor loss(RegContext& c) override {
+    // Only the response rows enter the KL, so only they go through lm_head and the softmaxes.
     const auto& b = c.anchor();
-    auto lt = c.logits(b, true, true), lr = c.logits(b, false, false);
-    auto T = lt.size(1) - 1;
-    auto m = shifted_mask(b).to(lt.device());
-    auto r = kl_anchor(lt.narrow(1, 0, T), lr.narrow(1, 0, T), m);
+    auto lt = c.response_logits(b, true, true).logits, lr = c.response_logits(b, false, false).logits;
+    auto r = kl_anchor(lt, lr, at::ones({lt.size(0)}, lt.options().dtype(torch::kBool)));
     if (on_task_) {
       auto rt = c.logits(*c.task_batch, false, false);
-      auto Tt = rt.size(1) - 1;
-      r = r + kl_anchor(c.task_logits.narrow(1, 0, Tt), rt.narrow(1, 0, Tt), shifted_mask(*c.task_batch).to(rt.device()));
+      r = r + kl_anchor(c.task_logits, rt, shifted_mask(*c.task_batch).to(rt.device()));
     }
     last_ = r.item<double>();
     return r;
   }
+  bool needs_task_logits() const override { return on_task_; }
   std::map<std::string, double> metrics() const override { return {{"kl_anchor", last_}}; }
 
  private:
@@ -109,10 +150,9 @@ class TokenConstrained : public Regularizer {
   at::Tensor loss(RegContext& c) override {
     const auto& b = *c.task_batch;
     auto lr = c.logits(b, false, false);
-    auto T = lr.size(1) - 1;
-    auto labels = b.labels.narrow(1, 1, T).to(lr.device());
+    auto labels = shifted_labels(b.labels).to(lr.device());
     double value = 0;
-    auto l = token_constrained(c.task_logits.narrow(1, 0, T), lr.narrow(1, 0, T), labels, betas_, &value);
+    auto l = token_constrained(c.task_logits, lr, labels, betas_, &value);
     last_ = value;
     return l;
   }
@@ -127,6 +167,7 @@ class Replay : public Regularizer {
  public:
   explicit Replay(double rho) : rho_(rho) {}
   std::string name() const override { return "replay"; }
+  bool needs_task_logits() const override { return false; }
   double replay_ratio() const override { return rho_; }
 
  private:
@@ -135,6 +176,7 @@ class Replay : public Regularizer {
 
 class WeightPenalty : public Regularizer {
  public:
+  bool needs_task_logits() const override { return false; }
   enum class Kind { orthogonal, subspace, l2_delta };
   explicit WeightPenalty(Kind k) : kind_(k) {}
   std::string name() const override {
@@ -174,9 +216,10 @@ class WeightPenalty : public Regularizer {
 class GradientProjection : public Regularizer {
  public:
   std::string name() const override { return "gradient_projection"; }
+  bool needs_task_logits() const override { return false; }
   void on_gradients(RegContext& c, std::vector<at::Tensor>& params) override {
     const auto& b = c.anchor();
-    auto safe_loss = lm_loss(c.logits(b, true, true), b.labels);
+    auto safe_loss = lm_loss(c.response_logits(b, true, true));
     auto gs = torch::autograd::grad({safe_loss}, params, {}, false, false, /*allow_unused=*/true);
     std::vector<at::Tensor> g;
     for (auto& p : params) g.push_back(p.grad());

@@ -74,6 +74,9 @@ class CausalLM : public torch::nn::Module {
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                            const at::Tensor& position_ids = {}, KvCache* cache = nullptr);
 
+  // lm_head applied to hidden states [..., H] (rows picked from hidden_states, for instance).
+  at::Tensor project(const at::Tensor& hidden);
+
   const ModelConfig& config() const { return config_; }
   c10::ScalarType dtype() const;
   c10::Device device() const;

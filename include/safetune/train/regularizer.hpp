@@ -38,16 +38,34 @@ struct RegularizerSection : ConfigSection {
 // supervised tokens.
 at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels);
 
+// labels [B,T] shifted left by one with -100 in the last column: position t's target, aligned with
+// logits [B,T,V] so that nothing slices the (vocabulary-sized) logits.
+at::Tensor shifted_labels(const at::Tensor& labels);
+
+// The logits of only the positions that predict a supervised token, as rows [N,V] in (batch,
+// position) order, with their targets [N]. lm_head runs on those N rows alone, so prompt and
+// padding positions cost no vocabulary projection or softmax. Grad mode as the caller's.
+struct ResponseLogits {
+  at::Tensor logits;   // [N, V]
+  at::Tensor targets;  // [N] int64
+};
+ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch);
+// Mean cross-entropy of the rows (0, not NaN, when there are none); equals lm_loss on the full logits.
+at::Tensor lm_loss(const ResponseLogits& r);
+
 // What a regularizer sees on each micro-step.
 struct RegContext {
   model::CausalLM* model = nullptr;
   lora::ModelAdapters* adapters = nullptr;
   std::string task_adapter = "task", safety_adapter = "safety";
   const data::Batch* task_batch = nullptr;
-  at::Tensor task_logits;                       // with grad, task adapter on
+  at::Tensor task_logits;                       // with grad, task adapter on; set only when some
+                                                // regularizer's needs_task_logits() is true
   std::function<const data::Batch&()> anchor;   // a safety batch for this micro-step (drawn lazily)
   // Logits of `batch`; task_enabled=false is the reference network (base + safety adapter).
   at::Tensor logits(const data::Batch& batch, bool task_enabled, bool with_grad) const;
+  // Same network choice, but only the supervised positions' rows (see response_logits).
+  ResponseLogits response_logits(const data::Batch& batch, bool task_enabled, bool with_grad) const;
 };
 
 class Regularizer {
@@ -58,6 +76,10 @@ class Regularizer {
   virtual void setup(lora::ModelAdapters& adapters, const std::string& task, const std::string& safety) {}
   // The term R (the trainer adds lambda * R); undefined when the term has nothing to add.
   virtual at::Tensor loss(RegContext& ctx) { return {}; }
+  // True when loss() reads ctx.task_logits (the full [B,T,V] task logits). The recipe computes them
+  // only then; otherwise the task loss uses the supervised rows alone. Custom regularizers default
+  // to true, so existing ones keep working.
+  virtual bool needs_task_logits() const { return true; }
   // True when the term replaces the task cross-entropy instead of adding to it.
   virtual bool replaces_task_loss() const { return false; }
   // After backward, before the optimizer step: edit the task adapter's gradients in place.
