@@ -116,7 +116,7 @@ const char* kPythonStep = R"PY(
 import pathlib, sys, time, torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
-path, threads, B, T, iters = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path, threads, B, T = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 if path.suffix == ".gguf":
@@ -139,17 +139,87 @@ if os.environ.get("SAFETUNE_BENCH_PROFILE"):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
     prof.export_chrome_trace(os.environ["SAFETUNE_BENCH_PROFILE"] + ".reference.json")
-best = float("inf")
-for _ in range(iters):
-    t0 = time.perf_counter(); step(); best = min(best, time.perf_counter() - t0)
-print("STEP_S", best)
+# Paired protocol: the C++ side alternates its own step with one of ours, so that load changes on
+# the machine hit both sides alike. One line per request: "step" -> "STEP_S <seconds>".
+print("READY", flush=True)
+for line in sys.stdin:
+    if line.strip() != "step":
+        break
+    t0 = time.perf_counter(); step(); print("STEP_S", time.perf_counter() - t0, flush=True)
 )PY";
 
-struct StepTimes {
-  double plain = 0, kl = 0, two_batches = 0, nograd_forward = 0;
+// A child process that answers requests on a pipe (the Python step server above).
+class Server {
+ public:
+  explicit Server(const std::vector<std::string>& args) {
+    int to[2], from[2];
+    if (::pipe(to) != 0 || ::pipe(from) != 0) return;
+    std::vector<std::string> a = args;
+    std::vector<char*> argv;
+    for (auto& x : a) argv.push_back(x.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, to[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, from[1], 1);
+    posix_spawn_file_actions_addclose(&fa, to[1]);
+    posix_spawn_file_actions_addclose(&fa, from[0]);
+    const bool ok = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0;
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(to[0]);
+    ::close(from[1]);
+    if (!ok) {
+      ::close(to[1]);
+      ::close(from[0]);
+      pid_ = -1;
+      return;
+    }
+    in_ = ::fdopen(to[1], "w");
+    out_ = ::fdopen(from[0], "r");
+  }
+  ~Server() {
+    if (in_) std::fclose(in_);  // EOF ends the server's loop
+    if (out_) std::fclose(out_);
+    if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
+  }
+  // The value after `key ` on the next line that has it; -1 when the child died first.
+  double wait_for(const std::string& key) {
+    char line[4096];
+    while (out_ && std::fgets(line, sizeof line, out_)) {
+      std::string l(line);
+      if (l.rfind(key, 0) == 0) return l.size() > key.size() ? std::atof(l.c_str() + key.size()) : 0.0;
+    }
+    return -1.0;
+  }
+  double request(const char* what, const std::string& key) {
+    if (!in_) return -1.0;
+    std::fprintf(in_, "%s\n", what);
+    std::fflush(in_);
+    return wait_for(key);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
 };
 
-StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
+double median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct StepTimes {
+  double plain = 0, plain_best = 0, kl = 0, two_batches = 0, nograd_forward = 0;  // kl...: best of
+  std::vector<double> ours, theirs;  // paired plain steps: ours[i] then theirs[i]
+};
+
+// `partner` (optional) runs one reference step and returns its seconds; it is called after each
+// of our timed plain steps, so the two sides alternate.
+StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
+                        const std::function<double()>& partner = {}) {
   auto model = model::load(path, torch::kFloat);
   lora::ModelAdapters adapters(*model);
   lora::LoraConfig cfg;
@@ -203,7 +273,15 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl) {
     opt.zero_grad();
   };
   StepTimes t;
-  t.plain = best_of(o.iters, [&] { step(false); });
+  step(false);  // warm-up
+  for (int i = 0; i < o.iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    step(false);
+    t.ours.push_back(seconds_since(t0));
+    if (partner) t.theirs.push_back(partner());
+  }
+  t.plain = median(t.ours);
+  t.plain_best = *std::min_element(t.ours.begin(), t.ours.end());
   // SAFETUNE_BENCH_PROFILE=FILE: one more plain step under the autograd profiler (a Chrome trace).
   if (const char* prof = std::getenv("SAFETUNE_BENCH_PROFILE")) {
     torch::autograd::profiler::RecordProfile guard(std::string(prof) + ".safetune.json");
@@ -224,28 +302,49 @@ void report_kl(const StepTimes& ours, bool with_kl);
 
 void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with_python) {
   const double tokens = static_cast<double>(o.batch * o.seq);
-  auto ours = safetune_step(model, o, with_kl);
-  std::printf("\n== %s  (batch %lld x seq %lld, r 16 all-linear, fp32, %d threads)\n", model.filename().c_str(),
-              (long long)o.batch, (long long)o.seq, o.threads);
-  std::printf("safetune step          %8.3f s  %9.1f tokens/s\n", ours.plain, tokens / ours.plain);
-  if (!with_python) return report_kl(ours, with_kl);
-  auto script = write_script("step", kPythonStep);
-  auto c = run_child({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
-                      std::to_string(o.seq), std::to_string(o.iters)});
-  fs::remove(script);
-  double theirs = value_of(c.out, "STEP_S");
-  if (theirs > 0) {
-    std::printf("transformers+PEFT step %8.3f s  %9.1f tokens/s\n", theirs, tokens / theirs);
-    std::printf("ratio (safetune tokens/s / PEFT tokens/s): %.2fx\n", theirs / ours.plain);
-  } else {
-    std::printf("transformers+PEFT step: failed (exit %d)\n%s\n", c.status, c.out.c_str());
+  std::printf("\n== %s  (batch %lld x seq %lld, r 16 all-linear, fp32, %d threads, %d paired steps)\n",
+              model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.threads, o.iters);
+  if (!with_python) {
+    auto ours = safetune_step(model, o, with_kl);
+    std::printf("safetune step          %8.3f s  %9.1f tokens/s (median)\n", ours.plain, tokens / ours.plain);
+    return report_kl(ours, with_kl);
   }
+  // The reference runs in a server process that stays loaded; the steps alternate with ours.
+  auto script = write_script("step", kPythonStep);
+  Server py({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
+             std::to_string(o.seq)});
+  const bool ready = py.wait_for("READY") >= 0;
+  fs::remove(script);
+  if (!ready) {
+    std::printf("transformers+PEFT: the reference process failed to start\n");
+    return;
+  }
+  bool failed = false;
+  auto ours = safetune_step(model, o, with_kl, [&] {
+    double s = py.request("step", "STEP_S");
+    failed = failed || s < 0;
+    return s;
+  });
+  if (failed) {
+    std::printf("transformers+PEFT step: the reference process died\n");
+    return;
+  }
+  std::vector<double> ratios;
+  for (size_t i = 0; i < ours.ours.size(); ++i) ratios.push_back(ours.theirs[i] / ours.ours[i]);
+  const double theirs = median(ours.theirs);
+  std::printf("safetune step          %8.3f s  %9.1f tokens/s (median; best %.3f s)\n", ours.plain,
+              tokens / ours.plain, *std::min_element(ours.ours.begin(), ours.ours.end()));
+  std::printf("transformers+PEFT step %8.3f s  %9.1f tokens/s (median; best %.3f s)\n", theirs, tokens / theirs,
+              *std::min_element(ours.theirs.begin(), ours.theirs.end()));
+  std::printf("ratio (safetune tokens/s / PEFT tokens/s): %.2fx median of %zu pairs (range %.2f-%.2f)\n",
+              median(ratios), ratios.size(), *std::min_element(ratios.begin(), ratios.end()),
+              *std::max_element(ratios.begin(), ratios.end()));
   report_kl(ours, with_kl);
 }
 
 void report_kl(const StepTimes& ours, bool with_kl) {
   if (with_kl) {
-    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step)\n", ours.kl, ours.kl / ours.plain);
+    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step, best of both)\n", ours.kl, ours.kl / ours.plain_best);
     std::printf("step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
                 ours.two_batches);
     std::printf("one no-grad forward (anchor)      %8.3f s\n", ours.nograd_forward);

@@ -16,6 +16,9 @@ class BNorm : public safetune::train::Regularizer {
   void setup(safetune::lora::ModelAdapters& adapters, const std::string& task, const std::string&) override {
     for (auto* stack : adapters.stacks(task)) factors_.push_back(stack->get(task).B);
   }
+  // This term reads only the adapter, not ctx.task_logits: saying so lets the trainer skip the full
+  // [batch, seq, vocab] task logits and run lm_head on the supervised positions alone.
+  bool needs_task_logits() const override { return false; }
   at::Tensor loss(safetune::train::RegContext&) override {
     at::Tensor total = torch::zeros({}, factors_.front().options());
     for (const auto& B : factors_) total = total + B.pow(2).sum();

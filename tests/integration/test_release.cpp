@@ -282,4 +282,10 @@ TEST_CASE("data stats: counts per dataset match an independent count", "[cli][da
   auto missing = test::run_cli({"data", "stats", cfg.string(), "stage1.data.datasets.0.path=" + (s.dir / "nope.jsonl").string()});
   CHECK(missing.exit_code == 1);
   CHECK(missing.err.find("nope.jsonl") != std::string::npos);
+  // A `safetune compare` config (a training config plus its compare section) is accepted too.
+  auto cmp = test::run_cli({"data", "stats", (test::source_dir() / "configs" / "tiny_compare.yaml").string(),
+                            "model.path=" + (test::safetune_home() / "models" / "tiny-llama").string(), "--json"});
+  INFO(cmp.err);
+  CHECK(cmp.exit_code == 0);
+  CHECK(cmp.out.find("stage1.data") != std::string::npos);
 }
