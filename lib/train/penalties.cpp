@@ -11,6 +11,40 @@ namespace {
 at::Tensor upcast(const at::Tensor& t) { return t.element_size() < 4 ? t.to(torch::kFloat) : t; }
 }  // namespace
 
+namespace {
+class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits,
+                            const at::Tensor& targets) {
+    auto logp = torch::log_softmax(upcast(logits), 1);
+    auto loss = -logp.gather(1, targets.unsqueeze(1)).sum();
+    ctx->save_for_backward({logp, targets});
+    ctx->saved_data["dtype"] = static_cast<std::int64_t>(logits.scalar_type());
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& logp = saved[0];
+    const auto& targets = saved[1];
+    auto g = grads[0].to(logp.scalar_type());
+    // d/dlogits of -log p[target] = softmax - onehot(target), times the incoming scalar.
+    auto grad = logp.exp();
+    grad.mul_(g);
+    grad.scatter_add_(1, targets.unsqueeze(1), (-g).expand({logp.size(0), 1}).contiguous());
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grad.scalar_type() == dtype ? grad : grad.to(dtype), at::Tensor()};
+  }
+};
+}  // namespace
+
+at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets) {
+  if (logits.dim() != 2 || targets.dim() != 1 || targets.size(0) != logits.size(0))
+    throw Error("cross_entropy_sum needs logits [N, V] and targets [N]", "lm_loss");
+  if (logits.size(0) == 0) return upcast(logits).sum();
+  return CrossEntropySum::apply(logits, targets.to(logits.device(), at::kLong));
+}
+
 at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask) {
   if (logits_theta.sizes() != logits_ref.sizes())
     throw Error("logits of the model and the reference differ in shape", "kl_anchor");

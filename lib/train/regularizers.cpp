@@ -59,9 +59,8 @@ ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
 ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch) { return rows_of(model, batch); }
 
 at::Tensor lm_loss(const ResponseLogits& r) {
-  auto l = r.logits.to(torch::kFloat);
-  if (r.targets.numel() == 0) return l.sum() * 0;
-  return torch::nn::functional::cross_entropy(l, r.targets.to(l.device()));
+  if (r.targets.numel() == 0) return r.logits.to(torch::kFloat).sum() * 0;
+  return cross_entropy_sum(r.logits, r.targets) / static_cast<double>(r.targets.numel());
 }
 
 at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {

@@ -195,3 +195,21 @@ TEST_CASE("lm_loss on response_logits rows equals lm_loss on the full logits, va
   CHECK(sparse.item<double>() == Approx(full.item<double>()).epsilon(1e-5));
   for (size_t i = 0; i < params.size(); ++i) CHECK(torch::allclose(g_rows[i], g_full[i], 1e-4, 1e-6));
 }
+
+TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp64)", "[train][penalties]") {
+  torch::manual_seed(11);
+  auto logits = torch::randn({6, 13}, torch::kDouble).requires_grad_(true);
+  auto targets = torch::tensor({0, 12, 5, 5, 7, 1}, torch::kLong);
+  auto ours = cross_entropy_sum(logits, targets) * 0.37;  // a non-unit incoming gradient
+  auto g_ours = torch::autograd::grad({ours}, {logits})[0];
+  auto ref = torch::nn::functional::cross_entropy(
+                 logits, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) * 0.37;
+  auto g_ref = torch::autograd::grad({ref}, {logits})[0];
+  CHECK(ours.item<double>() == Approx(ref.item<double>()).epsilon(1e-12));
+  CHECK(torch::allclose(g_ours, g_ref, 1e-12, 1e-14));
+  // fp32 logits give fp32 gradients; no rows is a zero loss.
+  auto f = torch::randn({3, 5}).requires_grad_(true);
+  auto gf = torch::autograd::grad({cross_entropy_sum(f, torch::tensor({1, 2, 3}))}, {f})[0];
+  CHECK(gf.scalar_type() == torch::kFloat);
+  CHECK(cross_entropy_sum(torch::zeros({0, 5}), torch::zeros({0}, torch::kLong)).item<double>() == 0.0);
+}

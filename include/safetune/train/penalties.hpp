@@ -7,6 +7,12 @@
 
 namespace safetune::train {
 
+// Sum over rows of -log softmax(logits)[target]: logits [N, V] (fp32/fp64; lower precision is
+// upcast), targets [N] int64 in [0, V). One autograd node whose backward writes softmax - onehot
+// straight from the saved log-probabilities, instead of cross_entropy's zero-filled [N, V] NLL
+// gradient followed by the log-softmax backward.
+at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets);
+
 // Token-level KL(p_ref || p_theta) over the vocabulary, averaged over positions where mask != 0.
 // logits_*: [B, T, V]; mask: [B, T] (already aligned with the logits' positions).
 at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask);
