@@ -63,35 +63,35 @@ at::Tensor lm_loss(const ResponseLogits& r) {
   return cross_entropy_sum(r.logits, r.targets) / static_cast<double>(r.targets.numel());
 }
 
-at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
-  auto dev = model->device();
-  const bool toggle = !task_enabled && adapters->has(task_adapter);
-  if (toggle) adapters->set_enabled(task_adapter, false);
+namespace {
+// Runs `fn` on the network RegContext names: the task adapter disabled for the duration when
+// task_enabled is false (the reference network), and without gradients unless with_grad.
+template <class Fn>
+auto on_network(const RegContext& c, bool task_enabled, bool with_grad, Fn&& fn) {
+  const bool toggle = !task_enabled && c.adapters->has(c.task_adapter);
+  if (toggle) c.adapters->set_enabled(c.task_adapter, false);
   struct Restore {
     const RegContext* c;
     bool on;
     ~Restore() {
       if (on) c->adapters->set_enabled(c->task_adapter, true);
     }
-  } restore{this, toggle};
-  if (with_grad) return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+  } restore{&c, toggle};
+  if (with_grad) return fn();
   torch::NoGradGuard ng;
-  return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+  return fn();
+}
+}  // namespace
+
+at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
+  return on_network(*this, task_enabled, with_grad, [&] {
+    auto dev = model->device();
+    return model->forward(b.input_ids.to(dev), b.attention_mask.to(dev));
+  });
 }
 
 ResponseLogits RegContext::response_logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
-  const bool toggle = !task_enabled && adapters->has(task_adapter);
-  if (toggle) adapters->set_enabled(task_adapter, false);
-  struct Restore {
-    const RegContext* c;
-    bool on;
-    ~Restore() {
-      if (on) c->adapters->set_enabled(c->task_adapter, true);
-    }
-  } restore{this, toggle};
-  if (with_grad) return rows_of(*model, b);
-  torch::NoGradGuard ng;
-  return rows_of(*model, b);
+  return on_network(*this, task_enabled, with_grad, [&] { return rows_of(*model, b); });
 }
 
 namespace {
