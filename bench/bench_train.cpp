@@ -75,23 +75,27 @@ struct Child {
   std::string out;
 };
 
-// Runs argv in a fresh process, capturing stdout (the child reports its own peak RSS).
-Child run_child(const std::vector<std::string>& args) {
-  fs::path out = fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
+// Starts args[0] with args and the file actions (which it destroys); the pid, or -1.
+pid_t spawn(const std::vector<std::string>& args, posix_spawn_file_actions_t& fa) {
   std::vector<std::string> a = args;
   std::vector<char*> argv;
   for (auto& s : a) argv.push_back(s.data());
   argv.push_back(nullptr);
+  pid_t pid = -1;
+  const bool ok = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0;
+  posix_spawn_file_actions_destroy(&fa);
+  return ok ? pid : -1;
+}
+
+// Runs argv in a fresh process, capturing stdout (the child reports its own peak RSS).
+Child run_child(const std::vector<std::string>& args) {
+  fs::path out = fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
   Child c;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
-    posix_spawn_file_actions_destroy(&fa);
-    return c;
-  }
-  posix_spawn_file_actions_destroy(&fa);
+  const pid_t pid = spawn(args, fa);
+  if (pid < 0) return c;
   waitpid(pid, &c.status, 0);
   std::ifstream in(out);
   std::stringstream ss;
@@ -153,25 +157,24 @@ class Server {
  public:
   explicit Server(const std::vector<std::string>& args) {
     int to[2], from[2];
-    if (::pipe(to) != 0 || ::pipe(from) != 0) return;
-    std::vector<std::string> a = args;
-    std::vector<char*> argv;
-    for (auto& x : a) argv.push_back(x.data());
-    argv.push_back(nullptr);
+    if (::pipe(to) != 0) return;
+    if (::pipe(from) != 0) {
+      ::close(to[0]);
+      ::close(to[1]);
+      return;
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, to[0], 0);
     posix_spawn_file_actions_adddup2(&fa, from[1], 1);
     posix_spawn_file_actions_addclose(&fa, to[1]);
     posix_spawn_file_actions_addclose(&fa, from[0]);
-    const bool ok = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0;
-    posix_spawn_file_actions_destroy(&fa);
+    pid_ = spawn(args, fa);
     ::close(to[0]);
     ::close(from[1]);
-    if (!ok) {
+    if (pid_ < 0) {
       ::close(to[1]);
       ::close(from[0]);
-      pid_ = -1;
       return;
     }
     in_ = ::fdopen(to[1], "w");

@@ -2,7 +2,6 @@
 // tokens, tokens that carry loss, truncated examples — without loading the model's weights.
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "commands.hpp"
 #include "safetune/data/dataset.hpp"
@@ -27,18 +26,10 @@ void register_data_commands(CLI::App& app, Action& action) {
   stats->add_flag("--json", a->json, "print JSON instead of a table");
   stats->callback([&action, a] {
     action = [a] {
-      // A `safetune compare` config is a training config plus a compare section: accept both.
-      bool is_compare = false;
-      try {
-        is_compare = static_cast<bool>(YAML::LoadFile(a->file)["compare"]);
-      } catch (const YAML::Exception&) {
-        // config_load below reports the file's problem with its location
-      }
-      recipes::CompareConfig compare_cfg;
-      recipes::TwoStageConfig plain_cfg;
-      recipes::TwoStageConfig& cfg = is_compare ? static_cast<recipes::TwoStageConfig&>(compare_cfg) : plain_cfg;
-      if (is_compare) config_load(compare_cfg, a->file, a->overrides);
-      else config_load(plain_cfg, a->file, a->overrides);
+      // A compare config is a training config plus a compare section, so loading the compare
+      // schema accepts both kinds (the section is optional and not used here).
+      recipes::CompareConfig cfg;
+      config_load(cfg, a->file, a->overrides);
       recipes::SessionOptions so;
       so.tokenizer = cfg.model.tokenizer;
       so.chat_template = cfg.model.chat_template;
