@@ -5,16 +5,26 @@
 //   load: load time and peak RSS of a checkpoint (each load in a fresh process) against
 //         safetensors.torch.load_file and transformers' from_pretrained.
 //
-// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]
+// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]
+//                    [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--python PATH]
 // Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the bootstrap
 // cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp first.
+// --device cuda --dtype bf16: both sides hold the base weights in bf16 on the GPU with fp32 adapter
+// weights and run the forward under bf16 autocast (HF Trainer's bf16=True; safetune's precision
+// auto), and both report their peak CUDA memory (torch's caching allocator, each process its own).
+// --prompt-share F masks the first F of each row out of the loss on both sides, as chat data does.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
+#ifdef SAFETUNE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -39,8 +49,11 @@ namespace {
 
 struct Options {
   std::string mode = "all", python = SAFETUNE_BENCH_PYTHON, model;  // model: only this one
+  std::string device = "cpu", dtype = "fp32";
+  double prompt_share = 0.0;
   int threads = 2, iters = 3;
   std::int64_t batch = 4, seq = 128;
+  bool autocast() const { return device == "cuda" || dtype == "bf16"; }
 };
 
 const fs::path kHome = SAFETUNE_BENCH_HOME;
@@ -121,23 +134,35 @@ import pathlib, sys, time, torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
 path, threads, B, T = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+dev, dtype, share = sys.argv[5], torch.bfloat16 if sys.argv[6] == "bf16" else torch.float32, float(sys.argv[7])
+autocast = dev == "cuda" or dtype == torch.bfloat16
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 if path.suffix == ".gguf":
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
 else:
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+model = model.to(dev, dtype)
+# PEFT keeps the adapter weights in fp32 (autocast_adapter_dtype), as safetune does.
 model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0))
 model.train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-ids = torch.randint(0, model.config.vocab_size, (B, T))
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-4)
+ids = torch.randint(0, model.config.vocab_size, (B, T), device=dev)
+labels = ids.clone()
+labels[:, : int(T * share)] = -100
 mask = torch.ones_like(ids)
+sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 def step():
-    out = model(input_ids=ids, attention_mask=mask, labels=ids)
-    out.loss.backward()
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-step()
+step(); sync()
+if dev == "cuda":
+    torch.cuda.reset_peak_memory_stats()
 import os
 if os.environ.get("SAFETUNE_BENCH_PROFILE"):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -147,9 +172,12 @@ if os.environ.get("SAFETUNE_BENCH_PROFILE"):
 # the machine hit both sides alike. One line per request: "step" -> "STEP_S <seconds>".
 print("READY", flush=True)
 for line in sys.stdin:
+    if line.strip() == "peak":
+        print("PEAK_MB", torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else -1, flush=True)
+        continue
     if line.strip() != "step":
         break
-    t0 = time.perf_counter(); step(); print("STEP_S", time.perf_counter() - t0, flush=True)
+    t0 = time.perf_counter(); step(); sync(); print("STEP_S", time.perf_counter() - t0, flush=True)
 )PY";
 
 // A child process that answers requests on a pipe (the Python step server above).
@@ -214,8 +242,42 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// bf16 autocast on `dev` for its scope, as the trainer's precision bf16/auto sets it.
+struct BenchAutocast {
+  bool on;
+  at::DeviceType dev;
+  BenchAutocast(bool enable, at::DeviceType d) : on(enable), dev(d) {
+    if (!on) return;
+    at::autocast::set_autocast_dtype(dev, at::kBFloat16);
+    at::autocast::set_autocast_enabled(dev, true);
+  }
+  ~BenchAutocast() {
+    if (!on) return;
+    at::autocast::set_autocast_enabled(dev, false);
+    at::autocast::clear_cache();
+  }
+};
+
+void reset_peak(const c10::Device& d) {
+#ifdef SAFETUNE_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
+#endif
+}
+
+// Peak bytes allocated by torch's CUDA caching allocator since reset_peak, in MiB; -1 off CUDA.
+double peak_mb(const c10::Device& d) {
+#ifdef SAFETUNE_WITH_CUDA
+  if (d.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20);
+  }
+#endif
+  return -1;
+}
+
 struct StepTimes {
   double plain = 0, plain_best = 0, kl = 0, two_batches = 0, nograd_forward = 0;  // kl...: best of
+  double peak_mb = -1, kl_peak_mb = -1;  // CUDA: peak allocated over the plain / kl_anchor steps
   std::vector<double> ours, theirs;  // paired plain steps: ours[i] then theirs[i]
 };
 
@@ -223,8 +285,11 @@ struct StepTimes {
 // of our timed plain steps, so the two sides alternate.
 StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
                         const std::function<double()>& partner = {}) {
+  const auto dtype = o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
+  const c10::Device device(o.device);
   auto model = model::load(path, torch::kFloat);
-  lora::ModelAdapters adapters(*model);
+  if (device.is_cuda() || dtype != torch::kFloat) model->to_device(device, dtype);
+  lora::ModelAdapters adapters(*model);  // adapter (master) weights in fp32 whatever the model's dtype
   lora::LoraConfig cfg;
   cfg.all_linear = true;
   cfg.rank = 16;
@@ -241,13 +306,17 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
   torch::manual_seed(0);
   auto batch = [&] {
     data::Batch b;
-    b.input_ids = torch::randint(0, model->config().vocab_size, {o.batch, o.seq}, torch::kLong);
+    b.input_ids = torch::randint(0, model->config().vocab_size, {o.batch, o.seq}, torch::kLong).to(device);
     b.attention_mask = torch::ones_like(b.input_ids);
     b.labels = b.input_ids.clone();
     b.supervised_tokens = o.batch * o.seq;
     return b;
   };
   data::Batch task = batch(), anchor = batch();
+  if (const auto masked = static_cast<std::int64_t>(o.prompt_share * static_cast<double>(o.seq)); masked > 0) {
+    task.labels.narrow(1, 0, masked).fill_(-100);
+    task.supervised_tokens = o.batch * (o.seq - masked);
+  }
   // Anchor batches are conversations: the loss (and kl_anchor) covers the response only. Here the
   // second half of each row, as in a prompt/response pair of equal length.
   anchor.labels.narrow(1, 0, o.seq / 2).fill_(-100);
@@ -256,33 +325,44 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
   rs.name = "kl_anchor";
   auto reg = train::make_regularizer(rs);
   reg->setup(adapters, "task", "safety");
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   auto step = [&](bool kl, bool two = false) {
-    // The trainer's path: lm_head and the loss on the supervised rows only (here all but the last
-    // position of each row, as the labels are the inputs).
-    auto loss = train::lm_loss(train::response_logits(*model, task));
-    // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond it
-    // is the no-grad reference forward and the KL over the vocabulary.
-    if (two) loss = loss + train::lm_loss(train::response_logits(*model, anchor));
-    if (kl) {
-      train::RegContext ctx;
-      ctx.model = model.get();
-      ctx.adapters = &adapters;
-      ctx.task_batch = &task;
-      ctx.anchor = [&]() -> const data::Batch& { return anchor; };
-      loss = loss + reg->lambda * reg->loss(ctx);
+    at::Tensor loss;
+    {
+      // The trainer's precision: bf16 autocast for the forward pass, backward outside it.
+      BenchAutocast ac(o.autocast(), device.type());
+      // The trainer's path: lm_head and the loss on the supervised rows only, fused and chunked.
+      loss = train::response_lm_loss(*model, task);
+      // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond
+      // it is the no-grad reference forward and the KL over the vocabulary.
+      if (two) loss = loss + train::response_lm_loss(*model, anchor);
+      if (kl) {
+        train::RegContext ctx;
+        ctx.model = model.get();
+        ctx.adapters = &adapters;
+        ctx.task_batch = &task;
+        ctx.anchor = [&]() -> const data::Batch& { return anchor; };
+        loss = loss + reg->lambda * reg->loss(ctx);
+      }
     }
     loss.backward();
+    torch::nn::utils::clip_grad_norm_(params, 1.0);
     opt.step();
     opt.zero_grad();
+    sync();
   };
   StepTimes t;
   step(false);  // warm-up
+  reset_peak(device);
   for (int i = 0; i < o.iters; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     step(false);
     t.ours.push_back(seconds_since(t0));
     if (partner) t.theirs.push_back(partner());
   }
+  t.peak_mb = peak_mb(device);
   t.plain = median(t.ours);
   t.plain_best = *std::min_element(t.ours.begin(), t.ours.end());
   // SAFETUNE_BENCH_PROFILE=FILE: one more plain step under the autograd profiler (a Chrome trace).
@@ -291,11 +371,15 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
     step(false);
   }
   if (with_kl) {
+    reset_peak(device);
     t.kl = best_of(o.iters, [&] { step(true); });
+    t.kl_peak_mb = peak_mb(device);
     t.two_batches = best_of(o.iters, [&] { step(false, true); });
     t.nograd_forward = best_of(o.iters, [&] {
       torch::NoGradGuard ng;
+      BenchAutocast ac(o.autocast(), device.type());
       model->forward(anchor.input_ids, anchor.attention_mask);
+      sync();
     });
   }
   return t;
@@ -305,8 +389,9 @@ void report_kl(const StepTimes& ours, bool with_kl);
 
 void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with_python) {
   const double tokens = static_cast<double>(o.batch * o.seq);
-  std::printf("\n== %s  (batch %lld x seq %lld, r 16 all-linear, fp32, %d threads, %d paired steps)\n",
-              model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.threads, o.iters);
+  std::printf("\n== %s  (batch %lld x seq %lld, prompt share %.2f, r 16 all-linear, %s %s%s, %d threads, %d paired steps)\n",
+              model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.prompt_share, o.device.c_str(),
+              o.dtype.c_str(), o.autocast() ? " + bf16 autocast" : "", o.threads, o.iters);
   if (!with_python) {
     auto ours = safetune_step(model, o, with_kl);
     std::printf("safetune step          %8.3f s  %9.1f tokens/s (median)\n", ours.plain, tokens / ours.plain);
@@ -315,7 +400,7 @@ void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with
   // The reference runs in a server process that stays loaded; the steps alternate with ours.
   auto script = write_script("step", kPythonStep);
   Server py({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
-             std::to_string(o.seq)});
+             std::to_string(o.seq), o.device, o.dtype, std::to_string(o.prompt_share)});
   const bool ready = py.wait_for("READY") >= 0;
   fs::remove(script);
   if (!ready) {
@@ -342,12 +427,18 @@ void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with
   std::printf("ratio (safetune tokens/s / PEFT tokens/s): %.2fx median of %zu pairs (range %.2f-%.2f)\n",
               median(ratios), ratios.size(), *std::min_element(ratios.begin(), ratios.end()),
               *std::max_element(ratios.begin(), ratios.end()));
+  if (ours.peak_mb >= 0) {
+    const double theirs_mb = py.request("peak", "PEAK_MB");
+    std::printf("peak CUDA memory: safetune %.0f MiB, transformers+PEFT %.0f MiB (ratio %.2fx)\n", ours.peak_mb,
+                theirs_mb, theirs_mb > 0 ? ours.peak_mb / theirs_mb : -1.0);
+  }
   report_kl(ours, with_kl);
 }
 
 void report_kl(const StepTimes& ours, bool with_kl) {
   if (with_kl) {
     std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step, best of both)\n", ours.kl, ours.kl / ours.plain_best);
+    if (ours.kl_peak_mb >= 0) std::printf("peak CUDA memory with kl_anchor   %8.0f MiB\n", ours.kl_peak_mb);
     std::printf("step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
                 ours.two_batches);
     std::printf("one no-grad forward (anchor)      %8.3f s\n", ours.nograd_forward);
@@ -496,8 +587,12 @@ int main(int argc, char** argv) {
     else if (a == "--iters") o.iters = std::atoi(next().c_str());
     else if (a == "--python") o.python = next();
     else if (a == "--model") o.model = next();
+    else if (a == "--device") o.device = next();
+    else if (a == "--dtype") o.dtype = next();
+    else if (a == "--prompt-share") o.prompt_share = std::atof(next().c_str());
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N] [--python PATH]\n");
+      std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]\n"
+                  "                   [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--python PATH]\n");
       return 0;
     } else rest.push_back(a);
   }
@@ -506,6 +601,15 @@ int main(int argc, char** argv) {
   if (o.threads < 1 || o.batch < 1 || o.seq < 2 || o.iters < 1) {
     std::fprintf(stderr, "error: --threads, --batch, --iters must be positive and --seq at least 2\n");
     return 2;
+  }
+  if ((o.device != "cpu" && o.device != "cuda") || (o.dtype != "fp32" && o.dtype != "bf16") ||
+      !(o.prompt_share >= 0 && o.prompt_share < 1)) {
+    std::fprintf(stderr, "error: --device is cpu or cuda, --dtype fp32 or bf16, --prompt-share in [0, 1)\n");
+    return 2;
+  }
+  if (o.device == "cuda" && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "error: --device cuda: no CUDA device is available to this process\n");
+    return 1;
   }
   at::set_num_threads(o.threads);
   at::set_num_interop_threads(1);

@@ -2,9 +2,11 @@
 // Function with its hand-written backward, and the plain reference implementations.
 #include "safetune/kernels/lora.hpp"
 
+#include "kernels/lora_autograd.hpp"
 #include "kernels/lora_launch.hpp"
 #include "safetune/error.hpp"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #ifdef SAFETUNE_WITH_CUDA
@@ -129,24 +131,48 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// The dtype the adapters compute in: the autocast dtype when autocast is on for x's device (as
+// PEFT under torch.autocast), else the activation dtype of the base output. fp64 is never lowered
+// (autocast leaves fp64 alone too). Factors are cast to it (they are small); x only when it differs.
+at::ScalarType compute_dtype_for(const at::Tensor& x, const at::Tensor& base_out) {
+  const auto dev = x.device().type();
+  if (base_out.scalar_type() != at::kDouble && at::autocast::is_autocast_enabled(dev))
+    return at::autocast::get_autocast_dtype(dev);
+  return base_out.scalar_type();
+}
+
 // What the Function needs besides tensors. Inputs are laid out as
 // {x, base, A_0..A_{n-1}, B_0..B_{n-1}, masks...}; mask_index[i] is -1 when adapter i has none.
+// A mask is either bool (drawn here; kept x = x * mask * mask_scale) or a float mask already
+// divided by (1 - p) (given by the caller; mask_scale 1).
 struct LoraMeta {
-  std::vector<double> scales;  // per adapter
+  std::vector<double> scales, mask_scales;  // per adapter
   std::vector<std::int64_t> ranks, offsets, mask_index;
   std::int64_t n = 0, R = 0;
+  at::ScalarType compute = at::kFloat;
 };
+
+// Autocast is excluded inside the op: it fixes its own compute dtype in forward and backward
+// (torch.amp.custom_fwd/custom_bwd's contract), so the backward never meets the forward's dtypes
+// mixed with autocast's.
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
+
+at::Tensor concat(const std::vector<at::Tensor>& parts, std::int64_t dim) {
+  return parts.size() == 1 ? parts[0] : at::cat(parts, dim);
+}
 
 class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, at::TensorList inputs,
-                               const LoraMeta* meta) {
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, const LoraMeta* meta) {
+    NoAutocast no_autocast;
     const auto n = meta->n;
+    const auto c = meta->compute;
     const at::Tensor& x = inputs[0];
     const at::Tensor& base = inputs[1];
-    auto A = [&](std::int64_t i) { return inputs[2 + i]; };
-    auto B = [&](std::int64_t i) { return inputs[2 + n + i]; };
-    auto M = [&](std::int64_t i) { return inputs[2 + 2 * n + meta->mask_index[i]]; };
+    auto A = [&](std::int64_t i) { return inputs[2 + i].to(c); };
+    const at::Tensor xc = x.to(c);
 
     // Adapters without dropout share x, so their A's form one GEMM: x [A_a; A_b; ...]^T.
     std::vector<std::int64_t> plain, dropped;
@@ -155,47 +181,56 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     if (!plain.empty()) {
       std::vector<at::Tensor> as;
       for (auto i : plain) as.push_back(A(i));
-      const at::Tensor h = at::mm(x, (as.size() == 1 ? as[0] : at::cat(as, 0)).t());
+      const at::Tensor h = at::mm(xc, concat(as, 0).t());
       std::int64_t off = 0;
       for (auto i : plain) {
         pieces[i] = h.narrow(1, off, meta->ranks[i]);
         off += meta->ranks[i];
       }
     }
-    for (auto i : dropped) pieces[i] = at::mm(x * M(i), A(i).t());
-    const at::Tensor H = n == 1 ? pieces[0].contiguous() : at::cat(pieces, 1);
-    const at::Tensor col_scale = scale_vector(*meta, H);
-    const at::Tensor Hs = H * col_scale;
-    std::vector<at::Tensor> bs;
-    for (std::int64_t i = 0; i < n; ++i) bs.push_back(B(i));
-    const at::Tensor Bc = n == 1 ? B(0) : at::cat(bs, 1);
-    // beta = 1 accumulates the B-expansion straight into (a copy of) the base output.
-    at::Tensor y = at::addmm(base, Hs, Bc.t());
+    for (auto i : dropped) pieces[i] = at::mm(apply_mask(xc, inputs, *meta, i), A(i).t());
+    const at::Tensor H = n == 1 ? pieces[0] : at::cat(pieces, 1);  // [N, R], small
+    // y = base + H (s ⊙ B)^T: the scales live in the small B factors; beta = 1 accumulates the
+    // expansion into the base output in one GEMM, in the output's dtype.
+    const auto o = base.scalar_type();
+    const at::Tensor y = at::addmm(base, H.to(o), scaled_B(inputs, *meta, o).t());
 
-    variable_list saved{x, Hs};
+    // Saved: x in the compute dtype when an A needs its gradient (the same storage the base Linear
+    // keeps when the dtypes agree; a narrower copy under autocast; never a wider one), H when a B
+    // does, the factors, and the masks. Nothing of size [N, out].
+    bool any_A = false, any_B = false;
+    for (std::int64_t i = 0; i < n; ++i) {
+      any_A = any_A || inputs[2 + i].requires_grad();
+      any_B = any_B || inputs[2 + n + i].requires_grad();
+    }
+    const bool keep_narrow_x = static_cast<std::size_t>(x.element_size()) < at::elementSize(c);
+    variable_list saved{any_A ? (keep_narrow_x ? x : xc) : at::Tensor(), any_B ? H : at::Tensor()};
     for (std::int64_t i = 2; i < static_cast<std::int64_t>(inputs.size()); ++i) saved.push_back(inputs[i]);
     ctx->save_for_backward(saved);
+    ctx->saved_data["x_dtype"] = static_cast<std::int64_t>(x.scalar_type());
     ctx->saved_data["nin"] = static_cast<std::int64_t>(inputs.size());
     store_meta(ctx, *meta);
     return {y};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    NoAutocast no_autocast;
     const LoraMeta meta_value = load_meta(ctx);
     const LoraMeta* meta = &meta_value;
     const auto n = meta->n;
+    const auto c = meta->compute;
     const auto nin = ctx->saved_data["nin"].toInt();
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const at::Tensor& Hs = saved[1];
+    const at::Tensor xc = saved[0].defined() ? saved[0].to(c) : at::Tensor();
+    const at::Tensor& H = saved[1];
+    // saved[2:] is laid out like inputs[2:]: A..., B..., masks...
     auto A = [&](std::int64_t i) { return saved[2 + i]; };
-    auto B = [&](std::int64_t i) { return saved[2 + n + i]; };
-    auto M = [&](std::int64_t i) { return saved[2 + 2 * n + meta->mask_index[i]]; };
     const at::Tensor g = grads[0];
+    const at::Tensor gc = g.to(c);
 
     variable_list result(nin + 1);  // + the meta slot, which gets no gradient
-    const bool need_x = ctx->needs_input_grad(0);
-    if (ctx->needs_input_grad(1)) result[1] = g;
+    if (ctx->needs_input_grad(1)) result[1] = g;  // y = base + ...: passes through, base's dtype
 
     std::vector<std::int64_t> need_A, need_B;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -203,37 +238,37 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
       if (ctx->needs_input_grad(2 + n + i)) need_B.push_back(i);
     }
 
-    // dL/dB_i = g^T (s_i H_i): one GEMM over the trainable adapters' columns only.
+    // dL/dB_i = s_i g^T H_i: one GEMM over the trainable adapters' columns only (a frozen adapter
+    // costs no weight-gradient GEMM), returned in B_i's (master) dtype.
     if (!need_B.empty()) {
-      const at::Tensor cols = gather_columns(Hs, *meta, need_B);
-      const at::Tensor gB = at::mm(g.t(), cols);
+      const at::Tensor gB = at::mm(gc.t(), gather_columns(H, *meta, need_B));
       std::int64_t off = 0;
       for (auto i : need_B) {
-        result[2 + n + i] = gB.narrow(1, off, meta->ranks[i]).contiguous();
+        const auto& Bi = saved[2 + n + i];
+        result[2 + n + i] = gB.narrow(1, off, meta->ranks[i]).to(Bi.scalar_type()).contiguous().mul_(meta->scales[i]);
         off += meta->ranks[i];
       }
     }
+    const bool need_x = ctx->needs_input_grad(0);
     if (!need_x && need_A.empty()) return result;
 
-    // G = s ⊙ (g B): the gradient at the rank-R bottleneck, shared by dx and every dA_i.
-    std::vector<at::Tensor> bs;
-    for (std::int64_t i = 0; i < n; ++i) bs.push_back(B(i));
-    const at::Tensor Bc = n == 1 ? B(0) : at::cat(bs, 1);
-    const at::Tensor G = at::mm(g, Bc) * scale_vector(*meta, g);
+    // G = g (s ⊙ B): the gradient at the rank-R bottleneck, shared by dx and every dA_i.
+    const at::Tensor G = at::mm(gc, scaled_B(saved, *meta, c));
 
     std::vector<std::int64_t> plain_A;
     for (auto i : need_A) {
+      const auto Ai = A(i);
       if (meta->mask_index[i] < 0) {
         plain_A.push_back(i);
       } else {
-        result[2 + i] = at::mm(meta_cols(G, *meta, i).t(), x * M(i));
+        result[2 + i] = at::mm(cols(G, *meta, i).t(), apply_mask(xc, saved, *meta, i)).to(Ai.scalar_type());
       }
     }
     if (!plain_A.empty()) {
-      const at::Tensor gA = at::mm(gather_columns(G, *meta, plain_A).t(), x);
+      const at::Tensor gA = at::mm(gather_columns(G, *meta, plain_A).t(), xc);
       std::int64_t off = 0;
       for (auto i : plain_A) {
-        result[2 + i] = gA.narrow(0, off, meta->ranks[i]).contiguous();
+        result[2 + i] = gA.narrow(0, off, meta->ranks[i]).to(A(i).scalar_type());
         off += meta->ranks[i];
       }
     }
@@ -244,42 +279,32 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
         if (meta->mask_index[i] < 0) {
           plain.push_back(i);
         } else {
-          const at::Tensor part = at::mm(meta_cols(G, *meta, i), A(i)) * M(i);
-          dx = dx.defined() ? dx + part : part;
+          at::Tensor part = at::mm(cols(G, *meta, i), A(i).to(c));
+          part = apply_mask(part, saved, *meta, i);
+          dx = dx.defined() ? dx.add_(part) : part;
         }
       }
       if (!plain.empty()) {
         std::vector<at::Tensor> as;
-        for (auto i : plain) as.push_back(A(i));
-        const at::Tensor part =
-            at::mm(gather_columns(G, *meta, plain), as.size() == 1 ? as[0] : at::cat(as, 0));
-        dx = dx.defined() ? dx + part : part;
+        for (auto i : plain) as.push_back(A(i).to(c));
+        const at::Tensor part = at::mm(gather_columns(G, *meta, plain), concat(as, 0));
+        dx = dx.defined() ? dx.add_(part) : part;
       }
-      result[0] = dx;
+      result[0] = dx.to(x_dtype);
     }
     return result;
   }
 
- private:
-  static void store_meta(AutogradContext* ctx, const LoraMeta& meta) {
-    ctx->saved_data["scales"] = meta.scales;
-    ctx->saved_data["ranks"] = meta.ranks;
-    ctx->saved_data["mask_index"] = meta.mask_index;
-  }
-  static LoraMeta load_meta(AutogradContext* ctx) {
-    return make_meta(ctx->saved_data["scales"].toDoubleVector(),
-                     ctx->saved_data["ranks"].toIntVector(),
-                     ctx->saved_data["mask_index"].toIntVector());
-  }
-
- public:
   static LoraMeta make_meta(std::vector<double> scales, std::vector<std::int64_t> ranks,
-                            std::vector<std::int64_t> mask_index) {
+                            std::vector<std::int64_t> mask_index, std::vector<double> mask_scales,
+                            at::ScalarType compute) {
     LoraMeta m;
     m.n = static_cast<std::int64_t>(scales.size());
     m.scales = std::move(scales);
     m.ranks = std::move(ranks);
     m.mask_index = std::move(mask_index);
+    m.mask_scales = std::move(mask_scales);
+    m.compute = compute;
     for (auto r : m.ranks) {
       m.offsets.push_back(m.R);
       m.R += r;
@@ -288,22 +313,43 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
   }
 
  private:
-  static at::Tensor scale_vector(const LoraMeta& meta, const at::Tensor& like) {
-    std::vector<double> s;
-    s.reserve(meta.R);
-    for (std::int64_t i = 0; i < meta.n; ++i) s.insert(s.end(), meta.ranks[i], meta.scales[i]);
-    return at::tensor(s, at::TensorOptions().dtype(at::kDouble)).to(like.options());
+  static void store_meta(AutogradContext* ctx, const LoraMeta& meta) {
+    ctx->saved_data["scales"] = meta.scales;
+    ctx->saved_data["mask_scales"] = meta.mask_scales;
+    ctx->saved_data["ranks"] = meta.ranks;
+    ctx->saved_data["mask_index"] = meta.mask_index;
+    ctx->saved_data["compute"] = static_cast<std::int64_t>(meta.compute);
   }
-  static at::Tensor meta_cols(const at::Tensor& m, const LoraMeta& meta, std::int64_t i) {
+  static LoraMeta load_meta(AutogradContext* ctx) {
+    return make_meta(ctx->saved_data["scales"].toDoubleVector(), ctx->saved_data["ranks"].toIntVector(),
+                     ctx->saved_data["mask_index"].toIntVector(),
+                     ctx->saved_data["mask_scales"].toDoubleVector(),
+                     static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt()));
+  }
+  // The helpers below read tensors laid out as the forward's inputs, or as the saved list, which
+  // shares their positions from index 2 on: A_0..A_{n-1}, B_0..B_{n-1}, masks.
+  // [s_0 B_0, s_1 B_1, ...] in dtype `dt`: the scales ride on the small factors.
+  static at::Tensor scaled_B(at::TensorList t, const LoraMeta& meta, at::ScalarType dt) {
+    std::vector<at::Tensor> bs;
+    for (std::int64_t i = 0; i < meta.n; ++i) bs.push_back(t[2 + meta.n + i].to(dt) * meta.scales[i]);
+    return concat(bs, 1);
+  }
+  // v ⊙ mask_i (× 1/(1-p) for a bool mask): adapter i's dropout on x, or on dx in backward.
+  static at::Tensor apply_mask(const at::Tensor& v, at::TensorList t, const LoraMeta& meta, std::int64_t i) {
+    at::Tensor out = v * t[2 + 2 * meta.n + meta.mask_index[i]];
+    if (meta.mask_scales[i] != 1.0) out.mul_(meta.mask_scales[i]);
+    return out;
+  }
+  static at::Tensor cols(const at::Tensor& m, const LoraMeta& meta, std::int64_t i) {
     return m.narrow(1, meta.offsets[i], meta.ranks[i]);
   }
   static at::Tensor gather_columns(const at::Tensor& m, const LoraMeta& meta,
                                    const std::vector<std::int64_t>& idx) {
     if (static_cast<std::int64_t>(idx.size()) == meta.n) return m;
-    if (idx.size() == 1) return meta_cols(m, meta, idx[0]);
-    std::vector<at::Tensor> cols;
-    for (auto i : idx) cols.push_back(meta_cols(m, meta, i));
-    return at::cat(cols, 1);
+    if (idx.size() == 1) return cols(m, meta, idx[0]);
+    std::vector<at::Tensor> parts;
+    for (auto i : idx) parts.push_back(cols(m, meta, i));
+    return at::cat(parts, 1);
   }
 };
 
@@ -320,18 +366,14 @@ at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
     throw KernelError("x " + shape_str(x) + " and base output " + shape_str(base_out) +
                           " disagree on their leading dimensions", "input");
   if (x.device() != base_out.device()) throw KernelError("x and base output on different devices", "input");
+  if (!is_float_dtype(x.scalar_type()) || !is_float_dtype(base_out.scalar_type()))
+    throw KernelError("x and the base output must be floating point", "input");
   check_factors(adapters, out, in, x.device(), "lora_linear_add");
-  const auto compute = adapters[0].A.scalar_type();
-  for (const auto& f : adapters)
-    if (f.A.scalar_type() != compute || f.B.scalar_type() != compute)
-      throw KernelError("all adapter factors must share one dtype", "lora_linear_add",
-                        "cast the adapters to a common dtype when attaching them");
+  const auto compute = compute_dtype_for(x, base_out);
 
   const auto N = x.numel() / std::max<std::int64_t>(in, 1);
-  const at::Tensor x2 = x.reshape({N, in}).to(compute);
-  const at::Tensor b2 = base_out.reshape({N, out}).to(compute);
-  std::vector<at::Tensor> inputs{x2, b2};
-  std::vector<double> scales;
+  std::vector<at::Tensor> inputs{x.reshape({N, in}), base_out.reshape({N, out})};
+  std::vector<double> scales, mask_scales;
   std::vector<std::int64_t> ranks, mask_index;
   for (const auto& f : adapters) inputs.push_back(f.A);
   for (const auto& f : adapters) {
@@ -343,33 +385,39 @@ at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
   for (const auto& f : adapters) {
     if (!training || f.dropout <= 0.0) {
       mask_index.push_back(-1);
+      mask_scales.push_back(1.0);
       continue;
     }
+    at::NoGradGuard no_grad;
     at::Tensor m;
+    double mscale = 1.0;
     if (f.mask.defined()) {
       if (f.mask.numel() != N * in)
         throw KernelError("dropout mask " + shape_str(f.mask) + " does not match x " + shape_str(x),
                           "lora_linear_add");
-      m = f.mask.reshape({N, in}).to(x2.options()).detach();
+      m = f.mask.reshape({N, in}).to(x.device(), compute).detach();
     } else if (f.dropout >= 1.0) {
-      m = at::zeros({N, in}, x2.options());
+      m = at::zeros({N, in}, x.options().dtype(at::kBool));
     } else {
-      at::NoGradGuard no_grad;
-      m = at::empty({N, in}, x2.options()).bernoulli_(1.0 - f.dropout).div_(1.0 - f.dropout);
+      // One byte per element kept for backward, not a copy of x in the compute dtype.
+      m = at::rand({N, in}, x.options().dtype(compute)).lt_(1.0 - f.dropout).to(at::kBool);
+      mscale = 1.0 / (1.0 - f.dropout);
     }
     inputs.push_back(m);
     mask_index.push_back(masks++);
+    mask_scales.push_back(mscale);
   }
-  const LoraMeta meta = LoraAddFunction::make_meta(std::move(scales), std::move(ranks),
-                                                   std::move(mask_index));
+  const LoraMeta meta = LoraAddFunction::make_meta(std::move(scales), std::move(ranks), std::move(mask_index),
+                                                   std::move(mask_scales), compute);
   at::Tensor y = LoraAddFunction::apply(at::TensorList(inputs), &meta)[0];
-  return y.reshape(base_out.sizes()).to(base_out.scalar_type());
+  return y.view(base_out.sizes());
 }
 
 at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base_out,
                                      const std::vector<LoraFactors>& adapters, bool training) {
   if (adapters.empty()) return base_out;
-  const auto compute = adapters[0].A.scalar_type();
+  NoAutocast no_autocast;
+  const auto compute = compute_dtype_for(x, base_out);
   const at::Tensor xc = x.to(compute);
   at::Tensor y = base_out.to(compute);
   for (const auto& f : adapters) {
@@ -379,9 +427,29 @@ at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base
         throw KernelError("the reference needs explicit dropout masks", "lora_linear_add_reference");
       xi = xc * f.mask.reshape(xc.sizes()).to(compute);
     }
-    y = y + at::matmul(at::matmul(xi, f.A.t()), f.B.t()) * f.scale;
+    y = y + at::matmul(at::matmul(xi, f.A.to(compute).t()), f.B.to(compute).t()) * f.scale;
   }
   return y.to(base_out.scalar_type());
+}
+
+std::vector<at::Tensor> lora_saved_tensors(const at::Tensor& y) {
+  // Walk back through the views/casts that follow the op to its node.
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo{y.grad_fn()};
+  for (int depth = 0; depth < 4 && !todo.empty(); ++depth) {
+    std::vector<std::shared_ptr<torch::autograd::Node>> next;
+    for (const auto& node : todo) {
+      if (!node) continue;
+      if (auto* op = dynamic_cast<torch::autograd::CppNode<LoraAddFunction>*>(node.get())) {
+        std::vector<at::Tensor> out;
+        for (const auto& t : op->ctx_.get_saved_variables())
+          if (t.defined()) out.push_back(t);
+        return out;
+      }
+      for (const auto& e : node->next_edges()) next.push_back(e.function);
+    }
+    todo = std::move(next);
+  }
+  throw KernelError("no lora_linear_add node behind this tensor", "lora_saved_tensors");
 }
 
 }  // namespace safetune::kernels

@@ -2,6 +2,7 @@
 #include "safetune/model/causal_lm.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -206,6 +207,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["is_causal"] = is_causal;
     ctx->saved_data["layer"] = layer_ptr;
     ctx->saved_data["config"] = config_ptr;
+    // The recompute in backward must see the autocast state of this forward (torch.utils.checkpoint
+    // does the same): the trainer's autocast region has ended by the time backward runs.
+    const auto dev = x.device().type();
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(dev);
+    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(at::autocast::get_autocast_dtype(dev));
     ctx->saved_data["cpu_rng"] = at::detail::getDefaultCPUGenerator().get_state();
     if (x.is_cuda()) ctx->saved_data["dev_rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
     auto* L = reinterpret_cast<CausalLM::Layer*>(layer_ptr);
@@ -232,6 +238,21 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     at::Tensor out;
     {
       torch::AutoGradMode enable(true);
+      const auto dev = x.device().type();
+      const bool was_on = at::autocast::is_autocast_enabled(dev);
+      const auto was_dtype = at::autocast::get_autocast_dtype(dev);
+      const bool on = ctx->saved_data["autocast"].toBool();
+      at::autocast::set_autocast_enabled(dev, on);
+      at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
+      struct Restore {
+        at::DeviceType dev;
+        bool on;
+        at::ScalarType dtype;
+        ~Restore() {
+          at::autocast::set_autocast_enabled(dev, on);
+          at::autocast::set_autocast_dtype(dev, dtype);
+        }
+      } restore{dev, was_on, was_dtype};
       out = layer_forward(*L, *c, x, AttnInputs{saved[1], saved[2], saved[3], ctx->saved_data["is_causal"].toBool()},
                           nullptr);
     }
@@ -452,6 +473,11 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
 }
 
 at::Tensor CausalLM::project(const at::Tensor& hidden) { return lm_head_->forward(hidden); }
+
+at::Tensor CausalLM::plain_projection_weight() const {
+  if (lm_head_->bias.defined() || (lm_head_->hook && lm_head_->hook->active())) return {};
+  return lm_head_->weight;
+}
 
 at::Tensor CausalLM::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                              const at::Tensor& position_ids, KvCache* cache, std::int64_t logits_to_keep) {

@@ -247,7 +247,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     train::TrainerHooks stage1_hooks;
     stage1_hooks.micro_step = [&](std::int64_t cursor) {
       auto b = loader.batch(cursor);
-      return train::MicroStep{train::lm_loss(train::response_logits(model, b)), {}, b.supervised_tokens};
+      return train::MicroStep{train::response_lm_loss(model, b), {}, b.supervised_tokens};
     };
     train::Trainer trainer(cfg.stage1.train, adapters.trainable_parameters(), out / "stage1", stage1_hooks);
     trainer.set_dist(group);
@@ -345,7 +345,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
         if (r->replaces_task_loss()) replaced = true;
         total = total.defined() ? total + weighted : weighted;
       }
-      auto ce = needs_task_logits ? train::lm_loss(logits, b.labels) : train::lm_loss(train::response_logits(model, b));
+      auto ce = needs_task_logits ? train::lm_loss(logits, b.labels) : train::response_lm_loss(model, b);
       terms["task_ce"] = ce.item<double>();
       if (!replaced) total = total.defined() ? total + ce : ce;
       ctx.task_batch = nullptr;

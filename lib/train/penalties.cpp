@@ -1,7 +1,10 @@
 // Regularizer formulas on tensors; see include/safetune/train/penalties.hpp and docs/regularizers.md.
 #include "safetune/train/penalties.hpp"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
+
+#include <algorithm>
 
 #include "safetune/error.hpp"
 
@@ -16,6 +19,9 @@ class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& targets) {
+    // Fixed precision whatever the autocast state (custom_fwd/custom_bwd's contract): fp32
+    // softmax statistics, the gradient in the logits' dtype.
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     auto logp = torch::log_softmax(upcast(logits), 1);
     auto loss = -logp.gather(1, targets.unsqueeze(1)).sum();
     ctx->save_for_backward({logp, targets});
@@ -24,6 +30,7 @@ class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     auto saved = ctx->get_saved_variables();
     const auto& logp = saved[0];
     const auto& targets = saved[1];
@@ -43,6 +50,106 @@ at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets
     throw Error("cross_entropy_sum needs logits [N, V] and targets [N]", "lm_loss");
   if (logits.size(0) == 0) return upcast(logits).sum();
   return CrossEntropySum::apply(logits, targets.to(logits.device(), at::kLong));
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The dtype a chunk's logits GEMM runs in: autocast's when it is on for the device (as at::linear
+// would under autocast), else the hidden states' own.
+at::ScalarType gemm_dtype(const at::Tensor& hidden) {
+  const auto dev = hidden.device().type();
+  if (hidden.scalar_type() != at::kDouble && at::autocast::is_autocast_enabled(dev))
+    return at::autocast::get_autocast_dtype(dev);
+  return hidden.scalar_type();
+}
+
+std::int64_t pick_chunk(std::int64_t rows, std::int64_t vocab, std::int64_t asked) {
+  if (asked > 0) return std::min(asked, std::max<std::int64_t>(rows, 1));
+  const std::int64_t budget = (64LL << 20) / (4 * std::max<std::int64_t>(vocab, 1));
+  return std::clamp<std::int64_t>(budget, 16, std::max<std::int64_t>(rows, 16));
+}
+
+// Shared by both losses: forward walks the rows chunk by chunk, accumulating the loss and writing
+// d(loss)/d(hidden) into a buffer that backward only scales by the incoming gradient.
+class FusedVocabLoss : public torch::autograd::Function<FusedVocabLoss> {
+ public:
+  // kind 0: cross-entropy with `aux` = targets; kind 1: KL with `aux` = row weights and `ref`.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& ref,
+                            const at::Tensor& weight, const at::Tensor& aux, std::int64_t kind,
+                            std::int64_t chunk, bool want_grad, std::int64_t compute_i) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto compute = static_cast<at::ScalarType>(compute_i);
+    const auto stats = compute == at::kDouble ? at::kDouble : at::kFloat;
+    const at::Tensor W = weight.to(compute);
+    const auto N = hidden.size(0);
+    at::Tensor grad = want_grad ? at::empty_like(hidden) : at::Tensor();
+    at::Tensor total = at::zeros({}, hidden.options().dtype(stats));
+    for (std::int64_t s = 0; s < N; s += chunk) {
+      const auto len = std::min(chunk, N - s);
+      const at::Tensor h = hidden.narrow(0, s, len).to(compute);
+      at::Tensor logits = at::mm(h, W.t()).to(stats);  // [len, V]
+      at::Tensor dlogits;
+      if (kind == 0) {
+        const at::Tensor t = aux.narrow(0, s, len).unsqueeze(1);
+        const at::Tensor lse = at::logsumexp(logits, 1, /*keepdim=*/true);
+        total += (lse - logits.gather(1, t)).sum();
+        if (want_grad) {
+          dlogits = logits.sub_(lse).exp_();  // softmax - onehot, in place
+          dlogits.scatter_add_(1, t, at::full({len, 1}, -1.0, dlogits.options()));
+        }
+      } else {
+        const at::Tensor w = aux.narrow(0, s, len).to(stats).unsqueeze(1);
+        const at::Tensor logq = at::log_softmax(at::mm(ref.narrow(0, s, len).to(compute), W.t()).to(stats), 1);
+        at::Tensor logp = at::log_softmax(logits, 1);
+        logits = at::Tensor();
+        const at::Tensor q = logq.exp();
+        total += ((q * (logq - logp)).sum(1, true) * w).sum();
+        if (want_grad) dlogits = logp.exp_().sub_(q).mul_(w);  // (p - q) w, in place
+      }
+      if (want_grad) grad.narrow(0, s, len).copy_(at::mm(dlogits.to(compute), W));
+    }
+    ctx->save_for_backward({grad});
+    return total;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const at::Tensor grad = ctx->get_saved_variables()[0];
+    variable_list out(8);
+    if (grad.defined()) out[0] = grad * grads[0].to(grad.scalar_type());
+    return out;
+  }
+};
+
+at::Tensor fused_vocab_loss(const at::Tensor& hidden, const at::Tensor& ref, const at::Tensor& weight,
+                            const at::Tensor& aux, std::int64_t kind, std::int64_t chunk, const char* what) {
+  if (hidden.dim() != 2 || weight.dim() != 2 || hidden.size(1) != weight.size(1))
+    throw Error("needs hidden [N, H] and weight [V, H]", what);
+  if (aux.dim() != 1 || aux.size(0) != hidden.size(0)) throw Error("needs one target/weight per row", what);
+  if (ref.defined() && ref.sizes() != hidden.sizes()) throw Error("hidden and reference rows differ in shape", what);
+  const bool want = torch::GradMode::is_enabled() && hidden.requires_grad();
+  const auto c = gemm_dtype(hidden);
+  // (an empty tensor stands for "no reference rows": autograd inputs must be defined)
+  return FusedVocabLoss::apply(hidden, ref.defined() ? ref.detach() : at::empty({0}, hidden.options()),
+                               weight.detach(), aux, kind,
+                               pick_chunk(hidden.size(0), weight.size(0), chunk), want,
+                               static_cast<std::int64_t>(c));
+}
+
+}  // namespace
+
+at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                    std::int64_t chunk_rows) {
+  return fused_vocab_loss(hidden, at::Tensor(), weight, targets.to(hidden.device(), at::kLong), 0, chunk_rows,
+                          "linear_cross_entropy_sum");
+}
+
+at::Tensor linear_kl_sum(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& weight,
+                         const at::Tensor& row_weights, std::int64_t chunk_rows) {
+  return fused_vocab_loss(hidden, hidden_ref, weight, row_weights.to(hidden.device()), 1, chunk_rows,
+                          "linear_kl_sum");
 }
 
 at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask) {

@@ -44,7 +44,11 @@ at::Tensor lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
 }
 
 namespace {
-ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
+// The final hidden states [N, H] of the positions that predict a supervised token, and the targets.
+struct ResponseRows {
+  at::Tensor hidden, targets;
+};
+ResponseRows rows_hidden(model::CausalLM& model, const data::Batch& b) {
   auto dev = model.device();
   auto h = model.hidden_states(b.input_ids.to(dev), b.attention_mask.to(dev));
   auto y = shifted_labels(b.labels).to(dev).reshape({-1});
@@ -52,7 +56,11 @@ ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
   auto flat = h.reshape({-1, h.size(-1)});
   // All rows supervised (no prompt mask): no gather, and no scatter in backward.
   auto picked = rows.numel() == flat.size(0) ? flat : flat.index_select(0, rows);
-  return {model.project(picked), y.index_select(0, rows)};
+  return {picked, y.index_select(0, rows)};
+}
+ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
+  auto r = rows_hidden(model, b);
+  return {model.project(r.hidden), r.targets};
 }
 }  // namespace
 
@@ -61,6 +69,14 @@ ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch)
 at::Tensor lm_loss(const ResponseLogits& r) {
   if (r.targets.numel() == 0) return r.logits.to(torch::kFloat).sum() * 0;
   return cross_entropy_sum(r.logits, r.targets) / static_cast<double>(r.targets.numel());
+}
+
+at::Tensor response_lm_loss(model::CausalLM& model, const data::Batch& batch) {
+  const auto W = model.plain_projection_weight();
+  if (!W.defined()) return lm_loss(rows_of(model, batch));
+  auto r = rows_hidden(model, batch);
+  if (r.targets.numel() == 0) return r.hidden.to(torch::kFloat).sum() * 0;
+  return linear_cross_entropy_sum(r.hidden, W, r.targets) / static_cast<double>(r.targets.numel());
 }
 
 namespace {
@@ -124,8 +140,19 @@ class KlAnchor : public Regularizer {
   at::Tensor loss(RegContext& c) override {
     // Only the response rows enter the KL, so only they go through lm_head and the softmaxes.
     const auto& b = c.anchor();
-    auto lt = c.response_logits(b, true, true).logits, lr = c.response_logits(b, false, false).logits;
-    auto r = kl_anchor(lt, lr, at::ones({lt.size(0)}, lt.options().dtype(torch::kBool)));
+    at::Tensor r;
+    if (const auto W = c.model->plain_projection_weight(); W.defined()) {
+      // Fused and chunked: no [rows, V] logits of either network are kept.
+      auto t = on_network(c, true, true, [&] { return rows_hidden(*c.model, b); });
+      auto ref = on_network(c, false, false, [&] { return rows_hidden(*c.model, b); });
+      const auto n = t.targets.numel();
+      r = n == 0 ? t.hidden.to(torch::kFloat).sum() * 0
+                 : linear_kl_sum(t.hidden, ref.hidden, W, at::ones({n}, t.hidden.options().dtype(torch::kFloat))) /
+                       static_cast<double>(n);
+    } else {
+      auto lt = c.response_logits(b, true, true).logits, lr = c.response_logits(b, false, false).logits;
+      r = kl_anchor(lt, lr, at::ones({lt.size(0)}, lt.options().dtype(torch::kBool)));
+    }
     if (on_task_) {
       auto rt = c.logits(*c.task_batch, false, false);
       r = r + kl_anchor(c.task_logits, rt, shifted_mask(*c.task_batch).to(rt.device()));
@@ -218,7 +245,7 @@ class GradientProjection : public Regularizer {
   bool needs_task_logits() const override { return false; }
   void on_gradients(RegContext& c, std::vector<at::Tensor>& params) override {
     const auto& b = c.anchor();
-    auto safe_loss = lm_loss(c.response_logits(b, true, true));
+    auto safe_loss = on_network(c, true, true, [&] { return response_lm_loss(*c.model, b); });
     auto gs = torch::autograd::grad({safe_loss}, params, {}, false, false, /*allow_unused=*/true);
     std::vector<at::Tensor> g;
     for (auto& p : params) g.push_back(p.grad());

@@ -41,7 +41,9 @@ void TrainSection::describe(ConfigVisitor& v) {
   v.field("eval_every", eval_every, Field("Evaluate every N steps; 0 disables.").at_least(0));
   v.field("log_every", log_every, Field("Write a metrics line every N steps.").range(1, 1e9));
   v.field("precision", precision,
-          Field("auto: bf16 autocast on CUDA, fp32 on CPU.").one_of({"auto", "fp32", "bf16"}));
+          Field("auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on the parameters' device "
+                "(CUDA or CPU); fp32: no autocast. Adapter weights and optimizer state stay fp32.")
+              .one_of({"auto", "fp32", "bf16"}));
 }
 
 double lr_at(const TrainSection& c, std::int64_t step) {
@@ -324,8 +326,11 @@ TrainStatus Trainer::run(bool resume) {
     ~Restore() { std::signal(SIGINT, i); std::signal(SIGTERM, t); }
   } restore{old_int, old_term};
 
+  // Autocast runs on the parameters' device: bf16 on CUDA by default, and on the CPU when asked
+  // for (which is how CI exercises the mixed-precision path without a GPU).
+  const auto device_type = params_.empty() ? at::kCPU : params_[0].second.device().type();
   const bool autocast_bf16 =
-      cfg_.precision == "bf16" || (cfg_.precision == "auto" && !params_.empty() && params_[0].second.is_cuda());
+      cfg_.precision == "bf16" || (cfg_.precision == "auto" && device_type == at::kCUDA);
   std::optional<Progress> progress;  // rank 0 draws it
   if (main_rank) {
     progress.emplace("train", cfg_.max_steps, "step");
@@ -346,18 +351,27 @@ TrainStatus Trainer::run(bool resume) {
     for (std::int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
       MicroStep out;
       {
-        struct Autocast {  // bf16 autocast on CUDA for the forward pass only
+        struct Autocast {  // bf16 autocast for the forward pass only (backward follows autograd)
           bool on;
-          explicit Autocast(bool enable) : on(enable) {
-            if (on) {
-              at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-              at::autocast::set_autocast_enabled(at::kCUDA, true);
-            }
+          at::DeviceType dev;
+          bool was_on = false;
+          at::ScalarType was_dtype = at::kBFloat16;
+          Autocast(bool enable, at::DeviceType d) : on(enable), dev(d) {
+            if (!on) return;
+            was_on = at::autocast::is_autocast_enabled(dev);
+            was_dtype = at::autocast::get_autocast_dtype(dev);
+            at::autocast::set_autocast_dtype(dev, at::kBFloat16);
+            at::autocast::set_autocast_enabled(dev, true);
+            at::autocast::increment_nesting();
           }
           ~Autocast() {
-            if (on) at::autocast::set_autocast_enabled(at::kCUDA, false);
+            if (!on) return;
+            // Leaving the outermost region frees the cast weights' cache, as torch.autocast does.
+            if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+            at::autocast::set_autocast_enabled(dev, was_on);
+            at::autocast::set_autocast_dtype(dev, was_dtype);
           }
-        } autocast(autocast_bf16);
+        } autocast(autocast_bf16, device_type);
         out = hooks_.micro_step(cursor_ * world + rank);
       }
       ++cursor_;

@@ -2,6 +2,8 @@
 // forward/backward, and a finite-difference gradient check in fp64.
 #include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
+#include "autocast_scope.hpp"
+#include "kernels/lora_autograd.hpp"
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -227,5 +229,158 @@ TEST_CASE("finite-difference gradient check in fp64", "[kernels][lora]") {
       INFO("input " << t << " element " << e);
       CHECK(std::abs(numeric - analytic) <= 1e-6 + 1e-6 * std::abs(numeric));
     }
+  }
+}
+
+// ---- mixed precision --------------------------------------------------------------------------
+
+namespace {
+
+double rel_err(const at::Tensor& got, const at::Tensor& ref) {
+  return ((got.to(at::kDouble) - ref).abs().max() / (ref.abs().max() + 1e-12)).item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference", "[kernels][lora]") {
+  // A model Linear as the trainer runs it: base weight in the model dtype, adapter master weights
+  // in fp32 or bf16, the forward under (CPU) autocast or not, backward outside autocast.
+  const std::int64_t N = 24, in = 64, out = 48;
+  for (auto base_dtype : {at::kFloat, at::kBFloat16, at::kHalf})
+    for (auto adapter_dtype : {at::kFloat, at::kBFloat16})
+      for (bool autocast : {false, true})
+        for (bool dropout : {false, true}) {
+          torch::manual_seed(7);
+          const auto W = (torch::randn({out, in}) / 8).to(base_dtype);
+          auto f = make_factors(out, in, {4, 8}, adapter_dtype);  // #0 frozen "safety", #1 trainable
+          f[1].A.set_requires_grad(true);
+          f[1].B.set_requires_grad(true);
+          if (dropout) {
+            f[0].dropout = 0.25;  // a frozen adapter with dropout still shapes dx
+            f[0].mask = (torch::rand({N, in}) > 0.25).to(at::kFloat) / 0.75;
+            f[1].dropout = 0.5;
+            f[1].mask = (torch::rand({N, in}) > 0.5).to(at::kFloat) * 2.0;
+          }
+          const auto x = torch::randn({N, in}).to(base_dtype).set_requires_grad(true);
+          const auto w = torch::randn({N, out});
+          at::Tensor base, y;
+          {
+            safetune::test::AutocastScope ac(at::kCPU, autocast);
+            base = at::linear(x, W);
+            y = k::lora_linear_add(x, base, f, true);
+          }
+          (y.to(at::kFloat) * w).sum().backward();
+
+          // fp64 reference of the same function, written out here.
+          auto x64 = x.detach().to(at::kDouble).set_requires_grad(true);
+          at::Tensor y64 = at::linear(x64, W.to(at::kDouble));
+          std::vector<at::Tensor> A64, B64;
+          for (const auto& a : f) {
+            A64.push_back(a.A.detach().to(at::kDouble).set_requires_grad(true));
+            B64.push_back(a.B.detach().to(at::kDouble).set_requires_grad(true));
+          }
+          for (size_t i = 0; i < f.size(); ++i) {
+            const auto xi = dropout ? x64 * f[i].mask.to(at::kDouble) : x64;
+            y64 = y64 + at::mm(at::mm(xi, A64[i].t()), B64[i].t()) * f[i].scale;
+          }
+          (y64 * w.to(at::kDouble)).sum().backward();
+
+          const auto compute = autocast ? at::kBFloat16 : base_dtype;
+          // bf16 keeps 8 significant bits, fp16 11: a few roundings of the inputs, of H and of the
+          // output, relative to the largest element; fp32 accumulation throughout.
+          const double tol = compute == at::kFloat ? 1e-5 : (compute == at::kHalf ? 4e-3 : 3e-2);
+          INFO("base " << base_dtype << " adapters " << adapter_dtype << " autocast " << autocast
+                       << " dropout " << dropout);
+          CHECK(y.scalar_type() == base.scalar_type());
+          CHECK(rel_err(y.detach(), y64.detach()) < tol);
+          REQUIRE(x.grad().defined());
+          CHECK(x.grad().scalar_type() == base_dtype);
+          CHECK(rel_err(x.grad(), x64.grad()) < tol);
+          CHECK_FALSE(f[0].A.grad().defined());  // frozen: no gradient, no GEMM
+          CHECK_FALSE(f[0].B.grad().defined());
+          REQUIRE(f[1].A.grad().defined());
+          REQUIRE(f[1].B.grad().defined());
+          CHECK(f[1].A.grad().scalar_type() == adapter_dtype);
+          CHECK(f[1].B.grad().scalar_type() == adapter_dtype);
+          // A bf16 factor's gradient is rounded to bf16 once more when it is returned.
+          const double tol_factor = std::max(tol, adapter_dtype == at::kBFloat16 ? 1.5e-2 : 0.0);
+          CHECK(rel_err(f[1].A.grad(), A64[1].grad()) < tol_factor);
+          CHECK(rel_err(f[1].B.grad(), B64[1].grad()) < tol_factor);
+        }
+}
+
+TEST_CASE("LoRA op draws its own dropout mask as documented", "[kernels][lora]") {
+  // Internal masks: keep where U < 1 - p with U from the default generator in the compute dtype,
+  // kept values scaled by 1 / (1 - p). Replayed here with the same seed.
+  const std::int64_t N = 16, in = 32, out = 24;
+  auto f = make_factors(out, in, {4});
+  f[0].dropout = 0.3;
+  const auto x = torch::randn({N, in}), base = torch::randn({N, out});
+  torch::manual_seed(11);
+  const auto y = k::lora_linear_add(x, base, f, true);
+  torch::manual_seed(11);
+  auto g = f;
+  g[0].mask = at::rand({N, in}).lt(0.7).to(at::kFloat) / 0.7;
+  const auto ref = k::lora_linear_add_reference(x, base, g, true);
+  CHECK(max_abs_diff(y, ref) < 1e-5);
+  const double kept = g[0].mask.ne(0).to(at::kDouble).mean().item<double>();
+  CHECK(kept > 0.55);
+  CHECK(kept < 0.85);
+}
+
+TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward", "[kernels][lora]") {
+  const std::int64_t N = 256, in = 96, out = 160;
+  auto count = [&](const std::vector<at::Tensor>& saved, const at::Tensor& x, const std::vector<LoraFactors>& f) {
+    std::int64_t activation_bytes = 0;
+    for (const auto& t : saved) {
+      bool factor = false;
+      for (const auto& a : f) factor = factor || t.is_same(a.A) || t.is_same(a.B);
+      if (factor) continue;
+      CHECK(t.numel() < N * out);                      // nothing output-sized
+      if (t.numel() >= N * in) {                       // x-sized: x itself, a narrower copy, or a mask
+        CHECK(t.element_size() <= x.element_size());
+        if (t.scalar_type() == x.scalar_type()) CHECK(t.data_ptr() == x.data_ptr());  // no copy
+      }
+      activation_bytes += t.numel() * t.element_size();
+    }
+    return activation_bytes;
+  };
+  SECTION("bf16 model, fp32 adapters (one frozen, one trainable), no autocast") {
+    const auto W = torch::randn({out, in}).to(at::kBFloat16);
+    auto f = make_factors(out, in, {16, 16});
+    f[1].A.set_requires_grad(true);
+    f[1].B.set_requires_grad(true);
+    const auto x = torch::randn({N, in}).to(at::kBFloat16).set_requires_grad(true);
+    const auto y = k::lora_linear_add(x, at::linear(x, W), f, true);
+    const auto bytes = count(k::lora_saved_tensors(y), x, f);
+    // x is shared with the base Linear; only H [N, 32] in bf16 is new.
+    CHECK(bytes == N * in * 2 + N * 32 * 2);
+  }
+  SECTION("fp32 model under bf16 autocast, with dropout") {
+    const auto W = torch::randn({out, in});
+    auto f = make_factors(out, in, {16});
+    f[0].dropout = 0.1;
+    f[0].A.set_requires_grad(true);
+    f[0].B.set_requires_grad(true);
+    const auto x = torch::randn({N, in}).set_requires_grad(true);
+    at::Tensor y;
+    {
+      safetune::test::AutocastScope ac(at::kCPU);
+      y = k::lora_linear_add(x, at::linear(x, W), f, true);
+    }
+    const auto saved = k::lora_saved_tensors(y);
+    const auto bytes = count(saved, x, f);
+    // a bf16 copy of x (2 bytes), the bool mask (1 byte), H [N, 16] in bf16 — never fp32 x.
+    CHECK(bytes == N * in * 2 + N * in * 1 + N * 16 * 2);
+    bool has_mask = false;
+    for (const auto& t : saved) has_mask = has_mask || t.scalar_type() == at::kBool;
+    CHECK(has_mask);
+  }
+  SECTION("frozen adapters only: nothing activation-sized but x") {
+    const auto W = torch::randn({out, in});
+    auto f = make_factors(out, in, {8});
+    const auto x = torch::randn({N, in}).set_requires_grad(true);
+    const auto y = k::lora_linear_add(x, at::linear(x, W), f, true);
+    CHECK(count(k::lora_saved_tensors(y), x, f) == 0);
   }
 }

@@ -7,6 +7,7 @@
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/train/penalties.hpp"
 #include "safetune/train/regularizer.hpp"
+#include "autocast_scope.hpp"
 #include "support.hpp"
 
 using namespace safetune::train;
@@ -194,6 +195,12 @@ TEST_CASE("lm_loss on response_logits rows equals lm_loss on the full logits, va
   auto g_rows = torch::autograd::grad({sparse}, params);
   CHECK(sparse.item<double>() == Approx(full.item<double>()).epsilon(1e-5));
   for (size_t i = 0; i < params.size(); ++i) CHECK(torch::allclose(g_rows[i], g_full[i], 1e-4, 1e-6));
+  // The fused, chunked form (lm_head inside the loss) gives the same value and gradients.
+  REQUIRE(model->plain_projection_weight().defined());
+  auto fused = response_lm_loss(*model, b);
+  auto g_fused = torch::autograd::grad({fused}, params);
+  CHECK(fused.item<double>() == Approx(full.item<double>()).epsilon(1e-5));
+  for (size_t i = 0; i < params.size(); ++i) CHECK(torch::allclose(g_fused[i], g_full[i], 1e-4, 1e-6));
 }
 
 TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp64)", "[train][penalties]") {
@@ -212,4 +219,90 @@ TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp
   auto gf = torch::autograd::grad({cross_entropy_sum(f, torch::tensor({1, 2, 3}))}, {f})[0];
   CHECK(gf.scalar_type() == torch::kFloat);
   CHECK(cross_entropy_sum(torch::zeros({0, 5}), torch::zeros({0}, torch::kLong)).item<double>() == 0.0);
+}
+
+TEST_CASE("linear_cross_entropy_sum and linear_kl_sum equal the unfused formulas in every chunking",
+          "[train][penalties]") {
+  torch::manual_seed(12);
+  const std::int64_t N = 7, H = 6, V = 11;
+  const auto W = torch::randn({V, H}, torch::kDouble);
+  const auto h0 = torch::randn({N, H}, torch::kDouble), r0 = torch::randn({N, H}, torch::kDouble);
+  const auto targets = torch::tensor({0, 10, 3, 3, 7, 1, 9}, torch::kLong);
+  const auto w = torch::tensor({1.0, 0.5, 2.0, 1.0, 0.0, 1.0, 0.25}, torch::kDouble);
+  // textbook forms through autograd
+  auto h_ref = h0.clone().requires_grad_(true);
+  auto ce_ref = torch::nn::functional::cross_entropy(
+      at::mm(h_ref, W.t()), targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto g_ce_ref = torch::autograd::grad({ce_ref * 0.3}, {h_ref})[0];
+  auto h_ref2 = h0.clone().requires_grad_(true);
+  auto logp = torch::log_softmax(at::mm(h_ref2, W.t()), 1), logq = torch::log_softmax(at::mm(r0, W.t()), 1);
+  auto kl_ref = ((logq.exp() * (logq - logp)).sum(1) * w).sum();
+  auto g_kl_ref = torch::autograd::grad({kl_ref * 0.3}, {h_ref2})[0];
+  for (std::int64_t chunk : {1, 3, 7, 0}) {
+    INFO("chunk " << chunk);
+    auto h = h0.clone().requires_grad_(true);
+    auto ce = linear_cross_entropy_sum(h, W, targets, chunk);
+    auto g_ce = torch::autograd::grad({ce * 0.3}, {h})[0];
+    CHECK(ce.item<double>() == Approx(ce_ref.item<double>()).epsilon(1e-12));
+    CHECK(torch::allclose(g_ce, g_ce_ref, 1e-10, 1e-12));
+    auto h2 = h0.clone().requires_grad_(true);
+    auto kl = linear_kl_sum(h2, r0, W, w, chunk);
+    auto g_kl = torch::autograd::grad({kl * 0.3}, {h2})[0];
+    CHECK(kl.item<double>() == Approx(kl_ref.item<double>()).epsilon(1e-12));
+    CHECK(torch::allclose(g_kl, g_kl_ref, 1e-10, 1e-12));
+  }
+  // No gradient wanted: no graph, the same value.
+  {
+    torch::NoGradGuard ng;
+    auto ce = linear_cross_entropy_sum(h0.clone().requires_grad_(true), W, targets);
+    CHECK_FALSE(ce.requires_grad());
+    CHECK(ce.item<double>() == Approx(ce_ref.item<double>()).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients in the input's dtype",
+          "[train][penalties]") {
+  torch::manual_seed(13);
+  const std::int64_t N = 40, H = 32, V = 300;
+  const auto W = torch::randn({V, H}) / 4;  // an fp32 lm_head, as a CPU model holds it
+  const auto h0 = torch::randn({N, H}), r0 = torch::randn({N, H});
+  const auto targets = torch::randint(0, V, {N}, torch::kLong);
+  const auto w = torch::ones({N});
+  // fp64 references of the exact formulas
+  auto hd = h0.to(torch::kDouble).requires_grad_(true);
+  auto ce64 = torch::nn::functional::cross_entropy(at::mm(hd, W.to(torch::kDouble).t()), targets,
+                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto g64 = torch::autograd::grad({ce64}, {hd})[0];
+  auto hd2 = h0.to(torch::kDouble).requires_grad_(true);
+  auto lp = torch::log_softmax(at::mm(hd2, W.to(torch::kDouble).t()), 1);
+  auto lq = torch::log_softmax(at::mm(r0.to(torch::kDouble), W.to(torch::kDouble).t()), 1);
+  auto kl64 = (lq.exp() * (lq - lp)).sum();
+  auto gk64 = torch::autograd::grad({kl64}, {hd2})[0];
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a.to(torch::kDouble) - b).abs().max() / b.abs().max()).item<double>();
+  };
+
+  at::Tensor ce, kl, ce_rows;
+  auto h = h0.clone().requires_grad_(true), h2 = h0.clone().requires_grad_(true);
+  auto logits = h0.clone().requires_grad_(true);
+  {
+    safetune::test::AutocastScope ac(at::kCPU);
+    ce = linear_cross_entropy_sum(h, W, targets, 16);
+    kl = linear_kl_sum(h2, r0, W, w, 16);
+    ce_rows = cross_entropy_sum(at::linear(logits, W), targets);  // logits come out bf16 under autocast
+  }
+  CHECK(ce.scalar_type() == torch::kFloat);
+  CHECK(ce.item<double>() == Approx(ce64.item<double>()).epsilon(0.02));
+  CHECK(kl.item<double>() == Approx(kl64.item<double>()).epsilon(0.1));
+  CHECK(ce_rows.item<double>() == Approx(ce64.item<double>()).epsilon(0.02));
+  // backward outside autocast, as the trainer runs it
+  auto g = torch::autograd::grad({ce}, {h})[0];
+  auto gk = torch::autograd::grad({kl}, {h2})[0];
+  auto gr = torch::autograd::grad({ce_rows}, {logits})[0];
+  CHECK(g.scalar_type() == torch::kFloat);
+  CHECK(gk.scalar_type() == torch::kFloat);
+  CHECK(gr.scalar_type() == torch::kFloat);
+  CHECK(rel(g, g64) < 0.03);
+  CHECK(rel(gk, gk64) < 0.1);
+  CHECK(rel(gr, g64) < 0.03);
 }

@@ -29,14 +29,22 @@ at::Tensor lora_merge_reference(const at::Tensor& W, const std::vector<LoraFacto
                                 double sign = 1.0);
 
 // y = base_out + sum_i s_i * (drop_i(x) A_i^T) B_i^T for x [..., in], base_out [..., out].
-// Differentiable through a hand-written backward: gradients flow to x, base_out and to the A_i/B_i
-// that require grad; frozen factors cost no backward GEMMs at all. All A/B must share one dtype
-// (the compute dtype); x is cast to it and the result is cast back to base_out's dtype, as PEFT does.
+// Precision (torch.amp.custom_fwd/custom_bwd's contract, whatever the autocast state around it):
+// the adapters compute in the autocast dtype when autocast is on for x's device, else in
+// base_out's dtype (the activation dtype); the factors (fp32 master weights, any float dtype) are
+// cast to it, GEMMs accumulate in fp32, and autocast is off inside forward and backward alike. The
+// result has base_out's dtype; each gradient has its input's dtype (x, base_out, A_i, B_i).
+// One GEMM pair for all adapters (ranks concatenated, scales folded into B), the expansion
+// accumulated onto base_out by one addmm. Kept for backward: x in the compute dtype (no copy when
+// it already is; never a wider copy), the [N, R] bottleneck when a B trains, the factors, and a
+// one-byte dropout mask per dropped adapter; nothing of size [N, out]. Frozen factors cost no
+// weight-gradient GEMMs. Internal dropout masks are drawn from the default generator.
 at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
                            const std::vector<LoraFactors>& adapters, bool training);
 
-// Plain reference of lora_linear_add (one ATen product chain per adapter; autograd by ATen). Uses the
-// given masks when dropout applies; requires them when training with dropout > 0.
+// Plain reference of lora_linear_add (one ATen product chain per adapter in the same compute dtype;
+// autograd by ATen). Uses the given masks when dropout applies; requires them when training with
+// dropout > 0.
 at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base_out,
                                      const std::vector<LoraFactors>& adapters, bool training);
 

@@ -85,6 +85,9 @@ class CausalLM : public torch::nn::Module {
 
   // Every projection under its Hugging Face module name ("model.layers.0.self_attn.q_proj", ...,
   // "lm_head"), in layer order.
+  // lm_head's weight [V, H] when the projection is a plain h W^T (no bias, no active adapter), so
+  // that a loss may fuse it (train::linear_cross_entropy_sum); undefined otherwise.
+  at::Tensor plain_projection_weight() const;
   std::vector<std::pair<std::string, Linear*>> linears();
   // All weights under Hugging Face tensor names; lm_head.weight is left out when tied, as
   // transformers saves it.

@@ -13,6 +13,21 @@ namespace safetune::train {
 // gradient followed by the log-softmax backward.
 at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets);
 
+// The same sums with the vocabulary projection fused in, computed in row chunks so that no [N, V]
+// logits tensor exists at once (Liger's fused linear cross-entropy): hidden [N, H] rows, weight
+// [V, H] (the frozen lm_head; it gets no gradient). The logits of a chunk are formed in the
+// autocast dtype when autocast is on for hidden's device (else hidden's dtype), the softmax
+// statistics in fp32, and the gradient w.r.t. hidden is formed chunk by chunk during the forward
+// (when grad mode is on and hidden requires grad) and kept in hidden's dtype: [N, H] is all that
+// survives to backward. chunk_rows <= 0 picks chunks of about 64 MiB of fp32 logits.
+//   linear_cross_entropy_sum = sum_i -log softmax(h_i W^T)[t_i]
+at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                    std::int64_t chunk_rows = 0);
+//   linear_kl_sum = sum_i w_i KL(softmax(r_i W^T) || softmax(h_i W^T)); the reference rows r carry
+//   no gradient. w: [N] row weights.
+at::Tensor linear_kl_sum(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& weight,
+                         const at::Tensor& row_weights, std::int64_t chunk_rows = 0);
+
 // Token-level KL(p_ref || p_theta) over the vocabulary, averaged over positions where mask != 0.
 // logits_*: [B, T, V]; mask: [B, T] (already aligned with the logits' positions).
 at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask);

@@ -52,6 +52,10 @@ struct ResponseLogits {
 ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch);
 // Mean cross-entropy of the rows (0, not NaN, when there are none); equals lm_loss on the full logits.
 at::Tensor lm_loss(const ResponseLogits& r);
+// The same loss without the rows' logits: the final hidden states of the supervised positions go
+// through lm_head and the softmax in chunks (linear_cross_entropy_sum), so no [N, V] tensor is
+// kept for backward; falls back to lm_loss(response_logits(...)) when lm_head carries an adapter.
+at::Tensor response_lm_loss(model::CausalLM& model, const data::Batch& batch);
 
 // What a regularizer sees on each micro-step.
 struct RegContext {
