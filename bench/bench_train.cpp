@@ -6,7 +6,8 @@
 //         safetensors.torch.load_file and transformers' from_pretrained.
 //
 // usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]
-//                    [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--python PATH]
+//                    [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--activation-checkpointing]
+//                    [--python PATH]
 // Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the bootstrap
 // cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp first.
 // --device cuda --dtype bf16: both sides hold the base weights in bf16 on the GPU with fp32 adapter
@@ -51,6 +52,7 @@ struct Options {
   std::string mode = "all", python = SAFETUNE_BENCH_PYTHON, model;  // model: only this one
   std::string device = "cpu", dtype = "fp32";
   double prompt_share = 0.0;
+  bool checkpointing = false;  // safetune side only: recompute the layers in backward
   int threads = 2, iters = 3;
   std::int64_t batch = 4, seq = 128;
   bool autocast() const { return device == "cuda" || dtype == "bf16"; }
@@ -289,6 +291,7 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
   const c10::Device device(o.device);
   auto model = model::load(path, torch::kFloat);
   if (device.is_cuda() || dtype != torch::kFloat) model->to_device(device, dtype);
+  model->set_activation_checkpointing(o.checkpointing);
   lora::ModelAdapters adapters(*model);  // adapter (master) weights in fp32 whatever the model's dtype
   lora::LoraConfig cfg;
   cfg.all_linear = true;
@@ -392,6 +395,7 @@ void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with
   std::printf("\n== %s  (batch %lld x seq %lld, prompt share %.2f, r 16 all-linear, %s %s%s, %d threads, %d paired steps)\n",
               model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.prompt_share, o.device.c_str(),
               o.dtype.c_str(), o.autocast() ? " + bf16 autocast" : "", o.threads, o.iters);
+  if (o.checkpointing) std::printf("safetune with activation checkpointing (the reference without)\n");
   if (!with_python) {
     auto ours = safetune_step(model, o, with_kl);
     std::printf("safetune step          %8.3f s  %9.1f tokens/s (median)\n", ours.plain, tokens / ours.plain);
@@ -590,9 +594,11 @@ int main(int argc, char** argv) {
     else if (a == "--device") o.device = next();
     else if (a == "--dtype") o.dtype = next();
     else if (a == "--prompt-share") o.prompt_share = std::atof(next().c_str());
+    else if (a == "--activation-checkpointing") o.checkpointing = true;
     else if (a == "--help" || a == "-h") {
       std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]\n"
-                  "                   [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--python PATH]\n");
+                  "                   [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--activation-checkpointing]\n"
+                  "                   [--python PATH]\n");
       return 0;
     } else rest.push_back(a);
   }

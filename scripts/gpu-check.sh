@@ -93,6 +93,9 @@ run() {
   timeout 240 "$g/bin/bench_train" step "${bt[@]}" --iters 10 > "$out/bench-train-step.txt" 2>&1
   say "3 bench_train step rc=$?"
   grep -E 'step|ratio|peak' "$out/bench-train-step.txt" | tee -a "$sum"
+  timeout 200 "$g/bin/bench_train" step "${bt[@]}" --iters 5 --activation-checkpointing > "$out/bench-train-step-ckpt.txt" 2>&1
+  say "3 bench_train step, safetune with activation checkpointing rc=$?"
+  grep -E 'step|ratio|peak' "$out/bench-train-step-ckpt.txt" | tee -a "$sum"
   timeout 240 "$g/bin/bench_train" kl "${bt[@]}" --iters 5 > "$out/bench-train-kl.txt" 2>&1
   say "3 bench_train kl rc=$?"
   grep -E 'step|kl_anchor|peak' "$out/bench-train-kl.txt" | tee -a "$sum"

@@ -86,6 +86,7 @@ struct ModelSection : ConfigSection {
   std::string device = "cpu";
   std::string tokenizer;      // default: the model's own
   std::string chat_template;  // default: what the model's metadata names
+  bool activation_checkpointing = false;
   void describe(ConfigVisitor& v) override;
 };
 

@@ -31,6 +31,10 @@ void ModelSection::describe(ConfigVisitor& v) {
           Field("tokenizer.json or SentencePiece .model; empty uses the model's own (GGUF metadata or the directory).").path());
   v.field("chat_template", chat_template,
           Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
+  v.field("activation_checkpointing", activation_checkpointing,
+          Field("Recompute each decoder layer in backward instead of keeping its activations: less memory "
+                "for about one more forward per step (training only; the recompute runs under the "
+                "forward's autocast state and dropout masks)."));
 }
 
 }  // namespace safetune

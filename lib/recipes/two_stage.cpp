@@ -219,6 +219,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
   SessionScorer scorer(session);
   auto& adapters = session.adapters();
   auto& model = session.model();
+  model.set_activation_checkpointing(cfg.model.activation_checkpointing);
   const std::shared_ptr<dist::Context> group =
       ro.dist ? ro.dist : dist::Context::from_env(cfg.dist, model.device().is_cuda());
 

@@ -131,6 +131,7 @@ TEST_CASE("two-stage under bf16 autocast on the CPU: both stages and every regul
   std::vector<std::vector<std::string>> variants;
   for (const auto& reg : train::regularizer_names()) variants.push_back({"stage2.regularizers.0.name=" + reg});
   variants.push_back({"stage2.regularizers.0.name=kl_anchor", "stage2.regularizers.0.on_task_batches=true"});
+  variants.push_back({"model.activation_checkpointing=true", "stage2.regularizers.0.name=kl_anchor"});
   for (const auto& v : variants) {
     INFO(v.back());
     const auto out = dir / ("s2_" + std::to_string(&v - variants.data()));

@@ -6,6 +6,7 @@
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
 #include "safetune/model/generate.hpp"
+#include "autocast_scope.hpp"
 #include "support.hpp"
 
 using namespace safetune;
@@ -262,6 +263,10 @@ TEST_CASE("model: tied embeddings share one tensor and hooks change the output",
 }
 
 TEST_CASE("model: activation checkpointing gives the same gradients", "[model]") {
+  // Under bf16 autocast too: the recompute in backward (outside the autocast region, as the trainer
+  // runs it) must use the forward's autocast state, or it differentiates another (fp32) network.
+  const bool autocast = GENERATE(false, true);
+  INFO("autocast " << autocast);
   model::CausalLM m(make_checkpoint(tiny_config()));
   std::vector<std::shared_ptr<TestHook>> hooks;
   for (auto& [name, lin] : m.linears()) {
@@ -279,7 +284,11 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
       h->B.mutable_grad() = at::Tensor();
     }
     torch::manual_seed(42);  // same dropout masks in both runs
-    auto loss = m.forward(ids, mask).logsumexp(-1).sum();
+    at::Tensor loss;
+    {
+      test::AutocastScope ac(at::kCPU, autocast);
+      loss = m.forward(ids, mask).to(at::kFloat).logsumexp(-1).sum();
+    }
     loss.backward();
     std::vector<at::Tensor> g;
     for (auto& h : hooks) {
@@ -293,6 +302,11 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
   auto [l1, g1] = grads(true);
   CHECK(l0 == Approx(l1).epsilon(1e-6));
   for (size_t i = 0; i < g0.size(); ++i) CHECK(at::allclose(g0[i], g1[i], 1e-4, 1e-6));
+  if (autocast) {  // and the autocast run really differs from fp32 (bf16 was in effect)
+    m.set_activation_checkpointing(false);
+    torch::manual_seed(42);
+    CHECK(m.forward(ids, mask).logsumexp(-1).sum().item<double>() != l0);
+  }
 }
 
 TEST_CASE("model: seeded sampling, top_k=1 and tiny top_p reduce to greedy", "[model]") {
