@@ -196,6 +196,8 @@ at::Tensor layer_forward(CausalLM::Layer& L, const ModelConfig& c, const at::Ten
   return out + h;
 }
 
+at::Tensor or_undefined(const at::Tensor& mask) { return mask.numel() == 0 ? at::Tensor() : mask; }
+
 // Recomputes one layer in backward. The extra `anchor` input requires grad so that backward runs
 // even when the layer's input does not (layer 0 is fed by frozen embeddings); gradients for the
 // adapter parameters inside the layer accumulate through the inner backward call.
@@ -216,7 +218,7 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     if (x.is_cuda()) ctx->saved_data["dev_rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
     auto* L = reinterpret_cast<CausalLM::Layer*>(layer_ptr);
     auto* c = reinterpret_cast<const ModelConfig*>(config_ptr);
-    return layer_forward(*L, *c, x, AttnInputs{cos, sin, mask, is_causal}, nullptr);
+    return layer_forward(*L, *c, x, AttnInputs{cos, sin, or_undefined(mask), is_causal}, nullptr);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -253,7 +255,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
           at::autocast::set_autocast_dtype(dev, dtype);
         }
       } restore{dev, was_on, was_dtype};
-      out = layer_forward(*L, *c, x, AttnInputs{saved[1], saved[2], saved[3], ctx->saved_data["is_causal"].toBool()},
+      out = layer_forward(*L, *c, x,
+                          AttnInputs{saved[1], saved[2], or_undefined(saved[3]), ctx->saved_data["is_causal"].toBool()},
                           nullptr);
     }
     cpu_gen.set_state(cpu_state_now);
@@ -461,7 +464,9 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
   const bool ckpt = checkpointing_ && is_training() && torch::GradMode::is_enabled() && !cache;
   for (auto& L : layers_) {
     if (ckpt) {
-      x = CheckpointedLayer::apply(x, checkpoint_anchor(), a.cos, a.sin, a.mask, a.is_causal,
+      // autograd inputs must be defined: "no mask" travels as an empty tensor
+      const at::Tensor mask = a.mask.defined() ? a.mask : at::empty({0}, x.options().dtype(at::kBool));
+      x = CheckpointedLayer::apply(x, checkpoint_anchor(), a.cos, a.sin, mask, a.is_causal,
                                    reinterpret_cast<std::int64_t>(L.get()),
                                    reinterpret_cast<std::int64_t>(&config_));
     } else {
