@@ -150,6 +150,12 @@ struct LoraMeta {
   std::vector<std::int64_t> ranks, offsets, mask_index;
   std::int64_t n = 0, R = 0;
   at::ScalarType compute = at::kFloat;
+  // fused: inputs[1] is the base weight W [out, in] (and the last input its bias when has_bias):
+  // the op computes y = x W^T + b + adapters itself, so that the adapters' expansion accumulates
+  // into the base GEMM's output in place and, in backward, their input gradient into the base's
+  // (dx = g W, then += G A in place): no [N, out] or [N, in] temporaries and no extra sum.
+  // Otherwise inputs[1] is the base output to add to.
+  bool fused = false, has_bias = false;
 };
 
 // Autocast is excluded inside the op: it fixes its own compute dtype in forward and backward
@@ -190,10 +196,18 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     }
     for (auto i : dropped) pieces[i] = at::mm(apply_mask(xc, inputs, *meta, i), A(i).t());
     const at::Tensor H = n == 1 ? pieces[0] : at::cat(pieces, 1);  // [N, R], small
-    // y = base + H (s ⊙ B)^T: the scales live in the small B factors; beta = 1 accumulates the
-    // expansion into the base output in one GEMM, in the output's dtype.
-    const auto o = base.scalar_type();
-    const at::Tensor y = at::addmm(base, H.to(o), scaled_B(inputs, *meta, o).t());
+    at::Tensor y;
+    if (meta->fused) {
+      // y = x W^T (+ b), then += H (s ⊙ B)^T in place, all in the compute dtype.
+      const at::Tensor Wc = base.to(c);
+      y = meta->has_bias ? at::addmm(inputs.back().to(c), xc, Wc.t()) : at::mm(xc, Wc.t());
+      y.addmm_(H, scaled_B(inputs, *meta, c).t());
+    } else {
+      // y = base + H (s ⊙ B)^T: the scales live in the small B factors; beta = 1 accumulates the
+      // expansion into the base output in one GEMM, in the output's dtype.
+      const auto o = base.scalar_type();
+      y = at::addmm(base, H.to(o), scaled_B(inputs, *meta, o).t());
+    }
 
     // Saved: x in the compute dtype when an A needs its gradient (the same storage the base Linear
     // keeps when the dtypes agree; a narrower copy under autocast; never a wider one), H when a B
@@ -206,6 +220,7 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     const bool keep_narrow_x = static_cast<std::size_t>(x.element_size()) < at::elementSize(c);
     variable_list saved{any_A ? (keep_narrow_x ? x : xc) : at::Tensor(), any_B ? H : at::Tensor()};
     for (std::int64_t i = 2; i < static_cast<std::int64_t>(inputs.size()); ++i) saved.push_back(inputs[i]);
+    if (meta->fused) saved.push_back(base);  // the weight itself (no copy), for dx = g W
     ctx->save_for_backward(saved);
     ctx->saved_data["x_dtype"] = static_cast<std::int64_t>(x.scalar_type());
     ctx->saved_data["nin"] = static_cast<std::int64_t>(inputs.size());
@@ -230,7 +245,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     const at::Tensor gc = g.to(c);
 
     variable_list result(nin + 1);  // + the meta slot, which gets no gradient
-    if (ctx->needs_input_grad(1)) result[1] = g;  // y = base + ...: passes through, base's dtype
+    // y = base + ...: the gradient passes through in base's dtype. A fused base weight is frozen.
+    if (!meta->fused && ctx->needs_input_grad(1)) result[1] = g;
 
     std::vector<std::int64_t> need_A, need_B;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -274,7 +290,7 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     }
     if (need_x) {
       std::vector<std::int64_t> plain;
-      at::Tensor dx;
+      at::Tensor dx = meta->fused ? at::mm(gc, saved.back().to(c)) : at::Tensor();  // g W
       for (std::int64_t i = 0; i < n; ++i) {
         if (meta->mask_index[i] < 0) {
           plain.push_back(i);
@@ -287,8 +303,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
       if (!plain.empty()) {
         std::vector<at::Tensor> as;
         for (auto i : plain) as.push_back(A(i).to(c));
-        const at::Tensor part = at::mm(gather_columns(G, *meta, plain), concat(as, 0));
-        dx = dx.defined() ? dx.add_(part) : part;
+        const at::Tensor Gp = gather_columns(G, *meta, plain), Ap = concat(as, 0);
+        dx = dx.defined() ? dx.addmm_(Gp, Ap) : at::mm(Gp, Ap);
       }
       result[0] = dx.to(x_dtype);
     }
@@ -297,8 +313,10 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
 
   static LoraMeta make_meta(std::vector<double> scales, std::vector<std::int64_t> ranks,
                             std::vector<std::int64_t> mask_index, std::vector<double> mask_scales,
-                            at::ScalarType compute) {
+                            at::ScalarType compute, bool fused, bool has_bias) {
     LoraMeta m;
+    m.fused = fused;
+    m.has_bias = has_bias;
     m.n = static_cast<std::int64_t>(scales.size());
     m.scales = std::move(scales);
     m.ranks = std::move(ranks);
@@ -319,12 +337,15 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     ctx->saved_data["ranks"] = meta.ranks;
     ctx->saved_data["mask_index"] = meta.mask_index;
     ctx->saved_data["compute"] = static_cast<std::int64_t>(meta.compute);
+    ctx->saved_data["fused"] = meta.fused;
+    ctx->saved_data["has_bias"] = meta.has_bias;
   }
   static LoraMeta load_meta(AutogradContext* ctx) {
     return make_meta(ctx->saved_data["scales"].toDoubleVector(), ctx->saved_data["ranks"].toIntVector(),
                      ctx->saved_data["mask_index"].toIntVector(),
                      ctx->saved_data["mask_scales"].toDoubleVector(),
-                     static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt()));
+                     static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt()),
+                     ctx->saved_data["fused"].toBool(), ctx->saved_data["has_bias"].toBool());
   }
   // The helpers below read tensors laid out as the forward's inputs, or as the saved list, which
   // shares their positions from index 2 on: A_0..A_{n-1}, B_0..B_{n-1}, masks.
@@ -353,26 +374,13 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
   }
 };
 
-}  // namespace
-
-at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
-                           const std::vector<LoraFactors>& adapters, bool training) {
-  if (!x.defined() || !base_out.defined() || x.dim() < 1 || base_out.dim() < 1)
-    throw KernelError("lora_linear_add needs x [..., in] and base_out [..., out]", "input");
-  if (adapters.empty()) return base_out;
-  const auto in = x.size(-1), out = base_out.size(-1);
-  const auto lead = x.sizes().slice(0, x.dim() - 1);
-  if (lead != base_out.sizes().slice(0, base_out.dim() - 1))
-    throw KernelError("x " + shape_str(x) + " and base output " + shape_str(base_out) +
-                          " disagree on their leading dimensions", "input");
-  if (x.device() != base_out.device()) throw KernelError("x and base output on different devices", "input");
-  if (!is_float_dtype(x.scalar_type()) || !is_float_dtype(base_out.scalar_type()))
-    throw KernelError("x and the base output must be floating point", "input");
-  check_factors(adapters, out, in, x.device(), "lora_linear_add");
-  const auto compute = compute_dtype_for(x, base_out);
-
-  const auto N = x.numel() / std::max<std::int64_t>(in, 1);
-  std::vector<at::Tensor> inputs{x.reshape({N, in}), base_out.reshape({N, out})};
+// Builds the op's inputs and meta (dropout masks included) and applies it; `second` is the base
+// output [N, out] or, when fused, the weight [out, in]. Returns y as [N, out].
+at::Tensor apply_lora(const at::Tensor& x2, const at::Tensor& second, const at::Tensor& bias,
+                      const std::vector<LoraFactors>& adapters, bool training, at::ScalarType compute,
+                      bool fused, const at::Tensor& x_shape_for_errors) {
+  const auto N = x2.size(0), in = x2.size(1);
+  std::vector<at::Tensor> inputs{x2, second};
   std::vector<double> scales, mask_scales;
   std::vector<std::int64_t> ranks, mask_index;
   for (const auto& f : adapters) inputs.push_back(f.A);
@@ -393,24 +401,71 @@ at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
     double mscale = 1.0;
     if (f.mask.defined()) {
       if (f.mask.numel() != N * in)
-        throw KernelError("dropout mask " + shape_str(f.mask) + " does not match x " + shape_str(x),
+        throw KernelError("dropout mask " + shape_str(f.mask) + " does not match x " + shape_str(x_shape_for_errors),
                           "lora_linear_add");
-      m = f.mask.reshape({N, in}).to(x.device(), compute).detach();
+      m = f.mask.reshape({N, in}).to(x2.device(), compute).detach();
     } else if (f.dropout >= 1.0) {
-      m = at::zeros({N, in}, x.options().dtype(at::kBool));
+      m = at::zeros({N, in}, x2.options().dtype(at::kBool));
     } else {
       // One byte per element kept for backward, not a copy of x in the compute dtype.
-      m = at::rand({N, in}, x.options().dtype(compute)).lt_(1.0 - f.dropout).to(at::kBool);
+      m = at::rand({N, in}, x2.options().dtype(compute)).lt_(1.0 - f.dropout).to(at::kBool);
       mscale = 1.0 / (1.0 - f.dropout);
     }
     inputs.push_back(m);
     mask_index.push_back(masks++);
     mask_scales.push_back(mscale);
   }
+  if (bias.defined()) inputs.push_back(bias);
   const LoraMeta meta = LoraAddFunction::make_meta(std::move(scales), std::move(ranks), std::move(mask_index),
-                                                   std::move(mask_scales), compute);
-  at::Tensor y = LoraAddFunction::apply(at::TensorList(inputs), &meta)[0];
+                                                   std::move(mask_scales), compute, fused, bias.defined());
+  return LoraAddFunction::apply(at::TensorList(inputs), &meta)[0];
+}
+
+void check_input(const at::Tensor& x, const at::Tensor& other, const char* what) {
+  if (!x.defined() || !other.defined() || x.dim() < 1)
+    throw KernelError(std::string("needs x [..., in] and ") + what, "input");
+  if (x.device() != other.device()) throw KernelError(std::string("x and ") + what + " on different devices", "input");
+  if (!is_float_dtype(x.scalar_type()) || !is_float_dtype(other.scalar_type()))
+    throw KernelError(std::string("x and ") + what + " must be floating point", "input");
+}
+
+}  // namespace
+
+at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
+                           const std::vector<LoraFactors>& adapters, bool training) {
+  check_input(x, base_out, "the base output [..., out]");
+  if (base_out.dim() < 1) throw KernelError("the base output must be [..., out]", "input");
+  if (adapters.empty()) return base_out;
+  const auto in = x.size(-1), out = base_out.size(-1);
+  const auto lead = x.sizes().slice(0, x.dim() - 1);
+  if (lead != base_out.sizes().slice(0, base_out.dim() - 1))
+    throw KernelError("x " + shape_str(x) + " and base output " + shape_str(base_out) +
+                          " disagree on their leading dimensions", "input");
+  check_factors(adapters, out, in, x.device(), "lora_linear_add");
+  const auto N = x.numel() / std::max<std::int64_t>(in, 1);
+  const at::Tensor y = apply_lora(x.reshape({N, in}), base_out.reshape({N, out}), at::Tensor(), adapters, training,
+                                  compute_dtype_for(x, base_out), /*fused=*/false, x);
   return y.view(base_out.sizes());
+}
+
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                       const std::vector<LoraFactors>& adapters, bool training) {
+  check_input(x, weight, "a weight [out, in]");
+  if (weight.dim() != 2 || weight.size(1) != x.size(-1))
+    throw KernelError("weight " + shape_str(weight) + " does not fit x " + shape_str(x), "weight");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
+    throw KernelError("bias " + shape_str(bias) + " does not fit weight " + shape_str(weight), "bias");
+  // A trainable base weight or bias needs their gradients, which the fused op does not compute.
+  if (adapters.empty() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))
+    return lora_linear_add(x, at::linear(x, weight, bias), adapters, training);
+  const auto in = x.size(-1), out = weight.size(0);
+  check_factors(adapters, out, in, x.device(), "lora_linear");
+  const auto N = x.numel() / std::max<std::int64_t>(in, 1);
+  std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  const at::Tensor y = apply_lora(x.reshape({N, in}), weight, bias, adapters, training, compute_dtype_for(x, weight),
+                                  /*fused=*/true, x);
+  return y.view(shape);
 }
 
 at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base_out,

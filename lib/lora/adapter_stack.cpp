@@ -226,15 +226,28 @@ bool AdapterStack::active() const {
                      [](const Adapter& a) { return a.enabled && !a.merged; });
 }
 
-at::Tensor AdapterStack::apply(const at::Tensor& x, const at::Tensor& base_out) {
+std::vector<kernels::LoraFactors> AdapterStack::active_factors() const {
   std::vector<kernels::LoraFactors> factors;
-  for (const auto& a : adapters_) {
-    if (!a.enabled || a.merged) continue;
-    factors.push_back(factors_of(a));
-  }
+  for (const auto& a : adapters_)
+    if (a.enabled && !a.merged) factors.push_back(factors_of(a));
+  return factors;
+}
+
+at::Tensor AdapterStack::apply(const at::Tensor& x, const at::Tensor& base_out) {
+  const auto factors = active_factors();
   if (factors.empty()) return base_out;
   try {
     return kernels::lora_linear_add(x, base_out, factors, training_);
+  } catch (const KernelError& e) {
+    throw AdapterError(e.what_only(), module_, e.hint());
+  }
+}
+
+at::Tensor AdapterStack::forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const auto factors = active_factors();
+  if (factors.empty()) return at::linear(x, weight, bias);
+  try {
+    return kernels::lora_linear(x, weight, bias, factors, training_);
   } catch (const KernelError& e) {
     throw AdapterError(e.what_only(), module_, e.hint());
   }

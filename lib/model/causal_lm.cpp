@@ -116,9 +116,8 @@ Linear::Linear(at::Tensor w, at::Tensor b) : weight(std::move(w)), bias(std::mov
 }
 
 at::Tensor Linear::forward(const at::Tensor& x) {
-  at::Tensor y = at::linear(x, weight, bias);
-  if (hook && hook->active()) y = hook->apply(x, y);
-  return y;
+  if (hook && hook->active()) return hook->forward(x, weight, bias);
+  return at::linear(x, weight, bias);
 }
 
 // ---- KvCache -------------------------------------------------------------------------------------

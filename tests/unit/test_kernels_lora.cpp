@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 using safetune::kernels::LoraFactors;
@@ -245,13 +246,17 @@ double rel_err(const at::Tensor& got, const at::Tensor& ref) {
 TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference", "[kernels][lora]") {
   // A model Linear as the trainer runs it: base weight in the model dtype, adapter master weights
   // in fp32 or bf16, the forward under (CPU) autocast or not, backward outside autocast.
+  // Both entry points: lora_linear_add on a computed base output, and lora_linear (the whole
+  // Linear, base GEMM inside the op, with a bias).
   const std::int64_t N = 24, in = 64, out = 48;
+  for (bool fused : {false, true})
   for (auto base_dtype : {at::kFloat, at::kBFloat16, at::kHalf})
     for (auto adapter_dtype : {at::kFloat, at::kBFloat16})
       for (bool autocast : {false, true})
         for (bool dropout : {false, true}) {
           torch::manual_seed(7);
           const auto W = (torch::randn({out, in}) / 8).to(base_dtype);
+          const auto bias = fused ? torch::randn({out}).to(base_dtype) : at::Tensor();
           auto f = make_factors(out, in, {4, 8}, adapter_dtype);  // #0 frozen "safety", #1 trainable
           f[1].A.set_requires_grad(true);
           f[1].B.set_requires_grad(true);
@@ -266,14 +271,14 @@ TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference
           at::Tensor base, y;
           {
             safetune::test::AutocastScope ac(at::kCPU, autocast);
-            base = at::linear(x, W);
-            y = k::lora_linear_add(x, base, f, true);
+            base = at::linear(x, W, bias);
+            y = fused ? k::lora_linear(x, W, bias, f, true) : k::lora_linear_add(x, base, f, true);
           }
           (y.to(at::kFloat) * w).sum().backward();
 
           // fp64 reference of the same function, written out here.
           auto x64 = x.detach().to(at::kDouble).set_requires_grad(true);
-          at::Tensor y64 = at::linear(x64, W.to(at::kDouble));
+          at::Tensor y64 = at::linear(x64, W.to(at::kDouble), fused ? bias.to(at::kDouble) : at::Tensor());
           std::vector<at::Tensor> A64, B64;
           for (const auto& a : f) {
             A64.push_back(a.A.detach().to(at::kDouble).set_requires_grad(true));
@@ -289,8 +294,8 @@ TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference
           // bf16 keeps 8 significant bits, fp16 11: a few roundings of the inputs, of H and of the
           // output, relative to the largest element; fp32 accumulation throughout.
           const double tol = compute == at::kFloat ? 1e-5 : (compute == at::kHalf ? 4e-3 : 3e-2);
-          INFO("base " << base_dtype << " adapters " << adapter_dtype << " autocast " << autocast
-                       << " dropout " << dropout);
+          INFO("fused " << fused << " base " << base_dtype << " adapters " << adapter_dtype << " autocast "
+                        << autocast << " dropout " << dropout);
           CHECK(y.scalar_type() == base.scalar_type());
           CHECK(rel_err(y.detach(), y64.detach()) < tol);
           REQUIRE(x.grad().defined());
@@ -375,6 +380,21 @@ TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward",
     bool has_mask = false;
     for (const auto& t : saved) has_mask = has_mask || t.scalar_type() == at::kBool;
     CHECK(has_mask);
+  }
+  SECTION("the fused Linear (base GEMM inside the op): x shared, W itself, H") {
+    const auto W = torch::randn({out, in}).to(at::kBFloat16);
+    auto f = make_factors(out, in, {16, 16});
+    f[1].A.set_requires_grad(true);
+    f[1].B.set_requires_grad(true);
+    const auto x = torch::randn({N, in}).to(at::kBFloat16).set_requires_grad(true);
+    const auto y = k::lora_linear(x, W, at::Tensor(), f, true);
+    auto saved = k::lora_saved_tensors(y);
+    bool has_W = false;
+    for (const auto& t : saved) has_W = has_W || t.is_same(W);
+    CHECK(has_W);  // the weight itself, no copy
+    saved.erase(std::remove_if(saved.begin(), saved.end(), [&](const at::Tensor& t) { return t.is_same(W); }),
+                saved.end());
+    CHECK(count(saved, x, f) == N * in * 2 + N * 32 * 2);
   }
   SECTION("frozen adapters only: nothing activation-sized but x") {
     const auto W = torch::randn({out, in});

@@ -42,6 +42,16 @@ at::Tensor lora_merge_reference(const at::Tensor& W, const std::vector<LoraFacto
 at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
                            const std::vector<LoraFactors>& adapters, bool training);
 
+// The whole adapted Linear: y = x W^T + b + the adapters, with lora_linear_add's precision and
+// gradients. The base weight and bias are frozen (they get no gradient; a weight or bias that
+// requires grad is routed through at::linear + lora_linear_add instead). Computing the base GEMM
+// inside the op lets the adapters' expansion accumulate into its output in place, and their input
+// gradient into the base's (dx = g W, then += G A in place): the adapted Linear costs the plain one
+// plus the rank-R GEMMs, with no full-size temporaries or sums. W is kept for backward as is (a
+// view, no copy); y has the compute dtype (what at::linear gives under the same autocast state).
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                       const std::vector<LoraFactors>& adapters, bool training);
+
 // Plain reference of lora_linear_add (one ATen product chain per adapter in the same compute dtype;
 // autograd by ATen). Uses the given masks when dropout applies; requires them when training with
 // dropout > 0.

@@ -1,5 +1,6 @@
 // AdapterStack: the ordered named LoRA adapters on one Linear, with merging and the inference policy.
 #pragma once
+#include "safetune/kernels/lora.hpp"
 #include "safetune/lora/hook.hpp"
 
 #include <ATen/Tensor.h>
@@ -102,6 +103,7 @@ class AdapterStack : public LinearHook {
   // LinearHook
   bool active() const override;
   at::Tensor apply(const at::Tensor& x, const at::Tensor& base_out) override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) override;
 
   // W += sum s_i B_i A_i for the named (enabled, unmerged) adapters, fp32 accumulation, one rounding.
   void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none);
@@ -116,6 +118,7 @@ class AdapterStack : public LinearHook {
   std::vector<std::string> merged_names() const;
 
  private:
+  std::vector<kernels::LoraFactors> active_factors() const;
   struct MergeRecord {
     std::vector<std::string> names;
     at::Tensor saved;  // W before this merge, when requested
