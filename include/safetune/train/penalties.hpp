@@ -19,7 +19,8 @@ at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets
 // autocast dtype when autocast is on for hidden's device (else hidden's dtype), the softmax
 // statistics in fp32, and the gradient w.r.t. hidden is formed chunk by chunk during the forward
 // (when grad mode is on and hidden requires grad) and kept in hidden's dtype: [N, H] is all that
-// survives to backward. chunk_rows <= 0 picks chunks of about 64 MiB of fp32 logits.
+// survives to backward. chunk_rows <= 0 picks chunks of about 64 MiB of fp32 logits (256 MiB on a
+// GPU).
 //   linear_cross_entropy_sum = sum_i -log softmax(h_i W^T)[t_i]
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                     std::int64_t chunk_rows = 0);
