@@ -1,6 +1,5 @@
 // `safetune merge` (adapters into a Hugging Face model), `safetune export` (one adapter as a GGUF LoRA, or several
 // packed into one PEFT or GGUF LoRA adapter) and `safetune project` (post-hoc Safe LoRA on saved adapters).
-// LoRA format) and `safetune project` (post-hoc Safe LoRA on saved adapters).
 #include <torch/torch.h>
 
 #include <cstdio>
