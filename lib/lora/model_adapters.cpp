@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -190,6 +191,7 @@ void ModelAdapters::remove(const std::string& name, const std::string& reason) {
   if (s.empty()) throw AdapterError("no such adapter", name);
   for (auto* st : s) st->remove(name, reason);
   deps_.erase(name);
+  weights_sha_cache_.erase(name);
 }
 void ModelAdapters::train(bool on) {
   for (auto& [m, s] : stacks_) s->train(on);
@@ -267,6 +269,22 @@ AdapterFactors ModelAdapters::factors(const std::string& name) const {
 std::string ModelAdapters::content_sha256(const std::string& name) const { return adapter_sha256(factors(name), true); }
 std::string ModelAdapters::weights_sha256(const std::string& name) const { return adapter_sha256(factors(name), false); }
 
+const std::string& ModelAdapters::cached_weights_sha256(const std::string& name) const {
+  // In-place updates bump a tensor's version counter; a replaced tensor has another impl.
+  // (remove() drops the entry, so a freed impl's address reused by a new adapter cannot alias.)
+  std::string key;
+  char buf[160];
+  for (const auto& m : factors(name).modules) {
+    std::snprintf(buf, sizeof buf, "%p.%u,%p.%u,%a;", static_cast<const void*>(m.A.unsafeGetTensorImpl()),
+                  static_cast<unsigned>(m.A._version()), static_cast<const void*>(m.B.unsafeGetTensorImpl()),
+                  static_cast<unsigned>(m.B._version()), m.spec.scale());
+    key += m.module + ":" + buf;
+  }
+  auto& entry = weights_sha_cache_[name];
+  if (entry.first != key) entry = {key, weights_sha256(name)};
+  return entry.second;
+}
+
 void ModelAdapters::set_dependencies(const std::string& name, std::vector<AdapterDependency> deps) {
   if (!has(name)) throw AdapterError("no such adapter", name);
   deps_[name] = std::move(deps);
@@ -289,11 +307,7 @@ std::vector<DependencyProblem> ModelAdapters::dependency_problems(const std::vec
       if (on) active.push_back(n);
     }
   }
-  std::map<std::string, std::string> sha;  // weights hashes, computed once
-  auto sha_of = [&](const std::string& n) -> const std::string& {
-    auto it = sha.find(n);
-    return it != sha.end() ? it->second : sha.emplace(n, weights_sha256(n)).first->second;
-  };
+  auto sha_of = [&](const std::string& n) -> const std::string& { return cached_weights_sha256(n); };
   std::vector<DependencyProblem> out;
   for (const auto& a : active) {
     for (const auto& dep : dependencies_of(a)) {

@@ -128,6 +128,10 @@ class ModelAdapters {
   model::CausalLM& model_;
   std::map<std::string, std::vector<AdapterDependency>> deps_;  // by adapter name
   std::string override_reason_;
+  // weights_sha256 by adapter, with the factors' identity and version counters it was computed
+  // for: the policy check runs before every generation batch, and hashing is not free on 7B.
+  mutable std::map<std::string, std::pair<std::string, std::string>> weights_sha_cache_;
+  const std::string& cached_weights_sha256(const std::string& name) const;
   std::map<std::string, std::shared_ptr<AdapterStack>> stacks_;  // by module name
   std::vector<std::string> order_;                               // module order of the model
 };
