@@ -1,5 +1,5 @@
-// `safetune merge` (adapters into a Hugging Face model), `safetune export --format gguf-lora` (llama.cpp's
-// LoRA format) and `safetune project` (post-hoc Safe LoRA on saved adapters).
+// `safetune merge` (adapters into a Hugging Face model), `safetune export` (one adapter as a GGUF LoRA, or several
+// packed into one PEFT or GGUF LoRA adapter) and `safetune project` (post-hoc Safe LoRA on saved adapters).
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -77,21 +77,46 @@ int run_merge(const MergeArgs& a) {
   return 0;
 }
 
-struct ExportArgs {
+struct ExportArgs : AdapterArgs {
   std::string adapter, format, model, out, dtype = "float32";
 };
 
+// One adapter, or several packed into one (safety + task: deployable outside safetune as one file).
 int run_export(const ExportArgs& a) {
-  if (a.format != "gguf-lora") throw UsageError("unknown export format '" + a.format + "'", "--format", "gguf-lora");
+  if (a.format != "gguf-lora" && a.format != "peft")
+    throw UsageError("unknown export format '" + a.format + "'", "--format", "gguf-lora or peft");
+  ExportArgs args = a;
+  if (!a.adapter.empty()) args.adapters = a.adapter + (a.adapters.empty() ? "" : "," + a.adapters);
+  if (recipes::split_paths(args.adapters).empty())
+    throw UsageError("name the adapter(s) to export: ADAPTER or --adapters SAFETY,TASK", "--adapters");
   auto model = model::load(a.model);
   lora::ModelAdapters adapters(*model);
-  auto info = adapters.load_peft(a.adapter);
+  auto names = apply_adapter_options(adapters, args, "export");  // refuses a task adapter without its safety adapter
   const auto& c = model->config();
-  auto s = lora::export_gguf_lora(adapters, info.name, c.architecture, c.num_attention_heads, c.num_key_value_heads,
-                                  a.out, recipes::parse_dtype(a.dtype));
-  std::printf("wrote %s: adapter %s, arch %s, %zu modules, alpha %g, %s%s\n", a.out.c_str(), info.name.c_str(),
-              c.architecture.c_str(), s.modules, s.alpha, a.dtype.c_str(),
-              s.rescaled.empty() ? "" : (", " + std::to_string(s.rescaled.size()) + " modules rescaled").c_str());
+  if (a.format == "gguf-lora" && names.size() == 1) {
+    auto s = lora::export_gguf_lora(adapters, names.front(), c.architecture, c.num_attention_heads,
+                                    c.num_key_value_heads, a.out, recipes::parse_dtype(a.dtype));
+    std::printf("wrote %s: adapter %s, arch %s, %zu modules, alpha %g, %s%s\n", a.out.c_str(), names.front().c_str(),
+                c.architecture.c_str(), s.modules, s.alpha, a.dtype.c_str(),
+                s.rescaled.empty() ? "" : (", " + std::to_string(s.rescaled.size()) + " modules rescaled").c_str());
+    return 0;
+  }
+  std::string packed_name;
+  for (const auto& n : names) packed_name += (packed_name.empty() ? "" : "+") + n;
+  auto packed = lora::pack_adapters(adapters, names, packed_name);
+  std::int64_t max_rank = 0;
+  for (const auto& m : packed.modules) max_rank = std::max(max_rank, m.spec.rank);
+  if (a.format == "peft") {
+    if (a.dtype != "float32") throw UsageError("the packed PEFT adapter is written in float32", "--dtype");
+    lora::write_peft(packed, a.out, a.model);
+  } else {
+    lora::export_gguf_lora(packed, c.architecture, c.num_attention_heads, c.num_key_value_heads, a.out,
+                           recipes::parse_dtype(a.dtype));
+  }
+  std::printf("wrote %s: %s packed as one %s adapter (%zu modules, ranks up to %lld, role %s%s)\n", a.out.c_str(),
+              packed_name.c_str(), a.format == "peft" ? "PEFT" : "GGUF LoRA", packed.modules.size(),
+              static_cast<long long>(max_rank), lora::role_name(packed.role),
+              packed.required_at_inference ? ", required at inference" : "");
   return 0;
 }
 
@@ -168,7 +193,7 @@ void register_adapter_commands(CLI::App& app, Action& action) {
   auto m = std::make_shared<MergeArgs>();
   auto* merge = app.add_subcommand("merge", "merge adapters into the base weights; write a Hugging Face directory");
   merge->add_option("model", m->model, "HF directory, .safetensors or .gguf")->required();
-  add_adapter_options(merge, *m, /*with_policy=*/false);
+  add_adapter_options(merge, *m, /*with_disable=*/false);
   merge->get_option("--adapters")->required();
   merge->add_option("--out", m->out, "output directory (config.json, safetensors, tokenizer files)")->required();
   merge->add_option("--dtype", m->dtype, "float32, bfloat16 or float16 (load, merge and write)")->capture_default_str();
@@ -178,12 +203,14 @@ void register_adapter_commands(CLI::App& app, Action& action) {
   merge->callback([&action, m] { action = [m] { return run_merge(*m); }; });
 
   auto e = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "write an adapter in another format (gguf-lora: llama.cpp)");
-  exp->add_option("adapter", e->adapter, "PEFT adapter directory")->required();
-  exp->add_option("--format", e->format, "gguf-lora")->required();
+  auto* exp = app.add_subcommand("export", "write adapters in another format: one GGUF LoRA (llama.cpp), or "
+                                          "several packed into one PEFT or GGUF LoRA adapter");
+  exp->add_option("adapter", e->adapter, "PEFT adapter directory (or use --adapters)");
+  add_adapter_options(exp, *e, /*with_disable=*/false);
+  exp->add_option("--format", e->format, "gguf-lora or peft (peft: the adapters packed into one)")->required();
   exp->add_option("--model", e->model, "the base model (names, heads and the Q/K permutation come from it)")->required();
-  exp->add_option("--out", e->out, "output .gguf file")->required();
-  exp->add_option("--dtype", e->dtype, "float32, float16 or bfloat16 tensors")->capture_default_str();
+  exp->add_option("--out", e->out, "output .gguf file (gguf-lora) or directory (peft)")->required();
+  exp->add_option("--dtype", e->dtype, "float32, float16 or bfloat16 tensors (gguf-lora)")->capture_default_str();
   exp->callback([&action, e] { action = [e] { return run_export(*e); }; });
 
   auto p = std::make_shared<ProjectArgs>();

@@ -152,7 +152,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       in.gates = gates;
       in.verdict = verdict;
       for (const auto& o : lora::policy_overrides())
-        in.policy_overrides.push_back(o.module + ": " + o.action + " " + o.adapter + " (" + o.reason + ")");
+        in.policy_overrides.push_back(lora::describe(o));
       safety::write_safety_report(out / "report", in);
 
       auto line = [](const char* what, const safety::Rate& r) {

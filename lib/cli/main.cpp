@@ -6,6 +6,7 @@
 
 #include "commands.hpp"
 #include "safetune/error.hpp"
+#include "safetune/lora/adapter_stack.hpp"  // PolicyError
 #include "safetune/log.hpp"
 
 int main(int argc, char** argv) {
@@ -47,6 +48,9 @@ int main(int argc, char** argv) {
     log_setup(parse_log_level(log_level), quiet);
     return action ? action() : 0;
   } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const PolicyError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {

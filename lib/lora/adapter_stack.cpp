@@ -56,6 +56,26 @@ double AdapterSpec::scale() const {
   return use_rslora ? alpha / std::sqrt(r) : alpha / r;
 }
 
+void record_policy_override(const PolicyOverride& o) {
+  {
+    std::lock_guard<std::mutex> lock(g_override_mutex);
+    for (auto& e : g_overrides)
+      if (e.adapter == o.adapter && e.action == o.action && e.reason == o.reason) {
+        e.modules += o.modules;
+        return;  // already logged: one line per decision, not one per Linear
+      }
+    g_overrides.push_back(o);
+  }
+  log_warn("inference policy override: " + o.action + " of adapter '" + o.adapter + "' (" + o.reason + ")");
+}
+
+std::string describe(const PolicyOverride& o) {
+  std::string s = o.action + " of adapter '" + o.adapter + "'";
+  if (!o.module.empty())
+    s += o.modules == 1 ? " on " + o.module : " on " + std::to_string(o.modules) + " modules";
+  return s + " (" + o.reason + ")";
+}
+
 std::vector<PolicyOverride> policy_overrides() {
   std::lock_guard<std::mutex> lock(g_override_mutex);
   return g_overrides;
@@ -159,10 +179,7 @@ Adapter& AdapterStack::add(const AdapterSpec& spec, const at::Tensor& A, const a
 
 void AdapterStack::record_override(const Adapter& a, const std::string& action,
                                    const std::string& reason) {
-  log_warn("inference policy override: " + action + " of required adapter '" + a.spec.name +
-           "' on " + module_ + " (" + reason + ")");
-  std::lock_guard<std::mutex> lock(g_override_mutex);
-  g_overrides.push_back({module_, a.spec.name, action, reason});
+  record_policy_override({module_, a.spec.name, action, reason, 1});
 }
 
 void AdapterStack::remove(const std::string& name, const std::string& override_reason) {

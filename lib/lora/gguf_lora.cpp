@@ -16,15 +16,22 @@ GgufLoraSummary export_gguf_lora(ModelAdapters& adapters, const std::string& nam
                                  std::int64_t n_head, std::int64_t n_head_kv, const std::filesystem::path& out,
                                  c10::ScalarType dtype) {
   if (!adapters.has(name)) throw AdapterError("no adapter named '" + name + "'", out.string());
+  const std::vector<std::string> alone{name};
+  adapters.enforce_dependencies(&alone);
+  return export_gguf_lora(adapters.factors(name), architecture, n_head, n_head_kv, out, dtype);
+}
+
+GgufLoraSummary export_gguf_lora(const AdapterFactors& adapter, const std::string& architecture, std::int64_t n_head,
+                                 std::int64_t n_head_kv, const std::filesystem::path& out, c10::ScalarType dtype) {
   if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16)
     throw UsageError(std::string("GGUF LoRA tensors are float32, float16 or bfloat16, not ") + c10::toString(dtype),
                      "dtype");
-  auto stacks = adapters.stacks(name);
-  if (stacks.empty()) throw AdapterError("adapter '" + name + "' targets no Linear", out.string());
+  const std::string& name = adapter.name;
+  if (adapter.modules.empty()) throw AdapterError("adapter '" + name + "' targets no Linear", out.string());
   GgufLoraSummary summary;
   // llama.cpp computes scale = alpha / rank per tensor; take alpha from the first module.
-  const Adapter& first = stacks.front()->get(name);
-  summary.alpha = first.scale() * static_cast<double>(first.spec.rank);
+  const ModuleFactors& first = adapter.modules.front();
+  summary.alpha = first.spec.scale() * static_cast<double>(first.spec.rank);
   const float alpha32 = static_cast<float>(summary.alpha);
 
   io::GgufWriter w;
@@ -34,15 +41,14 @@ GgufLoraSummary export_gguf_lora(ModelAdapters& adapters, const std::string& nam
   w.add_string("adapter.type", "lora");
   w.add_float32("adapter.lora.alpha", alpha32);
   w.add_uint32("general.quantization_version", 2);
-  for (AdapterStack* st : stacks) {
-    const Adapter& a = st->get(name);
-    const std::string module = st->module_name();
+  for (const ModuleFactors& a : adapter.modules) {
+    const std::string& module = a.module;
     auto gguf_name = io::hf_to_gguf_name(module + ".weight");
     if (!gguf_name) throw AdapterError("this Linear has no llama.cpp tensor name", module);
     at::Tensor A = a.A.detach().to(at::kCPU, at::kFloat);
     at::Tensor B = a.B.detach().to(at::kCPU, at::kFloat);
     // What llama.cpp will apply, alpha32 / r, against what PEFT applies, scale().
-    const double factor = a.scale() * static_cast<double>(a.spec.rank) / static_cast<double>(alpha32);
+    const double factor = a.spec.scale() * static_cast<double>(a.spec.rank) / static_cast<double>(alpha32);
     if (std::abs(factor - 1.0) > 1e-6) {
       B = (B.to(at::kDouble) * factor).to(at::kFloat);
       summary.rescaled.push_back(module);
@@ -58,8 +64,8 @@ GgufLoraSummary export_gguf_lora(ModelAdapters& adapters, const std::string& nam
   }
   if (!summary.rescaled.empty())
     log_warn("gguf-lora: " + std::to_string(summary.rescaled.size()) +
-             " module(s) have a scale that alpha / rank cannot express (rsLoRA with mixed ranks or per-module "
-             "alphas); the difference is folded into their lora_b");
+             " module(s) have a scale that one alpha / rank cannot express (rsLoRA or per-module alphas with "
+             "mixed ranks, or a packed adapter); the difference is folded into their lora_b");
   w.write(out);
   return summary;
 }

@@ -144,6 +144,14 @@ ModelConfig config_from_json(const std::string& json_text, const std::string& wh
   std::string dtype = get_string(j, "dtype", where);
   if (dtype.empty()) dtype = get_string(j, "torch_dtype", where);
   if (!dtype.empty()) c.torch_dtype = dtype;
+  if (auto it = j.find("safetune_merged_adapters"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) throw ModelError("'safetune_merged_adapters' must be an array", where);
+    for (const auto& e : *it) {
+      if (!e.is_object()) throw ModelError("'safetune_merged_adapters' entries must be objects", where);
+      c.merged_adapters.push_back(
+          {get_string(e, "name", where), get_string(e, "role", where), get_string(e, "weights_sha256", where)});
+    }
+  }
   validate_config(c, where);
   return c;
 }
@@ -238,6 +246,12 @@ std::string to_hf_json(const ModelConfig& c) {
   else j["eos_token_id"] = c.eos_token_ids;
   j["torch_dtype"] = c.torch_dtype;
   j["use_cache"] = true;
+  if (!c.merged_adapters.empty()) {
+    json m = json::array();
+    for (const auto& a : c.merged_adapters)
+      m.push_back({{"name", a.name}, {"role", a.role}, {"weights_sha256", a.weights_sha256}});
+    j["safetune_merged_adapters"] = m;  // transformers keeps unknown keys and ignores them
+  }
   return j.dump(2) + "\n";
 }
 

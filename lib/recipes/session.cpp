@@ -92,6 +92,17 @@ Session::Session(const fs::path& path, const SessionOptions& opt) : path_(path) 
 
 void Session::load_adapters(const std::vector<fs::path>& dirs) {
   for (const auto& d : dirs) adapters_->load_peft(d);
+  check_inference_policy();
+}
+
+void Session::check_inference_policy() {
+  auto violations = adapters_->inference_violations();
+  if (!violations.empty() && !allow_policy_override)
+    throw AdapterError("adapter '" + violations.front() + "' is required at inference but disabled",
+                       path_.string(), "re-enable it, or pass the explicit policy override");
+  if (allow_policy_override && adapters_->policy_override().empty())
+    adapters_->set_policy_override("Session::allow_policy_override");
+  adapters_->enforce_dependencies();
 }
 
 std::vector<std::int64_t> Session::prompt_ids(const std::vector<tokenizer::ChatMessage>& messages) const {
@@ -103,10 +114,7 @@ std::vector<std::int64_t> Session::prompt_ids(const std::vector<tokenizer::ChatM
 
 std::vector<std::string> Session::chat(const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
                                        const model::GenerateOptions& options) {
-  auto violations = adapters_->inference_violations();
-  if (!violations.empty() && !allow_policy_override)
-    throw AdapterError("adapter '" + violations.front() + "' is required at inference but disabled",
-                       path_.string(), "re-enable it, or pass the explicit policy override");
+  check_inference_policy();
   std::vector<std::vector<std::int64_t>> prompts;
   for (const auto& c : conversations) prompts.push_back(prompt_ids(c));
   model::GenerateOptions opt = options;
@@ -152,6 +160,7 @@ std::vector<std::string> SessionScorer::generate(const std::vector<std::vector<s
 
 std::vector<double> SessionScorer::choice_logprobs(const std::vector<safety::Message>& conversation,
                                                    const std::vector<std::string>& choices) {
+  s_.check_inference_policy();
   auto prompt = s_.prompt_ids(to_chat(conversation));
   tokenizer::EncodeOptions opt;
   opt.add_special = false;

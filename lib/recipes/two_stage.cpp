@@ -427,6 +427,8 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       auto projected = train::safe_lora_project(adapters, "task", "safety", cfg.stage2.safe_lora_threshold);
       log_info("Safe LoRA projection changed " + std::to_string(projected.size()) + " layers");
     }
+    // The task adapter names the safety adapter it was trained with; wherever it is applied, that one must be too.
+    if (has_safety) adapters.set_dependencies("task", {{"safety", adapters.weights_sha256("safety")}});
     if (main_rank) adapters.save_peft("task", out / "adapters" / "task", cfg.model.path);
     result.tuned.seconds = seconds_since(t0);
     result.tuned.assessment = assess_as("tuned");
@@ -468,7 +470,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       in.training_series = guard->series();
     }
     for (const auto& o : lora::policy_overrides())
-      in.policy_overrides.push_back(o.module + ": " + o.action + " " + o.adapter + " (" + o.reason + ")");
+      in.policy_overrides.push_back(lora::describe(o));
     if (main_rank) safety::write_safety_report(out / "report", in);
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.unmerge({"safety"});
 

@@ -60,6 +60,14 @@ TEST_CASE("two-stage: both stages learn, the safety adapter stays frozen, output
   CHECK(lora::ModelAdapters::read_info(dir / "run" / "adapters" / "safety").content_sha256 == r.safety_sha_before);
   CHECK(lora::ModelAdapters::read_info(dir / "run" / "adapters" / "safety").required_at_inference);
   CHECK(lora::ModelAdapters::read_info(dir / "run" / "adapters" / "task").role == lora::AdapterRole::task);
+  {
+    // The task adapter names the safety adapter it was trained with: the one stage 1 saved.
+    const auto task = lora::ModelAdapters::read_info(dir / "run" / "adapters" / "task");
+    REQUIRE(task.dependencies.size() == 1);
+    CHECK(task.dependencies[0].name == "safety");
+    CHECK(task.dependencies[0].weights_sha256 ==
+          lora::ModelAdapters::read_info(dir / "run" / "adapters" / "safety").weights_sha256);
+  }
   for (const char* f : {"config.yaml", "report/safety_report.md", "report/safety_report.json", "report/safety_report.html",
                         "assessments/baseline.json", "assessments/aligned.json", "assessments/tuned.json"})
     CHECK(fs::exists(dir / "run" / f));

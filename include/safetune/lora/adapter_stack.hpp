@@ -1,5 +1,6 @@
 // AdapterStack: the ordered named LoRA adapters on one Linear, with merging and the inference policy.
 #pragma once
+#include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
 #include "safetune/lora/hook.hpp"
 
@@ -9,6 +10,12 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace safetune {
+// A refusal by the adapter inference policy (a task adapter without its safety adapter, ...): the
+// CLI exits 2, as for a usage error, since the fix is a different command line.
+class PolicyError : public AdapterError { using AdapterError::AdapterError; };
+}  // namespace safetune
 
 namespace safetune::lora {
 
@@ -44,16 +51,22 @@ struct Adapter {
   double scale() const { return spec.scale(); }
 };
 
-// An explicit override of the inference policy, kept for the safety report.
+// An explicit override of the inference policy, kept for the safety report. One record per
+// adapter, action and reason: the same override on every Linear of a model is one decision.
 struct PolicyOverride {
-  std::string module;   // the Linear's module name
+  std::string module;   // the first Linear it was granted on; empty for a whole-adapter override
   std::string adapter;
-  std::string action;   // "disable" | "remove"
+  std::string action;   // "disable" | "remove" | "run without dependency" | ...
   std::string reason;   // what the caller passed as the override
+  std::size_t modules = 1;  // Linears it was granted on
 };
+// Records an override; logs one warning the first time an (adapter, action, reason) is seen.
+void record_policy_override(const PolicyOverride& o);
 // Every override granted in this process, in order (thread-safe copy).
 std::vector<PolicyOverride> policy_overrides();
 void clear_policy_overrides();
+// One line for reports: "disable of required adapter 'safety' on 30 modules (reason)".
+std::string describe(const PolicyOverride& o);
 
 // How to restore a merge exactly: a caller that wants bit-exact unmerge asks for a saved copy.
 enum class MergeCopy { none, keep };

@@ -23,8 +23,14 @@ struct GgufLoraSummary {
 // one alpha impossible, the remaining factor goes into that module's lora_b. For arch llama, lora_b's
 // rows of q/k get the converter's rotary row permutation. dtype: float32, float16 or bfloat16.
 // AdapterError naming the module when a Linear has no llama.cpp name.
+// First enforces the adapter's dependencies among itself alone (PolicyError: a task adapter is not
+// exported without its safety adapter unless the policy override is set; export the two packed).
 GgufLoraSummary export_gguf_lora(ModelAdapters& adapters, const std::string& name, const std::string& architecture,
                                  std::int64_t n_head, std::int64_t n_head_kv, const std::filesystem::path& out,
+                                 c10::ScalarType dtype = c10::ScalarType::Float);
+// The same for a detached adapter, such as pack_adapters' result (safety + task in one file).
+GgufLoraSummary export_gguf_lora(const AdapterFactors& adapter, const std::string& architecture, std::int64_t n_head,
+                                 std::int64_t n_head_kv, const std::filesystem::path& out,
                                  c10::ScalarType dtype = c10::ScalarType::Float);
 
 }  // namespace safetune::lora

@@ -78,6 +78,9 @@ class CausalLM : public torch::nn::Module {
   at::Tensor project(const at::Tensor& hidden);
 
   const ModelConfig& config() const { return config_; }
+  // What adapters are merged into the weights (kept by lora::ModelAdapters::merge/unmerge and
+  // written to config.json by an export), so a merged model carries its own record.
+  std::vector<MergedAdapter>& merged_adapters() { return config_.merged_adapters; }
   c10::ScalarType dtype() const;
   c10::Device device() const;
   // Moves/casts all weights (the rotary frequencies stay fp32, as in transformers).

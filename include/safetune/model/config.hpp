@@ -15,6 +15,14 @@ struct RopeScaling {
   std::int64_t original_max_position_embeddings = 8192;
 };
 
+// An adapter whose product was merged into the weights, as `safetune merge` records it in
+// config.json ("safetune_merged_adapters"), so that loading it again can be caught.
+struct MergedAdapter {
+  std::string name;
+  std::string role;
+  std::string weights_sha256;  // lora::ModelAdapters::weights_sha256 of the adapter merged
+};
+
 struct ModelConfig {
   std::string architecture = "llama";  // "llama" or "qwen2" (model_type in config.json)
   std::int64_t vocab_size = 0;
@@ -40,6 +48,7 @@ struct ModelConfig {
   std::vector<std::int64_t> eos_token_ids;
   std::int64_t pad_token_id = -1;
   std::string torch_dtype = "float32";
+  std::vector<MergedAdapter> merged_adapters;  // empty for a model no adapter was merged into
 };
 
 // Parses the text of a Hugging Face config.json (model_type llama|qwen2, or architectures

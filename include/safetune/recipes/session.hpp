@@ -42,12 +42,16 @@ class Session {
   lora::ModelAdapters& adapters() { return *adapters_; }
   const std::filesystem::path& path() const { return path_; }
 
-  // Loads PEFT adapter directories (comma-separated list accepted by the CLI) as frozen adapters.
+  // Loads PEFT adapter directories (comma-separated list accepted by the CLI) as frozen adapters,
+  // then checks the inference policy (give a task adapter and its safety adapter in one call).
   void load_adapters(const std::vector<std::filesystem::path>& dirs);
+  // Refuses (AdapterError / PolicyError) while a required adapter is disabled or an applied adapter
+  // lacks an adapter it depends on, unless allow_policy_override (then logged once and recorded in
+  // lora::policy_overrides()). chat() and SessionScorer call it before every use.
+  void check_inference_policy();
   // Prompt ids for a conversation, ending with the assistant header.
   std::vector<std::int64_t> prompt_ids(const std::vector<tokenizer::ChatMessage>& messages) const;
-  // Greedy (or sampled) replies for a batch of conversations; refuses to run while a required
-  // adapter is disabled unless allow_policy_override.
+  // Greedy (or sampled) replies for a batch of conversations (after check_inference_policy).
   std::vector<std::string> chat(const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
                                 const model::GenerateOptions& options);
   // SHA-256 of the base weights (hex), computed once.
