@@ -10,6 +10,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
+#include "safetune/io/checkpoint.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -261,6 +262,7 @@ AdapterFileInfo ModelAdapters::load_peft(const fs::path& dir, const std::string&
   AdapterFileInfo info = read_info(dir);
   const fs::path file = dir / "adapter_model.safetensors";
   auto tensors = io::safetensors_load(file);
+  io::require_finite(tensors, file.string());
   if (!info.content_sha256.empty()) {
     if (tensors_sha256(tensors) != info.content_sha256)
       throw AdapterError("adapter tensors do not match their recorded SHA-256 (damaged or edited file)", file.string());
