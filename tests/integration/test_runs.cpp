@@ -1,6 +1,7 @@
 // Runs as units of work, through the CLI on the tiny model: an interrupted run releases nothing and
 // exits 130/143, and --resume finishes it; run directories are locked, never shared and never
 // silently overwritten; every input is checked before stage 1 trains; small hardening cases.
+#include <ATen/ATen.h>
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -9,10 +10,12 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "safetune/io/dir_lock.hpp"
+#include "safetune/io/safetensors.hpp"
 #include "safetune/safety/registry.hpp"
 #include "support.hpp"
 
@@ -273,4 +276,30 @@ TEST_CASE("runs: small inputs that used to pass or hang are clear one-line error
   CHECK(fifo.exit_code == 1);
   CHECK(count_lines(fifo.err) == 1);
   CHECK_THAT(fifo.err, Contains("x.gguf") && Contains("not a regular file"));
+
+  // Weights with NaN: the tiny model with two NaN and one +inf in the last layer's q_proj is refused
+  // at load, naming the file, the tensor and the count (3, as written), instead of giving NaN logits.
+  const fs::path tiny = test::safetune_home() / "models" / "tiny-llama", bad = dir / "nan-model";
+  fs::create_directories(bad);
+  for (const auto& e : fs::directory_iterator(tiny))
+    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), bad / e.path().filename());
+  auto tensors = io::safetensors_load(tiny / "model.safetensors");
+  std::string poisoned;
+  for (auto& [name, t] : tensors)
+    if (name.find("self_attn.q_proj.weight") != std::string::npos) poisoned = name;  // the last one
+  REQUIRE(!poisoned.empty());
+  for (auto& [name, t] : tensors)
+    if (name == poisoned) {
+      t = t.clone();
+      auto flat = t.view({-1});
+      flat[0] = std::numeric_limits<float>::quiet_NaN();
+      flat[5] = std::numeric_limits<float>::quiet_NaN();
+      flat[7] = std::numeric_limits<float>::infinity();
+    }
+  io::safetensors_save(bad / "model.safetensors", tensors);
+  auto nan = test::run_cli({"forward", bad.string(), "--ids", "1,2,3"});
+  CHECK(nan.exit_code == 1);
+  CHECK(count_lines(nan.err) == 1);
+  CHECK_THAT(nan.err, Contains(poisoned) && Contains("tensor has 3 of") && Contains("NaN or infinite") &&
+                          Contains("nan-model"));
 }
