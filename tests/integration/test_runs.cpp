@@ -186,7 +186,8 @@ TEST_CASE("runs: a folder safetune did not write is never written, through a sym
   test::write_text(unrelated / "config.yaml", "mine\n");
   test::write_text(unrelated / "report" / "notes.md", "my notes\n");
   fs::create_directory_symlink(unrelated, link);
-  for (std::vector<std::string> flags : {std::vector<std::string>{}, {"--overwrite"}, {"--resume"}}) {
+  const std::vector<std::vector<std::string>> flag_sets{{}, {"--overwrite"}, {"--resume"}};
+  for (const auto& flags : flag_sets) {
     INFO((flags.empty() ? "(no flag)" : flags[0]));
     auto r = test::run_cli(with(train_args(link, dir / "registry.json", "x"), flags));
     CHECK(r.exit_code == 1);
@@ -233,15 +234,16 @@ TEST_CASE("runs: every input of both stages is validated before stage 1 trains",
   test::write_text(dir / "task.jsonl", good + "\n" +
                                            R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":")" +
                                            std::string("\xff") + "\"}]}\n");
-  test::write_text(dir / "anchor.jsonl", good + "\n{oops\n");
+  test::write_text(dir / "eval.jsonl", good + "\n{oops\n");
   struct Case {
     std::vector<std::string> overrides;
     std::string expect;
   };
   const std::vector<Case> cases{
       {{"stage2.data.datasets.0.path=" + (dir / "task.jsonl").string()}, (dir / "task.jsonl").string() + ":2: invalid UTF-8"},
-      {{"stage2.anchor.datasets.0.path=" + (dir / "anchor.jsonl").string()}, (dir / "anchor.jsonl").string() + ":2: malformed JSON"},
-      {{"stage2.task_eval=" + (dir / "none.jsonl").string()}, (dir / "none.jsonl").string() + ": data file not found"},
+      // task_eval used to be read only after stage 2 had trained.
+      {{"stage2.task_eval=" + (dir / "eval.jsonl").string()}, (dir / "eval.jsonl").string() + ":2: malformed JSON"},
+      {{"stage1.data.datasets.1.path=" + (dir / "none.jsonl").string()}, (dir / "none.jsonl").string() + ": data file not found"},
       {{"safety.guard.every_n_steps=1", "safety.guard.subset=" + (dir / "none.txt").string()}, "none.txt"},
       {{"stage1.enabled=false", "stage2.safety_adapter=" + (dir / "no-adapter").string()}, "no-adapter"},
   };
