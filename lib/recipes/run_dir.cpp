@@ -2,6 +2,7 @@
 #include "safetune/recipes/run_dir.hpp"
 
 #include <set>
+#include <vector>
 
 #include "safetune/data/dataset.hpp"
 #include "safetune/error.hpp"
@@ -68,14 +69,14 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
            (rd.path == fs::absolute(requested).lexically_normal() ? "" : " (run.output_dir " + requested.string() + ")"));
   rd.lock = io::DirectoryLock(rd.path);
 
-  bool empty = true;
+  std::vector<fs::path> entries;
   for (const auto& e : fs::directory_iterator(rd.path))
-    if (e.path().filename() != io::DirectoryLock::kFileName) empty = false;
+    if (e.path().filename() != io::DirectoryLock::kFileName) entries.push_back(e.path().filename());
   auto refuse = [&](const std::string& what, const std::string& hint) {
     if (rd.lock.created_file()) rd.lock.release_and_remove();  // leave a foreign folder as it was
     throw ConfigError(what, rd.path.string(), hint);
   };
-  if (empty) return rd;
+  if (entries.empty()) return rd;
   if (rd.lock.created_file())
     refuse("run.output_dir is not empty and holds no safetune run; nothing in it is overwritten",
            "choose an empty or new run.output_dir");
@@ -83,6 +84,8 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
     refuse("run.output_dir holds " + held + "; a released run is never resumed into or overwritten",
            "choose a new run.output_dir");
   if (o.resume) return rd;
+  // A run that failed before producing anything (a wrong model path, say) left only its config.
+  if (entries.size() == 1 && entries[0] == "config.yaml") return rd;
   if (!o.overwrite)
     refuse("run.output_dir already holds a run", "continue it with --resume, replace it with --overwrite, "
                                                  "or choose another run.output_dir");

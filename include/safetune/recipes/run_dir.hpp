@@ -25,7 +25,8 @@ struct RunDir {
 
 // Creates `requested` if needed, resolves it (logging the resolved path), takes its exclusive lock
 // (IoError naming the directory and the holder's pid when another run holds it), then decides:
-// an empty directory is used as is; one that safetune did not write (no lock file) is refused;
+// an empty directory (or one holding only the config of a run that failed before producing
+// anything) is used as is; one that safetune did not write (no lock file) is refused;
 // a previous run is refused unless `resume` (continue it) or `overwrite` (its contents are removed
 // first) -- and both are refused when it holds a release of `registry`. ConfigError naming the
 // directory and the way out otherwise; a directory refused on first contact gets no lock file.
