@@ -65,9 +65,12 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
   RunDir rd;
   rd.path = fs::canonical(requested, ec);
   if (ec) throw IoError("cannot resolve the run directory: " + ec.message(), requested.string());
-  log_info("run directory: " + rd.path.string() +
-           (rd.path == fs::absolute(requested).lexically_normal() ? "" : " (run.output_dir " + requested.string() + ")"));
   rd.lock = io::DirectoryLock(rd.path);
+  // Logged once the directory is accepted (a refusal is one error line naming the resolved path).
+  auto log_accepted = [&] {
+    log_info("run directory: " + rd.path.string() +
+             (rd.path == fs::absolute(requested).lexically_normal() ? "" : " (run.output_dir " + requested.string() + ")"));
+  };
 
   std::vector<fs::path> entries;
   for (const auto& e : fs::directory_iterator(rd.path))
@@ -76,22 +79,32 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
     if (rd.lock.created_file()) rd.lock.release_and_remove();  // leave a foreign folder as it was
     throw ConfigError(what, rd.path.string(), hint);
   };
-  if (entries.empty()) return rd;
+  if (entries.empty()) {
+    log_accepted();
+    return rd;
+  }
   if (rd.lock.created_file())
     refuse("run.output_dir is not empty and holds no safetune run; nothing in it is overwritten",
            "choose an empty or new run.output_dir");
   if (const std::string held = registry_holding(rd.path, o.registry); !held.empty())
     refuse("run.output_dir holds " + held + "; a released run is never resumed into or overwritten",
            "choose a new run.output_dir");
-  if (o.resume) return rd;
+  if (o.resume) {
+    log_accepted();
+    return rd;
+  }
   // A run that failed before producing anything (a wrong model path, say) left only its config.
-  if (entries.size() == 1 && entries[0] == "config.yaml") return rd;
+  if (entries.size() == 1 && entries[0] == "config.yaml") {
+    log_accepted();
+    return rd;
+  }
   if (!o.overwrite)
     refuse("run.output_dir already holds a run", "continue it with --resume, replace it with --overwrite, "
                                                  "or choose another run.output_dir");
   log_warn("--overwrite: removing the previous run in " + rd.path.string());
   for (const auto& e : fs::directory_iterator(rd.path))
     if (e.path().filename() != io::DirectoryLock::kFileName) fs::remove_all(e.path());
+  log_accepted();
   return rd;
 }
 
