@@ -28,4 +28,16 @@ class AdapterError : public Error { using Error::Error; };
 class KernelError : public Error { using Error::Error; };
 class SafetyError : public Error { using Error::Error; };
 
+// A run stopped by SIGINT/SIGTERM after saving its checkpoint; nothing was released. The CLI prints
+// it as one line and exits 128 + signal (130 for SIGINT, 143 for SIGTERM), like a shell would.
+class Interrupted : public Error {
+ public:
+  Interrupted(int signal, std::string what, std::string where = {}, std::string hint = {})
+      : Error(std::move(what), std::move(where), std::move(hint)), signal_(signal) {}
+  int signal() const noexcept { return signal_; }
+
+ private:
+  int signal_;
+};
+
 }  // namespace safetune

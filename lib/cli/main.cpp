@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
   try {
     log_setup(parse_log_level(log_level), quiet);
     return action ? action() : 0;
+  } catch (const Interrupted& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 128 + e.signal();
   } catch (const UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "commands.hpp"
@@ -26,6 +27,14 @@ std::string registry_path(const std::string& config, const std::vector<std::stri
   if (cfg.safety.release.registry.empty())
     throw ConfigError("no release registry configured", config + ": safety.release.registry");
   return cfg.safety.release.registry;
+}
+
+// `releases` and `rollback` read an existing registry: a mistyped path is an error, not an empty list.
+safety::ReleaseRegistry open_existing(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw IoError("no such release registry", path, "give the registry `safetune train` wrote (safety.release.registry)");
+  return safety::ReleaseRegistry::open(path);
 }
 
 void print_pass(const safety::MonitorResult& r) {
@@ -92,7 +101,7 @@ void register_release_commands(CLI::App& app, Action& action) {
   roll->add_option("--reason", rb->reason, "recorded in the registry history")->capture_default_str();
   roll->callback([&action, rb] {
     action = [rb] {
-      auto reg = safety::ReleaseRegistry::open(registry_path(rb->file, rb->overrides, rb->registry));
+      auto reg = open_existing(registry_path(rb->file, rb->overrides, rb->registry));
       const safety::Release* cur = reg.current();
       const std::string from = cur ? cur->id : "(none)";
       const std::string to = reg.rollback(rb->reason);
@@ -108,7 +117,7 @@ void register_release_commands(CLI::App& app, Action& action) {
   list->add_option("--registry", ls->registry, "release registry JSON (instead of a config)");
   list->callback([&action, ls] {
     action = [ls] {
-      auto reg = safety::ReleaseRegistry::open(registry_path(ls->file, ls->overrides, ls->registry));
+      auto reg = open_existing(registry_path(ls->file, ls->overrides, ls->registry));
       std::printf("%-36s %-8s %-21s %8s %8s %8s\n", "release", "status", "created", "refusal", "benign", "discr.");
       for (const auto& r : reg.releases()) {
         auto get = [&](const char* k) { auto it = r.summary.find(k); return it == r.summary.end() ? 0.0 : 100 * it->second; };

@@ -10,20 +10,25 @@ void register_train_commands(CLI::App& app, Action& action) {
   struct Args {
     std::string file;
     std::vector<std::string> overrides;
-    bool resume = false;
+    bool resume = false, overwrite = false;
   };
   auto a = std::make_shared<Args>();
   auto* train = app.add_subcommand("train", "run the two-stage safety-preserving trainer from a YAML config");
   train->add_option("config", a->file, "YAML config (see docs/config.md)")->required();
   train->add_option("overrides", a->overrides, "key.path=value overrides");
-  train->add_flag("--resume", a->resume, "continue from the latest checkpoints in run.output_dir");
+  auto* resume = train->add_flag("--resume", a->resume, "continue the run in run.output_dir from its latest checkpoints");
+  train->add_flag("--overwrite", a->overwrite,
+                  "replace the previous run in run.output_dir (refused when it holds a registered release)")
+      ->excludes(resume);
   train->callback([&action, a] {
     action = [a] {
       recipes::TwoStageConfig cfg;
       config_load(cfg, a->file, a->overrides);
       recipes::RunOptions ro;
       ro.resume = a->resume;
+      ro.overwrite = a->overwrite;
       auto r = recipes::run_two_stage(cfg, config_dump(cfg), ro);
+      recipes::throw_if_interrupted(r);  // exit 130 / 143: nothing was released
       if (r.tuned.assessment) {
         std::printf("gates: %s\n", r.verdict.passed ? "passed" : "BREACHED");
         for (const auto& reason : r.verdict.reasons) std::printf("  %s\n", reason.c_str());

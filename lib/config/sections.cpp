@@ -8,7 +8,14 @@ namespace safetune {
 void RunSection::describe(ConfigVisitor& v) {
   v.field("name", name, Field("Run name, used in logs and reports."));
   v.field("output_dir", output_dir,
-          Field("Directory for checkpoints, adapters, metrics.jsonl and reports."));
+          Field("Directory for checkpoints, adapters, metrics.jsonl and reports; locked while a run writes "
+                "it, and a previous run in it is continued only with --resume or replaced only with "
+                "--overwrite.")
+              .path()
+              .check([](const std::string& v) -> std::optional<std::string> {
+                if (v.empty()) return "must not be empty";
+                return std::nullopt;
+              }, "not empty"));
   v.field("seed", seed, Field("Seed for initialisation, shuffling and dropout.").at_least(0));
 }
 

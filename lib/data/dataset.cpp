@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 
 namespace safetune::data {
 namespace fs = std::filesystem;
@@ -141,13 +142,14 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
   std::error_code ec;
   if (!fs::exists(path_, ec)) throw IoError("data file not found", path_.string());
   if (fs::is_directory(path_, ec)) throw IoError("is a directory, expected a data file", path_.string());
+  io::require_regular_file(path_);  // a FIFO would block the reader
   std::ifstream in(path_, std::ios::binary);
   if (!in) throw IoError("cannot open data file", path_.string());
 
   // Index records: JSONL/text = non-empty lines; CSV = records (quoted fields may hold newlines).
   const bool csv = path_.extension() == ".csv" || format_ == "goal_target";
   std::uint64_t pos = 0, rec_begin = 0;
-  std::uint32_t line = 1, rec_line = 1;
+  std::uint32_t line = 1, rec_line = 1, quote_line = 1;
   bool quoted = false, header_done = !csv, empty = true;
   std::string rec;
   auto finish = [&](std::uint64_t end) {
@@ -192,12 +194,17 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
           continue;
         }
       }
-      if (csv && c == '"') quoted = !quoted;
+      if (csv && c == '"') {
+        quoted = !quoted;
+        if (quoted) quote_line = line;
+      }
       rec += c;
     }
   }
+  if (csv && quoted)
+    throw DataError("unterminated quoted CSV field: the quote opened here is never closed", where(path_, quote_line),
+                    "close the quote; a quote inside a quoted field is written twice (\"\")");
   if (!rec.empty()) finish(pos);
-  if (csv && quoted) throw DataError("unterminated quoted CSV field at end of file", path_.string());
   if (empty && rejected > 0)
     throw DataError("no record matches the where filters (" + std::to_string(rejected) + " records skipped)",
                     path_.string());

@@ -35,7 +35,20 @@ void fsync_directory(const fs::path& dir) {
 }
 }  // namespace
 
-AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
+// A write through a symbolic link must update the file it points to: rename() onto the link would
+// replace the link itself by a regular file and leave its target (say, the real registry) as it was.
+fs::path final_target(fs::path p) {
+  for (int hops = 0; hops < 40; ++hops) {
+    std::error_code ec;
+    if (!fs::is_symlink(p, ec)) return p;
+    fs::path t = fs::read_symlink(p, ec);
+    if (ec) throw IoError("cannot read symbolic link: " + ec.message(), p.string());
+    p = t.is_absolute() ? t : p.parent_path() / t;
+  }
+  throw IoError("too many levels of symbolic links", p.string());
+}
+
+AtomicFile::AtomicFile(fs::path path) : path_(final_target(std::move(path))) {
   fs::path dir = path_.parent_path();
   if (!dir.empty()) {
     std::error_code ec;
@@ -94,10 +107,17 @@ void atomic_write(const fs::path& path, std::string_view bytes) {
   f.commit();
 }
 
-std::string read_file(const fs::path& path) {
+void require_regular_file(const fs::path& path) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) throw IoError("no such file", path.string());
-  if (fs::is_directory(path, ec)) throw IoError("is a directory, expected a file", path.string());
+  const auto st = fs::status(path, ec);
+  if (!fs::exists(st)) throw IoError("no such file", path.string());
+  if (fs::is_directory(st)) throw IoError("is a directory, expected a file", path.string());
+  if (!fs::is_regular_file(st))
+    throw IoError("not a regular file (a FIFO, socket or device); refusing to read it", path.string());
+}
+
+std::string read_file(const fs::path& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError("cannot open for reading", path.string());
   std::ostringstream ss;

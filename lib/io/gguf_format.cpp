@@ -1,4 +1,5 @@
 // GGUF header parser: a bounds-checked cursor over the file image; torch-free so it can be fuzzed.
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -239,6 +240,22 @@ Header parse_header(std::string_view bytes, const std::string& file) {
     if (ti.offset > avail || ti.n_bytes > avail - ti.offset)
       throw FormatError("tensor data [" + std::to_string(ti.offset) + ", +" + std::to_string(ti.n_bytes) +
                             ") runs past the end of the file", where);
+  }
+  // Two tensors sharing bytes: llama.cpp's writer never produces it, and accepting it would let one
+  // tensor's data silently stand for another's.
+  std::vector<const TensorInfo*> by_offset;
+  for (const TensorInfo& ti : h.tensors)
+    if (ti.n_bytes > 0) by_offset.push_back(&ti);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  for (std::size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorInfo& prev = *by_offset[i - 1];
+    const TensorInfo& ti = *by_offset[i];
+    if (prev.offset + prev.n_bytes > ti.offset)
+      throw FormatError("tensor data [" + std::to_string(ti.offset) + ", +" + std::to_string(ti.n_bytes) +
+                            ") overlaps the data of tensor '" + prev.name + "' [" + std::to_string(prev.offset) +
+                            ", +" + std::to_string(prev.n_bytes) + ")",
+                        tensor_where(file, ti.name));
   }
   return h;
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 
 namespace safetune::io {
 
@@ -43,8 +44,7 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 void Sha256::update_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw IoError("no such file", path.string());
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError("cannot open for hashing", path.string());
   char buf[1 << 16];

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/safetensors_header.hpp"
 
 namespace safetune::io {
@@ -163,6 +164,7 @@ SafetensorsHeader safetensors_parse_header(std::string_view bytes, std::uint64_t
 }
 
 SafetensorsHeader safetensors_read_header(const std::filesystem::path& file) {
+  require_regular_file(file);
   std::ifstream in(file, std::ios::binary);
   if (!in) throw IoError("cannot open file", file.string());
   in.seekg(0, std::ios::end);

@@ -11,6 +11,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
+#include "safetune/io/checkpoint.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -515,6 +516,7 @@ AdapterFileInfo ModelAdapters::load_peft(const fs::path& dir, const std::string&
   AdapterFileInfo info = read_info(dir);
   const fs::path file = dir / "adapter_model.safetensors";
   auto tensors = io::safetensors_load(file);
+  io::require_finite(tensors, file.string());
   const std::string name = !name_in.empty() ? name_in : (!info.name.empty() ? info.name : dir.filename().string());
   if (has(name)) throw AdapterError("an adapter with this name is already attached", name);
 

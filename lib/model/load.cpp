@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "safetune/error.hpp"
+#include "safetune/io/checkpoint.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -49,6 +50,7 @@ io::Checkpoint load_checkpoint(const std::filesystem::path& path) {
 
 std::shared_ptr<CausalLM> load(const std::filesystem::path& path, c10::ScalarType dtype, c10::Device device) {
   io::Checkpoint ckpt = load_checkpoint(path);
+  io::require_finite(ckpt.tensors, path.string());
   try {
     return std::make_shared<CausalLM>(ckpt, dtype, device);
   } catch (const ModelError& e) {

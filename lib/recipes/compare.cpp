@@ -490,6 +490,7 @@ Reference reference_stage(const CompareConfig& cfg, const fs::path& out, bool& r
   log_info(cfg.stage1.enabled ? "stage 1: training the safety adapter (the reference)"
                               : "stage 1: assessing the given safety adapter (the reference)");
   auto r = run_two_stage(s1, config_dump(s1));
+  throw_if_interrupted(r);  // the CLI exits 130/143; a later `compare` runs stage 1 again
   if (cfg.stage1.enabled && r.aligned.status != train::TrainStatus::completed)
     throw SafetyError("stage 1 did not complete; the comparison needs its safety adapter", dir.string());
   ref.baseline = r.baseline;
@@ -589,6 +590,7 @@ CompareResult run_compare(const CompareConfig& cfg) {
     log_info("cell " + std::to_string(i + 1) + "/" + std::to_string(cells.size()) + " " + cell.name + eta);
     const auto t0 = std::chrono::steady_clock::now();
     auto r = run_two_stage(c, config_dump(c), ro);
+    throw_if_interrupted(r);  // finished cells are kept; a later `compare` redoes this one
     if (!r.tuned.assessment) throw SafetyError("cell produced no assessment", dir.string());
     const auto& a = *r.tuned.assessment;
     CellResult cr;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -14,8 +15,10 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
 #include "safetune/log.hpp"
+#include "safetune/recipes/run_dir.hpp"
 #include "safetune/recipes/session.hpp"
 #include "safetune/safety/probes.hpp"
+#include "safetune/safety/prometheus.hpp"
 #include "safetune/safety/registry.hpp"
 #include "safetune/safety/report.hpp"
 
@@ -193,22 +196,43 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// An interrupted stage keeps its checkpoint and nothing else: no adapter saved as if complete, no
+// assessment, report or release. The log says what happened and how to continue.
+void note_interrupted(TwoStageResult& r, const std::string& stage, const train::Trainer& t, std::int64_t max_steps) {
+  r.interrupted_signal = t.interrupt_signal();
+  r.interrupted_stage = stage;
+  r.interrupted_step = t.step();
+  log_warn("run interrupted by " + std::string(r.interrupted_signal == SIGINT ? "SIGINT" : "SIGTERM") + " during " +
+           stage + " at step " + std::to_string(t.step()) + " of " + std::to_string(max_steps) +
+           ": checkpoint saved in " + (t.out_dir() / "checkpoints").string() +
+           "; no adapter, report or release written; continue with --resume");
+}
+
 }  // namespace
 
 TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resolved_yaml, const RunOptions& ro) {
   const bool resume = ro.resume;
   TwoStageResult result;
-  const fs::path out = cfg.run.output_dir;
-  result.out_dir = out;
   const bool release = !cfg.safety.release.registry.empty() && cfg.stage2.enabled;
   if (release && !cfg.safety.assess)
     throw ConfigError("registering a release needs its safety assessment", "safety.release.registry",
                       "set safety.assess=true or leave safety.release.registry empty");
   if (release) safety::ReleaseRegistry::open(cfg.safety.release.registry);  // a damaged registry stops the run now
-  // Data-parallel: every rank runs this same recipe on its own shard; rank 0 alone writes files.
+  // Every input of both stages is read now: bad data fails here, not after hours of stage 1.
+  validate_run_inputs(cfg);
+  // Data-parallel: every rank runs this same recipe on its own shard; rank 0 alone writes files
+  // (and alone holds the run directory's lock).
   const auto launch = dist::LaunchEnv::from_environment();
   const bool main_rank = ro.dist ? ro.dist->is_main() : launch.rank == 0;
-  fs::create_directories(out);
+  RunDir run_dir;
+  if (main_rank) {
+    run_dir = open_run_dir(cfg.run.output_dir, {resume, ro.overwrite, cfg.safety.release.registry});
+  } else {
+    fs::create_directories(cfg.run.output_dir);
+    run_dir.path = fs::canonical(cfg.run.output_dir);
+  }
+  const fs::path out = run_dir.path;
+  result.out_dir = out;
   if (main_rank) io::atomic_write(out / "config.yaml", resolved_yaml);
   torch::manual_seed(static_cast<std::uint64_t>(cfg.run.seed));
 
@@ -255,6 +279,10 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     model.train();
     adapters.train(true);
     result.aligned.status = trainer.run(resume);
+    if (result.aligned.status == train::TrainStatus::interrupted) {
+      note_interrupted(result, "stage 1", trainer, cfg.stage1.train.max_steps);
+      return result;
+    }
     adapters.set_trainable("safety", false);
     adapters.set_required_at_inference("safety", true);
     if (main_rank) adapters.save_peft("safety", out / "adapters" / "safety", cfg.model.path);
@@ -417,6 +445,10 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     model.train();
     adapters.train(true);
     result.tuned.status = trainer.run(resume);
+    if (result.tuned.status == train::TrainStatus::interrupted) {
+      note_interrupted(result, "stage 2", trainer, cfg.stage2.train.max_steps);
+      return result;
+    }
     adapters.set_trainable("task", false);
     if (has_safety) {
       result.safety_sha_after = adapters.content_sha256("safety");
@@ -503,13 +535,27 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
 
 namespace safetune::recipes {
 
+void throw_if_interrupted(const TwoStageResult& r) {
+  if (r.interrupted_signal == 0) return;
+  throw Interrupted(r.interrupted_signal,
+                    "interrupted by " + std::string(r.interrupted_signal == SIGINT ? "SIGINT" : "SIGTERM") + " during " +
+                        r.interrupted_stage + " at step " + std::to_string(r.interrupted_step) +
+                        ": checkpoint saved; nothing was registered or promoted",
+                    r.out_dir.string(), "continue the run with --resume");
+}
+
 int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
-  const fs::path out = base_cfg.run.output_dir;
+  // The demo owns its directory: a re-run replaces the previous demo's outputs (never a folder
+  // safetune did not write, nor one holding a release), and no two demos share it.
+  validate_run_inputs(base_cfg);
+  const RunDir demo_dir = open_run_dir(base_cfg.run.output_dir, {false, true, base_cfg.safety.release.registry});
+  const fs::path out = demo_dir.path;
   // Stage 1 once, with the baseline and aligned assessments.
   TwoStageConfig s1 = base_cfg;
   s1.stage2.enabled = false;
   s1.run.output_dir = (out / "stage1").string();
   auto first = run_two_stage(s1, resolved_yaml);
+  throw_if_interrupted(first);
 
   struct Variant {
     std::string key, label, mode;
@@ -533,6 +579,7 @@ int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
     ro.aligned = first.aligned.assessment;
     log_info("demo variant " + v.label);
     results.push_back(run_two_stage(c, resolved_yaml, ro));
+    throw_if_interrupted(results.back());
   }
 
   auto pct = [](const safety::Rate& r) {
@@ -598,6 +645,12 @@ safety::MonitorResult monitor_release(const TwoStageConfig& cfg) {
     std::string why = "artifacts changed: " + problems.front();
     reg.append_history({"", "monitor_regression", id, why, {}});
     log_warn("release " + id + " regressed: " + why);
+    // The textfile tells the truth on this outcome too: the gate failed (nothing was probed).
+    if (!mo.prometheus_file.empty()) {
+      safety::Assessment none;
+      none.created = safety::utc_now_iso8601();
+      safety::write_prometheus_textfile(mo.prometheus_file, safety::assessment_samples(none, id, false));
+    }
     if (rel.rollback_on_regression) {
       try {
         r.rolled_back_to = reg.rollback("monitoring: " + why);

@@ -29,6 +29,16 @@ json metrics_json(const std::map<std::string, double>& m) {
   return j;
 }
 
+// A relative stored path never contains "..": stored_path() writes one only for files below the
+// registry, so such a path was edited in, and following it would hash (and trust) files anywhere.
+bool escapes(const std::string& stored) {
+  const fs::path p(stored);
+  if (p.is_absolute()) return false;
+  for (const auto& part : p)
+    if (part == "..") return true;
+  return false;
+}
+
 }  // namespace
 
 std::string sha256_tree(const fs::path& path) {
@@ -86,10 +96,12 @@ std::string ReleaseRegistry::to_json() const {
 
 ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
   ReleaseRegistry reg;
-  reg.path_ = path;
+  // Through a symlink, the registry is the file it points to: relative release paths resolve
+  // beside that file, and writes update it (the link stays a link).
+  reg.path_ = io::final_target(path);
   std::error_code ec;
-  if (!fs::exists(path, ec)) return reg;
-  const std::string text = io::read_file(path);
+  if (!fs::exists(reg.path_, ec)) return reg;
+  const std::string text = io::read_file(reg.path_);
   const std::string where = path.string();
   auto fail = [&](const std::string& what) -> void {
     throw FormatError("damaged release registry: " + what, where,
@@ -142,12 +154,14 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
       r.assessment = str(x, "assessment", at);
       r.assessment_sha256 = str(x, "assessment_sha256", at);
       if (r.assessment_sha256.size() != 64) fail(at + ".assessment_sha256 is not a SHA-256 hex digest");
+      if (escapes(r.assessment)) fail(at + ".assessment '" + r.assessment + "' climbs out of the registry's folder with '..'");
     }
     if (!x.contains("adapters") || !x["adapters"].is_array()) fail(at + ".adapters must be an array");
     for (std::size_t k = 0; k < x["adapters"].size(); ++k) {
       const std::string aat = at + ".adapters[" + std::to_string(k) + "]";
       ReleaseAdapter a{str(x["adapters"][k], "path", aat), str(x["adapters"][k], "sha256", aat)};
       if (a.sha256.size() != 64) fail(aat + ".sha256 is not a SHA-256 hex digest");
+      if (escapes(a.path)) fail(aat + ".path '" + a.path + "' climbs out of the registry's folder with '..'");
       r.adapters.push_back(std::move(a));
     }
     reg.releases_.push_back(std::move(r));

@@ -337,6 +337,7 @@ TrainStatus Trainer::run(bool resume) {
     progress->advance(step_);
   }
   stop_reason_.clear();
+  interrupt_signal_ = 0;
 
   while (step_ < cfg_.max_steps) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -449,6 +450,9 @@ TrainStatus Trainer::run(bool resume) {
     if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
     // Distributed: the flag was summed with the gradients, so every rank stops at the same step.
     if (signalled) {
+      // Another rank's signal reaches this one through the all-reduce only: take it as SIGTERM,
+      // what launchers send to stop the remaining ranks.
+      interrupt_signal_ = g_signal.load() != 0 ? g_signal.load() : SIGTERM;
       log_warn("signal " + std::to_string(g_signal.load()) + " received (on this or another rank): saving a checkpoint and exiting");
       if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
       return TrainStatus::interrupted;

@@ -151,6 +151,7 @@ TEST_CASE("release: promotion, a breaching fine-tune, monitor, rollback", "[reci
   const std::string prom = slurp(s.dir / "metrics.prom");
   CHECK(prom.find("release=\"rel-2\"") != std::string::npos);
   CHECK(prom.find("# TYPE") != std::string::npos);
+  CHECK(prom.find("safetune_safety_gate_passed{release=\"rel-2\"} 1\n") != std::string::npos);
 
   // Someone swaps the deployed task adapter: a regression; monitor rolls back to rel-1 and exits 3.
   {
@@ -162,6 +163,10 @@ TEST_CASE("release: promotion, a breaching fine-tune, monitor, rollback", "[reci
   CHECK(bad.exit_code == 3);
   CHECK(bad.out.find("REGRESSION") != std::string::npos);
   CHECK(bad.out.find("current release is now rel-1") != std::string::npos);
+  // The textfile tells the truth on this outcome too: rel-2's gate now reads 0 (it said 1 before).
+  const std::string prom_bad = slurp(s.dir / "metrics.prom");
+  CHECK(prom_bad.find("safetune_safety_gate_passed{release=\"rel-2\"} 0\n") != std::string::npos);
+  CHECK(prom_bad.find("safetune_safety_gate_passed{release=\"rel-2\"} 1") == std::string::npos);
   {
     auto reg = safety::ReleaseRegistry::open(s.registry);
     CHECK(reg.current()->id == "rel-1");

@@ -120,7 +120,10 @@ TEST_CASE("data: bad input is reported with file:line and field", "[data]") {
              Contains("g.jsonl:2: malformed JSON"));
   CHECK(file_error("h.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}\n") ==
         "h.jsonl:1: conversation has no assistant message, so nothing to learn");
-  CHECK(file_error("i.csv", "goal,target\n\"open,x\n") == "i.csv: unterminated quoted CSV field at end of file");
+  // The quote opens on line 3 (counted by hand) and is never closed: the message names that line.
+  CHECK(file_error("i.csv", "goal,target\na,b\n\"open,x\nmore\n") ==
+        "i.csv:3: unterminated quoted CSV field: the quote opened here is never closed (hint: close the quote; a "
+        "quote inside a quoted field is written twice (\"\"))");
   CHECK(file_error("missing.jsonl", "") != "no error");
   CHECK_THROWS_WITH(ExampleFile(dataset("/nonexistent/x.jsonl")), "/nonexistent/x.jsonl: data file not found");
 }

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include <catch2/catch.hpp>
+#include <sys/stat.h>
 #include <cstring>
 #include <fstream>
 
@@ -172,6 +173,25 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     b.add_tensor("w", {4}, 0, floats({1, 2, 3, 4}), 64);
     CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("runs past the end of the file") &&
                                                Catch::Contains("tensor 'w'"));
+  }
+  SECTION("two tensors sharing one data range") {
+    // b's 16 bytes start at a's offset 0: both would read the same floats.
+    GgufBuilder b;
+    b.add_tensor("a", {4}, 0, floats({1, 2, 3, 4}));
+    b.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 0);
+    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("overlaps the data of tensor 'a'") &&
+                                               Catch::Contains("tensor 'b'"));
+    // Overlapping by the last 4 bytes only ([0,16) and [12,28)) is refused as well.
+    GgufBuilder c;
+    c.alignment = 4;
+    c.add_tensor("a", {4}, 0, floats({1, 2, 3, 4}));
+    c.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 12);
+    CHECK_THAT(open_error(dir, c.bytes()), Catch::Contains("overlaps the data of tensor 'a'"));
+  }
+  SECTION("a FIFO is refused before it is opened, never waited on") {
+    const fs::path fifo = dir / "x.gguf";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(io::GgufFile(fifo), Catch::Contains("not a regular file") && Catch::Contains("x.gguf"));
   }
   SECTION("unknown ggml type") {
     GgufBuilder b;

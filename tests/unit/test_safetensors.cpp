@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/io/checkpoint.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "support.hpp"
 
@@ -222,4 +224,20 @@ TEST_CASE("safetensors: sharded index errors name the index and tensor", "[io][s
     CHECK(t[1].first == "b");
     CHECK(at::equal(t[1].second, at::full({3}, 2.0)));
   }
+}
+
+TEST_CASE("non-finite weights are refused naming file, tensor and count", "[io][safetensors]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<std::pair<std::string, at::Tensor>> tensors{
+      {"ok", at::tensor({1.0f, 2.0f})},
+      {"ids", at::tensor({std::int64_t{1}, std::int64_t{2}})},  // integers are never checked
+      {"bad", at::tensor({1.0f, nan, -inf, 4.0f, nan, 6.0f})}};
+  CHECK_THROWS_WITH(io::require_finite(tensors, "m.safetensors"),
+                    "m.safetensors: bad: tensor has 3 of 6 values that are NaN or infinite (hint: the file is damaged, "
+                    "or was saved from a diverged run)");
+  tensors.pop_back();
+  CHECK_NOTHROW(io::require_finite(tensors, "m.safetensors"));
+  // bf16 too (the dtype of real checkpoints).
+  tensors.push_back({"half", at::tensor({1.0f, inf}).to(at::kBFloat16)});
+  CHECK_THROWS_WITH(io::require_finite(tensors, "m"), Catch::Contains("half: tensor has 1 of 2"));
 }

@@ -150,6 +150,17 @@ TEST_CASE("safety/registry: a damaged file is a clear error and is never overwri
     "status":"maybe","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","adapters":[]}],"history":[]})",
                  "status must be passed or failed");
 
+  // A relative adapter or assessment path climbing out with "..": never followed (it hashed /etc).
+  const std::string sha(64, 'a');
+  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
+    "status":"passed","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","adapters":[{"path":"../../../../etc","sha256":")" +
+                     sha + R"("}]}],"history":[]})",
+                 "releases[0].adapters[0].path '../../../../etc' climbs out of the registry's folder");
+  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
+    "status":"passed","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","assessment":"x/../../a.json",
+    "assessment_sha256":")" + sha + R"(","adapters":[]}],"history":[]})",
+                 "releases[0].assessment 'x/../../a.json' climbs out");
+
   // Edited by hand (damaged) after we opened it: our next write refuses instead of clobbering it.
   fs::remove(p);
   ReleaseRegistry reg = ReleaseRegistry::open(p);
@@ -158,6 +169,25 @@ TEST_CASE("safety/registry: a damaged file is a clear error and is never overwri
   CHECK_THROWS_WITH(reg.promote("a"), Contains("changed on disk"));
   CHECK(io::read_file(p) == "{ oops");
   CHECK(reg.current() == nullptr);  // in-memory state unchanged too
+}
+
+TEST_CASE("safety/registry: a rollback through a symlinked registry rolls back the real one", "[safety]") {
+  test::TempDir dir;
+  for (const char* r : {"r1", "r2"}) make_adapter(dir / "real" / r, std::string("w-") + r);
+  const fs::path real = dir / "real" / "registry.json";
+  {
+    ReleaseRegistry reg = ReleaseRegistry::open(real);
+    reg.add("r1", {dir / "real" / "r1"}, summary(9, 10), pass());
+    reg.promote("r1");
+    reg.add("r2", {dir / "real" / "r2"}, summary(9, 10), pass());
+    reg.promote("r2");
+  }
+  fs::create_symlink(real, dir / "link.json");
+  ReleaseRegistry via_link = ReleaseRegistry::open(dir / "link.json");
+  CHECK(via_link.rollback("manual") == "r1");
+  CHECK(fs::is_symlink(dir / "link.json"));                     // still a link
+  CHECK(ReleaseRegistry::open(real).current()->id == "r1");     // the real registry rolled back
+  CHECK(nlohmann::json::parse(io::read_file(real))["current"] == "r1");
 }
 
 TEST_CASE("safety/registry: a write interrupted before commit leaves the old registry valid", "[safety]") {

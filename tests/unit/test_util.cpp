@@ -1,10 +1,13 @@
 // Atomic writes, metrics JSONL, progress formatting and error formatting.
 #include <catch2/catch.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/io/dir_lock.hpp"
 #include "safetune/log.hpp"
 #include "support.hpp"
 
@@ -36,6 +39,54 @@ TEST_CASE("atomic write replaces the target only on commit", "[util]") {
 TEST_CASE("atomic write into an unwritable place is an IoError naming the path", "[util]") {
   CHECK_THROWS_AS(io::atomic_write("/proc/safetune-cannot/x", "x"), IoError);
   CHECK_THROWS_WITH(io::read_file("/nonexistent/file.bin"), "/nonexistent/file.bin: no such file");
+}
+
+TEST_CASE("atomic write through a symlink updates its target and keeps the link", "[util]") {
+  test::TempDir dir;
+  test::write_text(dir / "real" / "registry.json", "old");
+  fs::create_symlink(dir / "real" / "registry.json", dir / "link.json");       // absolute target
+  fs::create_symlink("link.json", dir / "chain.json");                          // relative, via a chain
+  io::atomic_write(dir / "link.json", "new");
+  CHECK(fs::is_symlink(dir / "link.json"));
+  CHECK(io::read_file(dir / "real" / "registry.json") == "new");
+  io::atomic_write(dir / "chain.json", "newer");
+  CHECK(fs::is_symlink(dir / "chain.json"));
+  CHECK(fs::is_symlink(dir / "link.json"));
+  CHECK(io::read_file(dir / "real" / "registry.json") == "newer");
+  // A dangling link creates the file it names.
+  fs::create_symlink(dir / "real" / "later.json", dir / "dangling.json");
+  io::atomic_write(dir / "dangling.json", "x");
+  CHECK(fs::is_symlink(dir / "dangling.json"));
+  CHECK(io::read_file(dir / "real" / "later.json") == "x");
+  // A loop is an IoError, not a hang.
+  fs::create_symlink(dir / "loop2", dir / "loop1");
+  fs::create_symlink(dir / "loop1", dir / "loop2");
+  CHECK_THROWS_AS(io::atomic_write(dir / "loop1", "x"), IoError);
+}
+
+TEST_CASE("reading a FIFO is refused at once", "[util]") {
+  test::TempDir dir;
+  REQUIRE(::mkfifo((dir / "pipe").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(io::read_file(dir / "pipe"), Catch::Contains("not a regular file") && Catch::Contains("pipe"));
+}
+
+TEST_CASE("a directory lock excludes a second holder and names the first one's pid", "[util]") {
+  test::TempDir dir;
+  {
+    io::DirectoryLock first(dir.path());
+    CHECK(first.held());
+    CHECK(first.created_file());
+    // flock locks belong to the open file description: a second open in this process conflicts
+    // just as another process would.
+    CHECK_THROWS_WITH(io::DirectoryLock(dir.path()),
+                      Catch::Contains(dir.path().string()) && Catch::Contains("in use by another safetune run") &&
+                          Catch::Contains("(pid " + std::to_string(::getpid()) + ")"));
+  }
+  io::DirectoryLock again(dir.path());  // released with the first
+  CHECK(again.held());
+  CHECK_FALSE(again.created_file());
+  again.release_and_remove();
+  CHECK_FALSE(fs::exists(dir / io::DirectoryLock::kFileName));
 }
 
 TEST_CASE("Error formats where, what and hint on one line", "[util]") {

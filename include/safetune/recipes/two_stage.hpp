@@ -100,10 +100,16 @@ struct TwoStageResult {
   // The frozen safety adapter's content hash before and after stage 2 (must be equal).
   std::string safety_sha_before, safety_sha_after;
   std::string release_id;  // set when the run was registered (safety.release.registry)
+  // SIGINT/SIGTERM stopped the run (0: it was not interrupted): the stage's checkpoint is saved,
+  // and nothing after it happened -- no adapter of that stage, assessment, report or release.
+  int interrupted_signal = 0;
+  std::string interrupted_stage;  // "stage 1" | "stage 2"
+  std::int64_t interrupted_step = 0;
 };
 
 struct RunOptions {
-  bool resume = false;
+  bool resume = false;     // continue the run in run.output_dir from its checkpoints
+  bool overwrite = false;  // replace a previous run in run.output_dir (never one holding a release)
   // Assessments already measured (the demo shares one baseline and one aligned model across its
   // stage-2 variants); when set they are reused instead of measured again.
   std::optional<safety::Assessment> baseline, aligned;
@@ -112,8 +118,14 @@ struct RunOptions {
 };
 
 // Runs what the config enables. `resolved_yaml` is written beside the outputs and into the report.
+// Before anything is trained: every input is validated (validate_run_inputs) and run.output_dir is
+// resolved and locked for the whole run (open_run_dir: a directory holding another run needs
+// `resume` or `overwrite`). An interrupted run returns with `interrupted_signal` set.
 TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resolved_yaml,
                              const RunOptions& options = {});
+
+// Throws safetune::Interrupted (naming the signal, stage, step and directory) when `r` was interrupted.
+void throw_if_interrupted(const TwoStageResult& r);
 
 // The demonstration: baseline -> stage 1 -> three stage-2 variants on the same data: (a) safety
 // adapter merged, no regularizer; (b) safety adapter separate and frozen, no regularizer; (c)

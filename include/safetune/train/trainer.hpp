@@ -82,6 +82,8 @@ class Trainer {
 
   std::int64_t step() const noexcept { return step_; }
   std::int64_t cursor() const noexcept { return cursor_; }
+  // The signal that interrupted the last run() (SIGINT or SIGTERM), 0 when it was not interrupted.
+  int interrupt_signal() const noexcept { return interrupt_signal_; }
   void stop(std::string reason);             // ends the run after the current step
   std::filesystem::path save_checkpoint();    // checkpoints/step-NNNNNNNN, atomically
   void load_checkpoint(const std::filesystem::path& dir);
@@ -107,6 +109,7 @@ class Trainer {
   std::filesystem::path out_dir_;
   TrainerHooks hooks_;
   std::int64_t step_ = 0, cursor_ = 0;
+  int interrupt_signal_ = 0;
   std::vector<double> losses_;
   std::map<std::string, double> scalars_;
   std::vector<std::int64_t> protected_;
