@@ -9,11 +9,13 @@
 #include "commands.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/io/gguf.hpp"
 #include "safetune/log.hpp"
 #include "safetune/lora/gguf_lora.hpp"
 #include "safetune/lora/model_adapters.hpp"
 #include "safetune/model/export.hpp"
 #include "safetune/recipes/session.hpp"
+#include "safetune/tokenizer/gguf.hpp"
 #include "safetune/train/penalties.hpp"
 #include "safetune/train/regularizer.hpp"
 
@@ -31,11 +33,8 @@ constexpr const char* kTokenizerFiles[] = {
 
 std::vector<std::string> copy_tokenizer_files(const fs::path& model, const fs::path& out) {
   std::vector<std::string> copied;
-  if (model.extension() == ".gguf") {
-    log_warn(model.string() + ": the tokenizer lives inside the GGUF; the merged directory gets none (pass the "
-             "original model's tokenizer files yourself)");
-    return copied;
-  }
+  // A GGUF keeps its tokenizer and chat template in metadata: written out as Hugging Face files.
+  if (model.extension() == ".gguf") return tokenizer::save_hf_tokenizer(io::GgufFile(model), out);
   const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
   std::error_code ec;
   for (const char* name : kTokenizerFiles) {

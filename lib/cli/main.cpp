@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <functional>
 
 #include "commands.hpp"
 #include "safetune/error.hpp"
@@ -30,6 +31,14 @@ int main(int argc, char** argv) {
   cli::register_release_commands(app, action);
   cli::register_adapter_commands(app, action);
   cli::register_compare_commands(app, action);
+  // Global flags typed after the subcommand (`safetune train CONFIG --quiet`) reach the top level.
+  std::function<void(CLI::App*)> fall_through = [&](CLI::App* parent) {
+    for (CLI::App* sub : parent->get_subcommands({})) {
+      sub->fallthrough();
+      fall_through(sub);
+    }
+  };
+  fall_through(&app);
 
   try {
     app.parse(argc, argv);

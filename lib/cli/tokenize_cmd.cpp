@@ -7,7 +7,9 @@
 
 #include "commands.hpp"
 #include "safetune/error.hpp"
+#include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
+#include "safetune/tokenizer/gguf.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 
 namespace safetune::cli {
@@ -49,7 +51,10 @@ std::string read_text(const std::string& path) {
 int run_tokenize(const TokenizeArgs& a) {
   auto tok = tokenizer::load_tokenizer(a.tokenizer);
   std::optional<tokenizer::ChatTemplate> tmpl;
-  if (a.chat == "auto") {
+  if (a.chat == "auto" && std::filesystem::path(a.tokenizer).extension() == ".gguf") {
+    tmpl = tokenizer::chat_template_from_gguf(io::GgufFile(a.tokenizer));
+    if (!tmpl) throw FormatError("--chat auto: the GGUF holds no tokenizer.chat_template", a.tokenizer);
+  } else if (a.chat == "auto") {
     // The chat_template that transformers saves in tokenizer_config.json beside the tokenizer.
     namespace fs = std::filesystem;
     fs::path dir = fs::is_directory(a.tokenizer) ? fs::path(a.tokenizer) : fs::path(a.tokenizer).parent_path();
@@ -141,10 +146,12 @@ int run_tokenize(const TokenizeArgs& a) {
 void register_tokenize_commands(CLI::App& app, Action& action) {
   auto args = std::make_shared<TokenizeArgs>();
   auto* cmd = app.add_subcommand("tokenize", "text lines (or chat JSONL with --chat) to token ids; --decode reverses");
-  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.json, a SentencePiece .model, or a directory")->required();
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "tokenizer.json, a SentencePiece .model, a .gguf model, or a directory holding either file")
+      ->required();
   cmd->add_option("--chat", args->chat,
                   "chat template: chatml, qwen2, smollm2, llama3, deepseek-r1, llama2, a Jinja template file, or auto "
-                  "(tokenizer_config.json beside the tokenizer); "
+                  "(the GGUF's own, or tokenizer_config.json beside the tokenizer); "
                   "input lines are then JSON with 'messages'");
   cmd->add_flag("--decode", args->decode, "read lines of ids, print text");
   cmd->add_flag("--no-special", args->no_special, "no bos/eos when encoding; skip special tokens when decoding");

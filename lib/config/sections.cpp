@@ -35,7 +35,7 @@ void ModelSection::describe(ConfigVisitor& v) {
                   },
                   "cpu, cuda or cuda:N"));
   v.field("tokenizer", tokenizer,
-          Field("tokenizer.json or SentencePiece .model; empty uses the model's own (GGUF metadata or the directory).").path());
+          Field("tokenizer.json, SentencePiece .model or a .gguf model; empty uses the model's own (GGUF metadata or the directory).").path());
   v.field("chat_template", chat_template,
           Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
   v.field("activation_checkpointing", activation_checkpointing,

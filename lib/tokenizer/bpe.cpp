@@ -4,11 +4,14 @@
 
 #include <pcre2.h>
 #include <unicode/normalizer2.h>
+#include <unicode/uniset.h>
 #include <unicode/unistr.h>
 
 #include <array>
 #include <bit>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -138,19 +141,130 @@ MatchScratch& scratch() {
   return s;
 }
 
+// PCRE2 classifies code points with the Unicode tables it was built with (Debian's 10.42: Unicode
+// 14), HF tokenizers' Oniguruma with newer ones (Unicode 15), so `\p{S}` missed the emoji added
+// since (U+1FA76 grey heart, ...) and their text split differently. ICU, linked for NFC, knows a
+// newer version: the code points it assigns to a property after PCRE2's version are added to
+// that property's class by hand. ("\x{A}-\x{B}..." for a class body; empty if none.)
+std::string unicode_additions(const std::string& property) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(property); it != cache.end()) return it->second;
+  char version[32] = {};
+  pcre2_config(PCRE2_CONFIG_UNICODE_VERSION, version);
+  std::string age(version);  // "14.0.0": ICU's Age values are major.minor
+  if (auto dot = age.find('.'); dot != std::string::npos) age = age.substr(0, age.find('.', dot + 1));
+  // Age=V holds every code point assigned in V or earlier; a name or an age ICU does not know
+  // (a PCRE2-only property, or a PCRE2 newer than ICU) leaves the class as it is.
+  std::string text;
+  UErrorCode err = U_ZERO_ERROR;
+  icu::UnicodeSet added(icu::UnicodeString::fromUTF8("[\\p{" + property + "}-\\p{Age=" + age + "}]"), err);
+  if (U_SUCCESS(err)) {
+    char buf[40];
+    for (int32_t r = 0; r < added.getRangeCount(); ++r) {
+      UChar32 a = added.getRangeStart(r), b = added.getRangeEnd(r);
+      if (a == b)
+        std::snprintf(buf, sizeof buf, "\\x{%X}", static_cast<unsigned>(a));
+      else
+        std::snprintf(buf, sizeof buf, "\\x{%X}-\\x{%X}", static_cast<unsigned>(a), static_cast<unsigned>(b));
+      text += buf;
+    }
+  }
+  return cache.emplace(property, text).first->second;
+}
+
+// The pattern with every \p{X} / \pX widened by unicode_additions(X): `[\p{X}...]` outside a
+// character class, `\p{X}...` inside one; \P{X} outside a class becomes `[^\p{X}...]`. (\P inside
+// a class is left alone: a class cannot hold "not X, nor these".)
+std::string widen_unicode_properties(const std::string& pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  bool in_class = false;
+  size_t class_body = 0;  // where the current class's body starts (a `]` there is literal)
+  for (size_t i = 0; i < pattern.size();) {
+    char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char e = pattern[i + 1];
+      if (e == 'Q') {  // \Q...\E quotes literally
+        size_t end = pattern.find("\\E", i + 2);
+        end = end == std::string::npos ? pattern.size() : end + 2;
+        out.append(pattern, i, end - i);
+        i = end;
+        continue;
+      }
+      if ((e == 'p' || e == 'P') && i + 2 < pattern.size()) {
+        size_t end;
+        std::string name;
+        if (pattern[i + 2] == '{') {
+          end = pattern.find('}', i + 3);
+          if (end == std::string::npos) {
+            out.append(pattern, i, std::string::npos);
+            break;
+          }
+          name = pattern.substr(i + 3, end - i - 3);
+          ++end;
+        } else {
+          name = pattern.substr(i + 2, 1);
+          end = i + 3;
+        }
+        bool negated = e == 'P';
+        if (!name.empty() && name[0] == '^') {
+          negated = !negated;
+          name.erase(0, 1);
+        }
+        const std::string original = pattern.substr(i, end - i);
+        const std::string extra = unicode_additions(name);
+        if (extra.empty() || (in_class && negated))
+          out += original;
+        else if (in_class)
+          out += "\\p{" + name + "}" + extra;
+        else
+          out += std::string(negated ? "[^" : "[") + "\\p{" + name + "}" + extra + "]";
+        i = end;
+        continue;
+      }
+      out.append(pattern, i, 2);
+      i += 2;
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      class_body = i + 1 + (i + 1 < pattern.size() && pattern[i + 1] == '^');
+    } else if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
+      size_t end = pattern.find(":]", i + 2);  // POSIX class [:alpha:] inside a class
+      if (end != std::string::npos) {
+        out.append(pattern, i, end + 2 - i);
+        i = end + 2;
+        continue;
+      }
+    } else if (in_class && c == ']' && i != class_body) {
+      in_class = false;
+    }
+    out.push_back(c);
+    ++i;
+  }
+  return out;
+}
+
 class Regex {
  public:
-  Regex(const std::string& pattern, bool multiline) {
+  Regex(const std::string& original, bool multiline) {
     int err = 0;
     PCRE2_SIZE off = 0;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (multiline ? PCRE2_MULTILINE : 0);
+    const std::string pattern = widen_unicode_properties(original);
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts, &err, &off, nullptr);
+    if (!code_ && pattern != original) {  // report the error against the pattern the user wrote
+      pcre2_code_free(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(original.data()), original.size(), opts, &err, &off,
+                                    nullptr));
+    }
     if (!code_) {
       PCRE2_UCHAR buf[256];
       pcre2_get_error_message(err, buf, sizeof buf);
       throw TokenizerError("bad pre-tokenizer regex at offset " + std::to_string(off) + ": " +
                                reinterpret_cast<char*>(buf),
-                           pattern);
+                           original);
     }
     jit_ = pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE) == 0;
   }
@@ -788,6 +902,87 @@ std::vector<PreTokenizerStep> pretokenizer_for(const std::string& pre) {
   }
   throw TokenizerError("unknown pre-tokenizer '" + pre + "'", "tokenizer.ggml.pre",
                        "supported: default, gpt-2, smollm, llama-bpe, qwen2, deepseek-r1-qwen, deepseek-llm, deepseek-v3");
+}
+
+std::string tokenizer_json_from_spec(const BpeSpec& spec) {
+  using K = PreTokenizerStep::Kind;
+  json steps = json::array();
+  bool byte_level_last = false;
+  for (const auto& step : pretokenizer_for(spec.pre)) {
+    byte_level_last = step.kind == K::byte_level_regex;
+    if (step.kind == K::split_regex)
+      steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", step.pattern}}}, {"behavior", "Isolated"}, {"invert", false}});
+    else if (step.kind == K::digits)
+      steps.push_back({{"type", "Digits"}, {"individual_digits", step.individual_digits}});
+    else
+      steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}});
+  }
+  // Split pieces still need the byte-to-unicode mapping, without a second GPT-2 split.
+  if (!byte_level_last)
+    steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
+
+  json vocab = json::object(), added = json::array();
+  for (size_t i = 0; i < spec.tokens.size(); ++i) {
+    const std::string& tok = spec.tokens[i];
+    if (!vocab.contains(tok)) vocab[tok] = i;  // bpe_from_spec keeps the first of duplicate strings too
+    int32_t type = spec.token_types.empty() ? 1 : spec.token_types[i];
+    if (type == 3 || type == 4)
+      added.push_back({{"id", i}, {"content", tok}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                       {"normalized", false}, {"special", type == 3}});
+  }
+  json merges = json::array();
+  for (const auto& m : spec.merges) {
+    size_t sp = m.find(' ', 1);
+    if (sp == std::string::npos) throw TokenizerError("merge without a space: '" + m + "'", "tokenizer.ggml.merges");
+    merges.push_back({m.substr(0, sp), m.substr(sp + 1)});
+  }
+
+  json byte_level_post = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  json post = byte_level_post;
+  auto valid = [&](int64_t id) { return id >= 0 && static_cast<size_t>(id) < spec.tokens.size(); };
+  const bool bos = spec.add_bos && valid(spec.bos_id), eos = spec.add_eos && valid(spec.eos_id);
+  if (bos || eos) {
+    json single = json::array(), pair = json::array(), specials = json::object();
+    auto special = [&](int64_t id, int type_id) {
+      const std::string& name = spec.tokens[static_cast<size_t>(id)];
+      specials[name] = {{"id", name}, {"ids", {id}}, {"tokens", {name}}};
+      return json{{"SpecialToken", {{"id", name}, {"type_id", type_id}}}};
+    };
+    for (int seq = 0; seq < 2; ++seq) {
+      json& out = seq == 0 ? single : pair;
+      for (int part = 0; part <= seq; ++part) {
+        if (bos) out.push_back(special(spec.bos_id, part));
+        out.push_back({{"Sequence", {{"id", part == 0 ? "A" : "B"}, {"type_id", part}}}});
+        if (eos) out.push_back(special(spec.eos_id, part));
+      }
+    }
+    post = {{"type", "Sequence"},
+            {"processors",
+             {byte_level_post,
+              {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}}}}};
+  }
+  json j = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", steps}}},
+      {"post_processor", post},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", spec.ignore_merges || spec.pre == "llama-bpe"},
+        {"vocab", vocab},
+        {"merges", merges}}},
+  };
+  return j.dump(1);
 }
 
 std::unique_ptr<Tokenizer> bpe_from_spec(const BpeSpec& spec) {

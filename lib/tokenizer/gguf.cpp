@@ -1,13 +1,16 @@
-// GGUF tokenizer metadata -> BpeSpec -> byte-level BPE; the chat template from its Jinja text.
+// GGUF tokenizer metadata -> BpeSpec -> byte-level BPE (or a Hugging Face tokenizer.json); the chat template.
 #include "safetune/tokenizer/gguf.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/bpe.hpp"
 
 namespace safetune::tokenizer {
 
-std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& f) {
+BpeSpec bpe_spec_from_gguf(const io::GgufFile& f) {
   const std::string where = f.path().string();
   const std::string model = f.get_string("tokenizer.ggml.model", "");
   if (model != "gpt2")
@@ -24,11 +27,48 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& f) {
   spec.pad_id = f.get_int("tokenizer.ggml.padding_token_id", -1);
   spec.add_bos = f.has("tokenizer.ggml.add_bos_token") && f.get_bool("tokenizer.ggml.add_bos_token");
   spec.add_eos = f.has("tokenizer.ggml.add_eos_token") && f.get_bool("tokenizer.ggml.add_eos_token");
+  return spec;
+}
+
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& f) {
+  auto spec = bpe_spec_from_gguf(f);
   try {
     return bpe_from_spec(spec);
   } catch (const TokenizerError& e) {
-    throw TokenizerError(e.what_only(), where, e.hint());
+    throw TokenizerError(e.what_only(), f.path().string(), e.hint());
   }
+}
+
+std::vector<std::string> save_hf_tokenizer(const io::GgufFile& f, const std::filesystem::path& dir) {
+  const BpeSpec spec = bpe_spec_from_gguf(f);
+  std::string json_text;
+  try {
+    bpe_from_spec(spec);  // the same checks as loading, before anything is written
+    json_text = tokenizer_json_from_spec(spec);
+  } catch (const TokenizerError& e) {
+    throw TokenizerError(e.what_only(), f.path().string(), e.hint());
+  }
+  // tokenizer_config.json: what transformers reads beside tokenizer.json (names of the special
+  // tokens, whether bos/eos are added, the chat template) and safetune reads too.
+  auto name = [&](int64_t id) -> nlohmann::json {
+    if (id < 0 || static_cast<size_t>(id) >= spec.tokens.size()) return nullptr;
+    return spec.tokens[static_cast<size_t>(id)];
+  };
+  nlohmann::json cfg = {
+      {"tokenizer_class", "PreTrainedTokenizerFast"},
+      {"add_bos_token", spec.add_bos},
+      {"add_eos_token", spec.add_eos},
+      {"bos_token", name(spec.bos_id)},
+      {"eos_token", name(spec.eos_id)},
+      {"pad_token", name(spec.pad_id)},
+      {"clean_up_tokenization_spaces", false},
+  };
+  if (f.has("tokenizer.chat_template")) cfg["chat_template"] = f.get_string("tokenizer.chat_template");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  io::atomic_write(dir / "tokenizer.json", json_text);
+  io::atomic_write(dir / "tokenizer_config.json", cfg.dump(2) + "\n");
+  return {"tokenizer.json", "tokenizer_config.json"};
 }
 
 std::optional<ChatTemplate> chat_template_from_gguf(const io::GgufFile& f) {

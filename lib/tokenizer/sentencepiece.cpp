@@ -17,7 +17,7 @@ class SpmTokenizer final : public Tokenizer {
   SpmTokenizer(const std::string& proto, bool add_bos, bool add_eos, const std::string& where)
       : add_bos_(add_bos), add_eos_(add_eos), where_(where) {
     auto st = sp_.LoadFromSerializedProto(proto);
-    if (!st.ok()) throw TokenizerError("cannot load SentencePiece model: " + st.ToString(), where);
+    if (!st.ok()) throw TokenizerError("cannot load SentencePiece model: " + st.ToString(), where, kTokenizerFormats);
     int n = sp_.GetPieceSize();
     for (int i = 0; i < n; ++i) {
       if (sp_.IsControl(i) || sp_.IsUnknown(i)) {

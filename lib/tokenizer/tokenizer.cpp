@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "safetune/error.hpp"
+#include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/bpe.hpp"
+#include "safetune/tokenizer/gguf.hpp"
 #include "safetune/tokenizer/sentencepiece.hpp"
 
 namespace safetune::tokenizer {
@@ -84,9 +86,39 @@ std::optional<std::string> token_name(const nlohmann::json& cfg, const char* key
 }
 }  // namespace
 
+const char* const kTokenizerFormats =
+    "supported: tokenizer.json (byte-level BPE), a SentencePiece tokenizer.model, a .gguf model, or a directory "
+    "holding tokenizer.json or tokenizer.model";
+
+namespace {
+// What a file holds, by its first bytes (names lie: a GGUF renamed .bin is still a GGUF).
+enum class FileKind { gguf, json, sentencepiece, other };
+FileKind sniff(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  char head[4] = {};
+  in.read(head, sizeof head);
+  const std::string_view h(head, static_cast<size_t>(in.gcount()));
+  if (h == "GGUF") return FileKind::gguf;
+  if (p.extension() == ".json") return FileKind::json;
+  if (p.extension() == ".model") return FileKind::sentencepiece;
+  if (auto first = h.find_first_not_of(" \t\r\n"); first != h.npos && h[first] == '{') return FileKind::json;
+  // A SentencePiece ModelProto starts with field 1 (pieces, length-delimited): tag byte 0x0A.
+  if (!h.empty() && h[0] == 0x0A) return FileKind::sentencepiece;
+  return FileKind::other;
+}
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw IoError("tokenizer not found", path.string());
+  if (!fs::is_directory(path, ec)) {
+    switch (sniff(path)) {
+      case FileKind::gguf: return tokenizer_from_gguf(io::GgufFile(path));
+      case FileKind::other:
+        throw TokenizerError("not a tokenizer file safetune reads", path.string(), kTokenizerFormats);
+      default: break;
+    }
+  }
   fs::path file = path;
   fs::path config;
   if (fs::is_directory(path, ec)) {
@@ -95,7 +127,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
     else if (fs::exists(path / "tokenizer.model"))
       file = path / "tokenizer.model";
     else
-      throw IoError("directory holds neither tokenizer.json nor tokenizer.model", path.string());
+      throw IoError("directory holds neither tokenizer.json nor tokenizer.model", path.string(), kTokenizerFormats);
     if (fs::exists(path / "tokenizer_config.json")) config = path / "tokenizer_config.json";
   } else if (fs::exists(path.parent_path() / "tokenizer_config.json", ec)) {
     config = path.parent_path() / "tokenizer_config.json";

@@ -17,6 +17,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/log.hpp"
+#include "safetune/train/tensorboard.hpp"
 
 namespace safetune::train {
 namespace fs = std::filesystem;
@@ -40,6 +41,9 @@ void TrainSection::describe(ConfigVisitor& v) {
   v.field("keep_last", keep_last, Field("Checkpoints kept (older ones are deleted).").range(1, 1000));
   v.field("eval_every", eval_every, Field("Evaluate every N steps; 0 disables.").at_least(0));
   v.field("log_every", log_every, Field("Write a metrics line every N steps.").range(1, 1e9));
+  v.field("tensorboard", tensorboard,
+          Field("Also write every metrics line to a TensorBoard event file (events.out.tfevents.*) beside "
+                "metrics.jsonl, for `tensorboard --logdir runs/`."));
   v.field("precision", precision,
           Field("auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on the parameters' device "
                 "(CUDA or CPU); fp32: no autocast. Adapter weights and optimizer state stay fp32.")
@@ -77,6 +81,7 @@ double peak_rss_mb() {
 struct Trainer::Impl {
   std::unique_ptr<torch::optim::AdamW> optim;
   std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
 };
 
 Trainer::Trainer(TrainSection cfg, std::vector<std::pair<std::string, at::Tensor>> params,
@@ -312,6 +317,7 @@ TrainStatus Trainer::run(bool resume) {
     }
   }
   if (main_rank) impl_->metrics = std::make_unique<MetricsWriter>(metrics_path, /*append=*/resume);
+  if (main_rank && cfg_.tensorboard) impl_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_);
   if (dist_ && dist_->distributed()) {
     // Every rank starts from rank 0's tensors, whatever their initialisation did.
     torch::NoGradGuard no_grad;
@@ -437,7 +443,10 @@ TrainStatus Trainer::run(bool resume) {
     for (const auto& [k, v] : scalars_) rec["scalar_" + k] = v;
     if (cfg_.eval_every > 0 && hooks_.evaluate && step_ % cfg_.eval_every == 0)
       for (const auto& [k, v] : hooks_.evaluate(step_)) rec["eval_" + k] = v;
-    if (main_rank && (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps)) impl_->metrics->write(rec);
+    if (main_rank && (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps)) {
+      impl_->metrics->write(rec);
+      if (impl_->tensorboard) impl_->tensorboard->write(rec);
+    }
 
     char post[64];
     std::snprintf(post, sizeof post, "loss %.4f", loss);

@@ -33,6 +33,24 @@ TEST_CASE("cli: usage errors exit 2", "[cli]") {
   CHECK_THAT(bad.err, Contains("unknown log level 'loud'"));
 }
 
+TEST_CASE("cli: global flags are accepted after the subcommand too", "[cli]") {
+  test::TempDir dir;
+  test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");
+  auto quiet = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--quiet"});
+  CHECK(quiet.exit_code == 0);
+  auto level = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--log-level", "warn"});
+  CHECK(level.exit_code == 0);
+  // The value reaches the global option: its own check rejects it, not CLI11's "not expected".
+  auto bad = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--log-level", "loud"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Contains("unknown log level 'loud'"));
+  // A nested subcommand too, and an option no command knows is still a usage error.
+  auto nested = test::run_cli({"config", "reference", "-q"});
+  CHECK(nested.exit_code == 0);
+  auto unknown = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--loud"});
+  CHECK(unknown.exit_code == 2);
+}
+
 TEST_CASE("cli: config check and show", "[cli]") {
   test::TempDir dir;
   test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");

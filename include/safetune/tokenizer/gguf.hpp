@@ -1,8 +1,12 @@
 // Tokenizer and chat template from a GGUF file's tokenizer.ggml.* / tokenizer.chat_template metadata.
 #pragma once
+#include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "safetune/tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 
@@ -12,8 +16,15 @@ class GgufFile;
 
 namespace safetune::tokenizer {
 
+// The tokenizer.ggml.* metadata of a byte-level BPE (tokenizer.ggml.model = gpt2) file;
+// TokenizerError naming the file for any other tokenizer model.
+BpeSpec bpe_spec_from_gguf(const io::GgufFile& file);
 // Byte-level BPE (tokenizer.ggml.model = gpt2). TokenizerError naming the file otherwise.
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& file);
+// Writes the file's tokenizer as Hugging Face files into `dir` (tokenizer.json, and
+// tokenizer_config.json with the special token names and the GGUF's chat template), so that a
+// directory made from a GGUF model loads in transformers and in safetune. Returns the names written.
+std::vector<std::string> save_hf_tokenizer(const io::GgufFile& file, const std::filesystem::path& dir);
 // The chat template the file names, when it is one safetune implements.
 std::optional<ChatTemplate> chat_template_from_gguf(const io::GgufFile& file);
 

@@ -88,9 +88,11 @@ class StreamDecoder {
   std::string pending_;
 };
 
-// Loads tokenizer.json (byte-level BPE), a SentencePiece .model, or a directory holding either
-// (tokenizer_config.json beside it supplies bos/eos/pad names). TokenizerError / IoError otherwise.
+// Loads tokenizer.json (byte-level BPE), a SentencePiece .model, a GGUF model's tokenizer, or a
+// directory holding tokenizer.json / tokenizer.model (tokenizer_config.json beside it supplies
+// bos/eos/pad names). TokenizerError / IoError, with kTokenizerFormats as the hint, otherwise.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
+extern const char* const kTokenizerFormats;  // the formats load_tokenizer reads, in words
 
 // UTF-8 helpers shared by the tokenizers and the data pipeline.
 // Length of the longest valid UTF-8 prefix of s.

@@ -38,6 +38,7 @@ struct TrainSection : ConfigSection {
   std::int64_t eval_every = 0;
   std::int64_t log_every = 1;
   std::string precision = "auto";
+  bool tensorboard = true;  // TensorBoard event files beside metrics.jsonl
   void describe(ConfigVisitor& v) override;
 };
 
