@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
     auto result = safetune::recipes::run_two_stage(cfg, safetune::config_dump(cfg));
     // Ctrl-C / SIGTERM: the checkpoint is saved and nothing was released; say so, exit like a shell.
     if (result.interrupted_signal) {
-      std::fprintf(stderr, "interrupted during %s at step %lld; run again with --resume semantics (RunOptions::resume)\n",
+      std::fprintf(stderr, "interrupted during %s at step %lld: checkpoint saved, nothing released (resume: RunOptions::resume)\n",
                    result.interrupted_stage.c_str(), static_cast<long long>(result.interrupted_step));
       return 128 + result.interrupted_signal;
     }
