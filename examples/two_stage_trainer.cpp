@@ -16,6 +16,12 @@ int main(int argc, char** argv) {
     safetune::recipes::TwoStageConfig cfg;
     safetune::config_load(cfg, argv[1], std::vector<std::string>(argv + 2, argv + argc));
     auto result = safetune::recipes::run_two_stage(cfg, safetune::config_dump(cfg));
+    // Ctrl-C / SIGTERM: the checkpoint is saved and nothing was released; say so, exit like a shell.
+    if (result.interrupted_signal) {
+      std::fprintf(stderr, "interrupted during %s at step %lld: checkpoint saved, nothing released (resume: RunOptions::resume)\n",
+                   result.interrupted_stage.c_str(), static_cast<long long>(result.interrupted_step));
+      return 128 + result.interrupted_signal;
+    }
     if (result.tuned.assessment) {
       const auto& r = result.tuned.assessment->refusal.overall;
       std::printf("refusal on harmful probes after stage 2: %.1f%% (n=%lld)\n", 100 * r.value(),

@@ -181,11 +181,10 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     b.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 0);
     CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("overlaps the data of tensor 'a'") &&
                                                Catch::Contains("tensor 'b'"));
-    // Overlapping by the last 4 bytes only ([0,16) and [12,28)) is refused as well.
+    // A partial overlap is refused as well: a holds 16 floats at [0, 64), b's 16 bytes start at 32.
     GgufBuilder c;
-    c.alignment = 4;
-    c.add_tensor("a", {4}, 0, floats({1, 2, 3, 4}));
-    c.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 12);
+    c.add_tensor("a", {16}, 0, std::string(64, '\0'));
+    c.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 32);
     CHECK_THAT(open_error(dir, c.bytes()), Catch::Contains("overlaps the data of tensor 'a'"));
   }
   SECTION("a FIFO is refused before it is opened, never waited on") {
