@@ -101,12 +101,15 @@ TEST_CASE("two-stage: every bundled regularizer trains on the tiny model", "[rec
     INFO(reg);
     auto cfg = tiny(dir / reg, {"safety.assess=false", "stage1.enabled=false",
                                 "stage2.safety_adapter=" + (dir / "s1" / "adapters" / "safety").string(),
-                                "stage2.train.max_steps=3", "stage2.data.max_length=48", "stage1.data.max_length=48",
+                                "stage2.train.max_steps=3", "stage1.data.max_length=48",
                                 "stage2.regularizers.0.name=" + reg, "stage2.task_eval="});
     auto r = recipes::run_two_stage(cfg, config_dump(cfg));
     CHECK(r.safety_sha_before.size() == 64);
     CHECK(r.safety_sha_before == r.safety_sha_after);
     CHECK(losses(dir / reg / "stage2" / "metrics.jsonl").size() == 3);
+    // The task batches carry supervised tokens (at max_length 48 every answer was truncated away
+    // and stage 2 trained on a zero loss).
+    for (double ce : losses(dir / reg / "stage2" / "metrics.jsonl", "loss_task_ce")) CHECK(ce > 1.0);
   }
 }
 
