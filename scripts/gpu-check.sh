@@ -23,8 +23,8 @@ set -uo pipefail
 stage() {
   local build=${1:-build} dest=${2:-.gpu}
   [ -x "$build/bin/safetune" ] || { echo "error: $build/bin/safetune missing: run make build first" >&2; exit 1; }
-  grep -q 'SAFETUNE_WITH_CUDA:INTERNAL=1\|SAFETUNE_WITH_CUDA:BOOL=ON\|SAFETUNE_WITH_CUDA=1' "$build/CMakeCache.txt" 2>/dev/null ||
-    echo "warning: $build may lack the CUDA kernels (SAFETUNE_WITH_CUDA not found in its cache)" >&2
+  nm -D "$build/libsafetune.so.0" 2>/dev/null | grep lora_merge_cuda_launch > /dev/null ||
+    { echo "error: $build/libsafetune.so.0 has no CUDA kernels (nvcc or a CUDA torch missing at configure)" >&2; exit 1; }
   build=$(cd "$build" && pwd)
   rm -rf "$dest"
   mkdir -p "$dest"/{bin,lib,src/bench,models}
@@ -49,7 +49,12 @@ stage() {
   cp -r "$root/configs" "$root/data" "$dest/src/"
   cp "$root"/bench/make_q05_model.py "$root"/bench/q05_gpu.yaml "$dest/src/bench/"
   cp "$0" "$dest/gpu-check.sh"
-  cp -r "${SAFETUNE_HOME:-$HOME/.cache/safetune}/models/tiny-llama" "$dest/models/"
+  # Tokenizer files only (the tiny model itself is written there: the device's working tree is
+  # limited to 64 MiB).
+  local tiny=${SAFETUNE_HOME:-$HOME/.cache/safetune}/models/tiny-llama
+  mkdir -p "$dest/models/tokenizer"
+  cp "$tiny"/tokenizer.json "$tiny"/tokenizer_config.json "$dest/models/tokenizer/"
+  [ -f "$tiny/chat_template.jinja" ] && cp "$tiny/chat_template.jinja" "$dest/models/tokenizer/"
   du -sh "$dest"
 }
 
@@ -59,6 +64,9 @@ run() {
   local g
   g=$(cd "$(dirname "$0")" && pwd)
   [ -x "$g/bin/safetune" ] || { echo "error: run this from a staged folder (gpu-check.sh stage)" >&2; exit 1; }
+  command -v nvidia-smi > /dev/null || { echo "error: no nvidia-smi: run this on the GPU machine" >&2; exit 1; }
+  python3 -c 'import torch, transformers, peft' 2> /dev/null ||
+    { echo "error: python3 lacks torch, transformers or peft (the GPU image has them)" >&2; exit 1; }
   local sum=$out/summary.txt
   : > "$sum"
   say() { echo "$*" | tee -a "$sum"; }
@@ -71,7 +79,6 @@ run() {
   # image's virtualenv).
   printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > "$SAFETUNE_HOME/venv/bin/python"
   chmod +x "$SAFETUNE_HOME/venv/bin/python"
-  cp -r "$g/models/tiny-llama" "$SAFETUNE_HOME/models/"
   say "date: $(date -u)"
   say "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
   say "stack: $(python3 -c 'import torch,transformers,peft;print("torch",torch.__version__,"transformers",transformers.__version__,"peft",peft.__version__)' 2>&1)"
@@ -85,7 +92,9 @@ run() {
   say "2 bench_kernels rc=$?"
   grep -iE 'ratio|bandwidth|overhead|%' "$out/bench-kernels.txt" | tee -a "$sum"
 
-  timeout 120 python3 bench/make_q05_model.py "$SAFETUNE_HOME/models/tiny-llama" /tmp/models/q05 > "$out/models.txt" 2>&1
+  timeout 120 python3 bench/make_q05_model.py "$g/models/tokenizer" "$SAFETUNE_HOME/models/tiny-llama" --tiny \
+    > "$out/models.txt" 2>&1 &&
+    timeout 120 python3 bench/make_q05_model.py "$g/models/tokenizer" /tmp/models/q05 >> "$out/models.txt" 2>&1
   say "models rc=$? :: $(tail -n 1 "$out/models.txt")"
 
   local bt=(--model /tmp/models/q05 --device cuda --dtype bf16 --batch 8 --seq 1024 --prompt-share 0.6
