@@ -2,6 +2,9 @@
 #include "support.hpp"
 
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
+
+#include "safetune/io/safetensors.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -125,6 +128,13 @@ void write_text(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
   std::ofstream o(p, std::ios::binary);
   o << text;
+}
+
+at::Tensor tensor_in(const std::filesystem::path& file, const std::string& key) {
+  for (auto& [name, t] : io::safetensors_load(file))
+    if (name == key) return t;
+  FAIL("no tensor " << key << " in " << file);
+  return {};
 }
 
 }  // namespace safetune::test

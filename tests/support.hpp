@@ -49,4 +49,7 @@ class TempDir {
 
 void write_text(const std::filesystem::path& p, const std::string& text);
 
+// The tensor named `key` in a safetensors file; fails the running test case when it is absent.
+at::Tensor tensor_in(const std::filesystem::path& file, const std::string& key);
+
 }  // namespace safetune::test

@@ -24,12 +24,6 @@ namespace {
 fs::path fix() { return test::fixture_dir() / "cli"; }
 const char* kIds = "1,5,9,23,7,64,3,11,42,17";
 
-at::Tensor tensor_in(const fs::path& file, const std::string& key) {
-  for (auto& [name, t] : io::safetensors_load(file))
-    if (name == key) return t;
-  FAIL("no tensor " << key << " in " << file);
-  return {};
-}
 double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 std::size_t count(const std::string& text, const std::string& what) {
@@ -112,7 +106,7 @@ TEST_CASE("adapter deps: forward, merge and export refuse a task adapter without
   auto ok = test::run_cli({"forward", base, "--ids", kIds, "--adapters", both, "--out", (tmp / "ab.safetensors").string()});
   INFO(ok.err);
   REQUIRE(ok.exit_code == 0);
-  CHECK(max_diff(tensor_in(tmp / "ab.safetensors", "logits"), tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
+  CHECK(max_diff(test::tensor_in(tmp / "ab.safetensors", "logits"), test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
   CHECK(test::run_cli({"merge", base, "--adapters", both, "--out", (tmp / "merged").string()}).exit_code == 0);
 
   // A safety adapter with other weights under the same name is not the one the task was trained with.
@@ -359,7 +353,7 @@ TEST_CASE("adapter deps: a model with an adapter merged in records it; applying 
                              "--out", (tmp / "t.safetensors").string()});
   INFO(task.err);
   REQUIRE(task.exit_code == 0);
-  CHECK(max_diff(tensor_in(tmp / "t.safetensors", "logits"), tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
+  CHECK(max_diff(test::tensor_in(tmp / "t.safetensors", "logits"), test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
 }
 
 TEST_CASE("adapter deps: safety + task packed into one PEFT adapter and one GGUF LoRA", "[deps][reference]") {
@@ -382,7 +376,7 @@ TEST_CASE("adapter deps: safety + task packed into one PEFT adapter and one GGUF
   auto back = test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "packed").string(), "--out",
                              (tmp / "back.safetensors").string()});
   REQUIRE(back.exit_code == 0);
-  CHECK(max_diff(tensor_in(tmp / "back.safetensors", "logits"), tensor_in(tmp / "ours.safetensors", "logits")) < 1e-5);
+  CHECK(max_diff(test::tensor_in(tmp / "back.safetensors", "logits"), test::tensor_in(tmp / "ours.safetensors", "logits")) < 1e-5);
   CHECK(lora::ModelAdapters::read_info(tmp / "packed").required_at_inference);
 
   // PEFT loads the packed directory on the same base: its logits equal safetune's with both

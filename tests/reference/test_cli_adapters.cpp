@@ -21,14 +21,8 @@ namespace {
 fs::path fix() { return test::fixture_dir() / "cli"; }
 const char* kIds = "1,5,9,23,7,64,3,11,42,17";
 
-at::Tensor tensor_in(const fs::path& file, const std::string& key) {
-  for (auto& [name, t] : io::safetensors_load(file))
-    if (name == key) return t;
-  FAIL("no tensor " << key << " in " << file);
-  return {};
-}
-at::Tensor ref(const std::string& key) { return tensor_in(fix() / "logits.safetensors", key); }
-at::Tensor logits_of(const fs::path& file) { return tensor_in(file, "logits"); }
+at::Tensor ref(const std::string& key) { return test::tensor_in(fix() / "logits.safetensors", key); }
+at::Tensor logits_of(const fs::path& file) { return test::tensor_in(file, "logits"); }
 double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 // Runs a Python check script (reference packages) with arguments; returns its exit code.
