@@ -41,6 +41,7 @@
 #include "safetune/tokenizer/gguf.hpp"
 #include "safetune/tokenizer/sentencepiece.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/penalties.hpp"
 #include "safetune/train/regularizer.hpp"
 #include "safetune/train/trainer.hpp"
