@@ -86,6 +86,7 @@ class HttpJudge : public Scorer {
     std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
     if (!curl) throw SafetyError("judge: cannot start an HTTP client (curl_easy_init)", url_);
     curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+    headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip for long rubrics
     std::string auth;
     if (!cfg_.api_key_env.empty()) {
       const char* key = std::getenv(cfg_.api_key_env.c_str());

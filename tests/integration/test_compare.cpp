@@ -216,7 +216,8 @@ TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired
   // Paired counts, recomputed from the per-probe results of the aligned model and the cell.
   auto outcomes = [](const fs::path& file, const std::string& kind) {
     std::map<std::string, bool> m;
-    for (const auto& x : json::parse(io::read_file(file))["results"])
+    const json j = json::parse(io::read_file(file));
+    for (const auto& x : j["results"])
       if (x["kind"] == kind) m[x["id"]] = kind == "benign" ? !x["positive"].get<bool>() : x["positive"].get<bool>();
     return m;
   };

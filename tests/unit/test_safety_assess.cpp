@@ -327,8 +327,9 @@ TEST_CASE("safety/gates: a discrimination baseline at chance is uninformative, k
   g.min_benign_compliance = 0;
   GateVerdict at_chance = evaluate_gates(g, bad, &chance);
   CHECK(at_chance.passed);
-  REQUIRE(at_chance.not_applicable.size() == 1);
-  CHECK_THAT(at_chance.not_applicable[0], Contains("discrimination accuracy drop gate not applicable") &&
+  REQUIRE(at_chance.not_applicable.size() == 2);  // the refusal drop too: no harmful probes here
+  CHECK_THAT(at_chance.not_applicable[0], Contains("refusal rate drop gate not applicable"));
+  CHECK_THAT(at_chance.not_applicable[1], Contains("discrimination accuracy drop gate not applicable") &&
                                               Contains("12/24") && Contains("no information"));
   GateVerdict informative = evaluate_gates(g, bad, &good);
   CHECK_FALSE(informative.passed);
