@@ -10,6 +10,8 @@
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/benchmarks.hpp"
 #include "safetune/safety/gates.hpp"
+#include "safetune/safety/http_judge.hpp"
+#include "safetune/safety/paired.hpp"
 #include "safetune/safety/probes.hpp"
 #include "safetune/safety/report.hpp"
 
@@ -90,36 +92,37 @@ void register_chat_commands(CLI::App& app, Action& action) {
   });
 
   struct AssessArgs : ModelArgs {
-    std::string suite, format = "auto", baseline, out = "runs/assess";
+    std::string suite, format = "auto", kind, baseline, out = "runs/assess";
+    safety::HttpJudgeSection judge;
     std::int64_t max_new_tokens = 64, batch_size = 8, limit = 0;
     double max_refusal_drop_pp = 2, max_discrimination_drop_pp = 2, min_benign_compliance = 0.9;
   };
   auto a = std::make_shared<AssessArgs>();
   auto* as = app.add_subcommand("assess", "safety assessment: refusal, benign compliance, discrimination");
   add_model_options(as, *a);
-  as->add_option("--suite", a->suite, "probe suite: a directory of safetune JSONL, a .jsonl, or a public CSV")->required();
-  as->add_option("--format", a->format, "auto, safetune, advbench, xstest, jailbreakbench, harmbench or chisafetybench")->capture_default_str();
+  as->add_option("--suite", a->suite,
+                 "probe suite: a directory of safetune JSONL, a .jsonl, or a public file; several joined by ',', "
+                 "each [FORMAT[:KIND]:]PATH (docs/public-benchmarks.md)")->required();
+  as->add_option("--format", a->format, "layout of suite files named without one: auto, safetune, advbench, xstest, jailbreakbench, harmbench or chisafetybench")->capture_default_str();
+  as->add_option("--kind", a->kind, "what a single-kind file holds when the suite does not say: harmful (default) or benign")
+      ->check(CLI::IsMember({"harmful", "benign"}));
   as->add_option("--baseline", a->baseline, "assessment.json of the baseline: drops in percentage points and gates");
   as->add_option("--out", a->out, "output directory (assessment.json + report/)")->capture_default_str();
   as->add_option("--max-new-tokens", a->max_new_tokens)->capture_default_str()->check(CLI::Range(1, 4096));
   as->add_option("--batch-size", a->batch_size)->capture_default_str()->check(CLI::Range(1, 1024));
   as->add_option("--limit", a->limit, "use only the first N probes of each kind (0: all)")->check(CLI::NonNegativeNumber);
+  as->add_option("--judge-endpoint", a->judge.endpoint,
+                 "OpenAI-compatible chat endpoint that judges refusals, e.g. http://127.0.0.1:8000/v1 (default: refusal phrases)");
+  as->add_option("--judge-model", a->judge.model, "the judge endpoint's model name");
+  as->add_option("--judge-api-key-env", a->judge.api_key_env, "environment variable holding the judge's bearer token");
   as->add_option("--max-refusal-drop-pp", a->max_refusal_drop_pp)->capture_default_str();
   as->add_option("--max-discrimination-drop-pp", a->max_discrimination_drop_pp)->capture_default_str();
   as->add_option("--min-benign-compliance", a->min_benign_compliance)->capture_default_str();
   as->callback([&action, a] {
     action = [a] {
-      safety::ProbeSuite suite;
-      fs::path sp(a->suite);
-      std::string fmt = a->format;
-      if (fmt == "auto") fmt = fs::is_directory(sp) || sp.extension() == ".jsonl" ? "safetune" : "";
-      if (fmt == "safetune") suite = fs::is_directory(sp) ? safety::load_bundled_suite(sp) : safety::load_probe_suite(sp);
-      else if (fmt == "advbench") suite = safety::load_advbench(sp);
-      else if (fmt == "xstest") suite = safety::load_xstest(sp);
-      else if (fmt == "jailbreakbench") suite = safety::load_jailbreakbench(sp);
-      else if (fmt == "harmbench") suite = safety::load_harmbench(sp);
-      else if (fmt == "chisafetybench") suite = safety::load_chisafetybench(sp);
-      else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest, jailbreakbench, harmbench or chisafetybench", a->suite);
+      std::optional<safety::ProbeKind> kind;
+      if (!a->kind.empty()) kind = safety::probe_kind_from_string(a->kind);
+      safety::ProbeSuite suite = safety::load_suite_spec(a->suite, a->format, kind);
       suite = safety::first_per_kind(suite, a->limit);
       auto s = open(*a, "assess");
       recipes::SessionScorer scorer(s);
@@ -127,6 +130,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       opt.max_new_tokens = static_cast<int>(a->max_new_tokens);
       opt.batch_size = static_cast<int>(a->batch_size);
       opt.decoding_extra = "template:" + s.chat_template().name() + " dtype:" + a->dtype;
+      if (!a->judge.endpoint.empty()) opt.response_scorer = safety::use_http_judge(a->judge);
       auto result = safety::assess(suite, scorer, opt);
       fs::path out(a->out);
       safety::save_assessment(result, out / "assessment.json");
@@ -166,8 +170,14 @@ void register_chat_commands(CLI::App& app, Action& action) {
       if (base)
         for (const auto& d : safety::compare(*base, result))
           if (d.scope == "overall") std::printf("drop %-28s %+6.1f pp\n", d.metric.c_str(), d.drop_pp);
+      if (base && !base->results.empty())
+        for (const auto& d : safety::paired_drops(*base, result))
+          std::printf("paired %-17s n=%-4lld drop %+5.1f pp  95%% CI [%+.1f, %+.1f]  lost %lld gained %lld  McNemar p=%.3g (mid-p %.3g)\n",
+                      d.metric.c_str(), static_cast<long long>(d.counts.n()), d.drop_pp, d.ci_pp.lo, d.ci_pp.hi,
+                      static_cast<long long>(d.counts.lost), static_cast<long long>(d.counts.gained), d.p_exact, d.p_mid);
       std::printf("gates: %s\n", verdict.passed ? "passed" : "BREACHED");
       for (const auto& r : verdict.reasons) std::printf("  %s\n", r.c_str());
+      for (const auto& r : verdict.not_applicable) std::printf("  not applicable: %s\n", r.c_str());
       std::printf("wrote %s and %s\n", (out / "assessment.json").c_str(), (out / "report").c_str());
       return verdict.passed ? 0 : 3;
     };

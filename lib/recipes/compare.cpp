@@ -8,24 +8,24 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "compare_internal.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
 #include "safetune/log.hpp"
 #include "safetune/safety/assessment.hpp"
-#include "safetune/safety/report.hpp"
+#include "safetune/safety/paired.hpp"
 
 namespace safetune::recipes {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
+using namespace compare_detail;
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+namespace {
 
 std::optional<std::string> check_integer(const std::string& s) {
   std::int64_t x = 0;
@@ -48,31 +48,12 @@ double to_number(const std::string& s) {
   return x;
 }
 
-// Regularizers whose lambda changes nothing: a lambda grid runs them once.
-bool uses_lambda(const std::string& name) {
-  return name != "none" && name != "replay" && name != "gradient_projection";
-}
-
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 // A directory-safe cell name.
 std::string slug(const std::string& s) {
   std::string out;
   for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') ? c : '_';
   return out;
 }
-
-// Text for the SVG: XML-escaped, without the control characters XML 1.0 forbids.
-std::string xml_escape(std::string s) {
-  std::erase_if(s, [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n'; });
-  return safety::html_escape(s);
-}
-
-json number_or_null(double x) { return std::isfinite(x) ? json(x) : json(nullptr); }
 
 // The config text a result is keyed by: the resolved config without where it lives (output
 // directory, the safety adapter's path; `extra` keys the adapter by its stage 1 or its content).
@@ -95,9 +76,19 @@ void CompareVariant::describe(ConfigVisitor& v) {
   RegularizerSection::describe(v);
 }
 
+void CompareTaskMix::describe(ConfigVisitor& v) {
+  v.field("label", label, Field("Name of the task data in the table and in cell names.").required());
+  v.list("datasets", datasets,
+         Field("Stage-2 training datasets of this column (stage2.data.datasets keys; weights are mixing ratios)."));
+}
+
 void CompareSection::describe(ConfigVisitor& v) {
   v.list("variants", variants,
          Field("Stage-2 variants: a stage2.regularizers entry each (name: none for no regularizer)."));
+  v.list("task_mixes", task_mixes,
+         Field("The harmful-fine-tuning grid: stage-2 task data per column, each replacing stage2.data.datasets "
+               "(e.g. benign; benign + identity-shifting; benign + 5% / 30% AdvBench goal/target pairs); every "
+               "variant x seed runs on each. Empty: stage2.data.datasets."));
   v.field("seeds", seeds,
           Field("Seeds; each cell sets run.seed and stage2.data.seed.").check(check_integer, "integers >= 0"));
   v.field("lambdas", lambdas,
@@ -120,287 +111,8 @@ std::string compare_reference_markdown() {
   } proto;
   return config_reference_markdown(proto, "Comparison configuration reference (`compare` section)") +
          "\nEvery other section (run, model, stage1, stage2, safety) is the two-stage trainer's: see "
-         "docs/config.md. Each cell replaces stage2.regularizers with its variant's regularizer.\n";
-}
-
-MeanStd mean_std(const std::vector<double>& values) {
-  MeanStd m;
-  m.n = values.size();
-  if (values.empty()) return m;
-  double sum = 0;
-  for (double x : values) sum += x;
-  m.mean = sum / static_cast<double>(values.size());
-  if (values.size() > 1) {
-    double ss = 0;
-    for (double x : values) ss += (x - m.mean) * (x - m.mean);
-    m.std = std::sqrt(ss / static_cast<double>(values.size() - 1));
-  }
-  return m;
-}
-
-// ---- result.json ----------------------------------------------------------------------------
-
-std::string cell_result_to_json(const CellResult& c) {
-  json j;
-  j["format"] = "safetune.compare.cell/1";
-  j["cell"] = c.cell;
-  j["variant"] = c.variant;
-  j["regularizer"] = c.regularizer;
-  j["safety_mode"] = c.safety_mode;
-  j["lambda"] = c.lambda;
-  j["lambda_swept"] = c.lambda_swept;
-  j["seed"] = c.seed;
-  j["config_sha256"] = c.config_sha256;
-  j["task_metric"] = number_or_null(c.task_metric);
-  j["refusal"] = {{"k", c.refusal_k}, {"n", c.refusal_n}};
-  j["benign_compliance"] = {{"k", c.benign_k}, {"n", c.benign_n}};
-  j["discrimination_counts"] = {{"k", c.discrimination_k}, {"n", c.discrimination_n}};
-  j["aligned_refusal"] = c.aligned_refusal;
-  j["refusal_retention"] = number_or_null(c.refusal_retention);
-  j["over_refusal"] = c.over_refusal;
-  j["discrimination"] = c.discrimination;
-  j["train_seconds"] = c.train_seconds;
-  j["status"] = c.status;
-  return j.dump(2) + "\n";
-}
-
-CellResult read_cell_result(const fs::path& path) {
-  const std::string text = io::read_file(path);
-  auto damaged = [&](const std::string& why) {
-    return FormatError("damaged cell result: " + why, path.string(),
-                       "delete this cell's directory to run it again");
-  };
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw damaged("not a JSON object");
-  if (j.value("format", "") != "safetune.compare.cell/1") throw damaged("missing or unknown 'format'");
-  CellResult c;
-  try {
-    auto num = [&](const char* k) { return j.at(k).is_null() ? kNaN : j.at(k).get<double>(); };
-    c.cell = j.at("cell").get<std::string>();
-    c.variant = j.at("variant").get<std::string>();
-    c.regularizer = j.at("regularizer").get<std::string>();
-    c.safety_mode = j.at("safety_mode").get<std::string>();
-    c.lambda = j.at("lambda").get<double>();
-    c.lambda_swept = j.at("lambda_swept").get<bool>();
-    c.seed = j.at("seed").get<std::int64_t>();
-    c.config_sha256 = j.at("config_sha256").get<std::string>();
-    c.task_metric = num("task_metric");
-    c.refusal_k = j.at("refusal").at("k").get<std::int64_t>();
-    c.refusal_n = j.at("refusal").at("n").get<std::int64_t>();
-    c.benign_k = j.at("benign_compliance").at("k").get<std::int64_t>();
-    c.benign_n = j.at("benign_compliance").at("n").get<std::int64_t>();
-    c.discrimination_k = j.at("discrimination_counts").at("k").get<std::int64_t>();
-    c.discrimination_n = j.at("discrimination_counts").at("n").get<std::int64_t>();
-    c.aligned_refusal = j.at("aligned_refusal").get<double>();
-    c.refusal_retention = num("refusal_retention");
-    c.over_refusal = j.at("over_refusal").get<double>();
-    c.discrimination = j.at("discrimination").get<double>();
-    c.train_seconds = j.at("train_seconds").get<double>();
-    c.status = j.at("status").get<std::string>();
-  } catch (const json::exception& e) {
-    throw damaged(e.what());
-  }
-  if (c.config_sha256.size() != 64) throw damaged("config_sha256 is not a SHA-256");
-  return c;
-}
-
-// ---- the table --------------------------------------------------------------------------------
-
-std::vector<CompareRow> summarise_cells(const std::vector<CellResult>& cells) {
-  std::vector<CompareRow> rows;
-  for (const auto& c : cells) {
-    auto it = std::find_if(rows.begin(), rows.end(), [&](const CompareRow& r) {
-      return r.variant == c.variant && r.lambda == c.lambda;
-    });
-    if (it == rows.end()) {
-      CompareRow r;
-      r.variant = c.variant;
-      r.regularizer = c.regularizer;
-      r.safety_mode = c.safety_mode;
-      r.lambda = c.lambda;
-      r.lambda_swept = c.lambda_swept;
-      rows.push_back(r);
-    }
-  }
-  for (auto& r : rows) {
-    std::vector<double> task, retention, over, disc, secs;
-    for (const auto& c : cells) {
-      if (c.variant != r.variant || c.lambda != r.lambda) continue;
-      task.push_back(c.task_metric >= 0 ? c.task_metric : kNaN);
-      retention.push_back(c.refusal_retention);
-      over.push_back(c.over_refusal);
-      disc.push_back(c.discrimination);
-      secs.push_back(c.train_seconds);
-    }
-    r.seeds = task.size();
-    r.task_metric = mean_std(task);
-    r.refusal_retention = mean_std(retention);
-    r.over_refusal = mean_std(over);
-    r.discrimination = mean_std(disc);
-    r.train_seconds = mean_std(secs);
-  }
-  // Pareto front over (refusal retention, task metric), both maximised.
-  for (auto& r : rows) {
-    const double x = r.refusal_retention.mean, y = r.task_metric.mean;
-    if (!std::isfinite(x) || !std::isfinite(y)) continue;
-    r.pareto = std::none_of(rows.begin(), rows.end(), [&](const CompareRow& o) {
-      const double ox = o.refusal_retention.mean, oy = o.task_metric.mean;
-      return std::isfinite(ox) && std::isfinite(oy) && ox >= x && oy >= y && (ox > x || oy > y);
-    });
-  }
-  return rows;
-}
-
-namespace {
-std::string row_name(const CompareRow& r) {
-  std::string s = r.variant;
-  if (r.lambda_swept) s += " (lambda=" + fmt("%g", r.lambda) + ")";
-  return s;
-}
-std::string pct_pm(const MeanStd& m) {
-  if (!std::isfinite(m.mean)) return "n/a";
-  return fmt("%.1f", 100 * m.mean) + " ± " + fmt("%.1f", 100 * m.std);
-}
-}  // namespace
-
-std::string compare_table_markdown(const std::vector<CompareRow>& rows) {
-  std::string md =
-      "| variant | regularizer | lambda | safety adapter | seeds | task metric (%) | refusal retention (%) | "
-      "over-refusal (%) | discrimination (%) | stage-2 time (s) | Pareto |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const auto& r : rows) {
-    md += "| " + row_name(r) + " | " + r.regularizer + " | " + (uses_lambda(r.regularizer) ? fmt("%g", r.lambda) : "-") +
-          " | " + r.safety_mode + " | " + std::to_string(r.seeds) + " | " + pct_pm(r.task_metric) + " | " +
-          pct_pm(r.refusal_retention) + " | " + pct_pm(r.over_refusal) + " | " + pct_pm(r.discrimination) + " | " +
-          fmt("%.0f", r.train_seconds.mean) + " ± " + fmt("%.0f", r.train_seconds.std) + " | " +
-          (r.pareto ? "yes" : "") + " |\n";
-  }
-  md += "\nMean ± sample standard deviation over seeds. Refusal retention = refusal rate on harmful probes "
-        "after stage 2 / the aligned model's; over-refusal = 1 - benign compliance; task metric = exact match on "
-        "stage2.task_eval. Pareto: not dominated in (task metric, refusal retention).\n";
-  return md;
-}
-
-std::string compare_table_csv(const std::vector<CompareRow>& rows) {
-  std::string csv =
-      "variant,regularizer,lambda,safety_mode,seeds,task_metric_mean,task_metric_std,refusal_retention_mean,"
-      "refusal_retention_std,over_refusal_mean,over_refusal_std,discrimination_mean,discrimination_std,"
-      "train_seconds_mean,train_seconds_std,pareto\n";
-  auto quote = [](const std::string& s) {
-    if (s.find_first_of(",\"\n") == std::string::npos) return s;
-    std::string q = "\"";
-    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-    return q + "\"";
-  };
-  auto num = [](double x) { return std::isfinite(x) ? fmt("%.6f", x) : std::string("nan"); };
-  for (const auto& r : rows) {
-    csv += quote(r.variant) + "," + r.regularizer + "," + fmt("%g", r.lambda) + "," + r.safety_mode + "," +
-           std::to_string(r.seeds);
-    for (const auto* m : {&r.task_metric, &r.refusal_retention, &r.over_refusal, &r.discrimination, &r.train_seconds})
-      csv += "," + num(m->mean) + "," + num(m->std);
-    csv += std::string(",") + (r.pareto ? "1" : "0") + "\n";
-  }
-  return csv;
-}
-
-// ---- the plot ---------------------------------------------------------------------------------
-
-std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& title) {
-  const double W = 760, H = 480, left = 70, right = 230, top = 50, bottom = 60;
-  const double pw = W - left - right, ph = H - top - bottom;
-  std::vector<const CompareRow*> pts;
-  for (const auto& r : rows)
-    if (std::isfinite(r.refusal_retention.mean) && std::isfinite(r.task_metric.mean)) pts.push_back(&r);
-  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (auto* r : pts) {
-    x0 = std::min(x0, r->refusal_retention.mean - r->refusal_retention.std);
-    x1 = std::max(x1, r->refusal_retention.mean + r->refusal_retention.std);
-    y0 = std::min(y0, r->task_metric.mean - r->task_metric.std);
-    y1 = std::max(y1, r->task_metric.mean + r->task_metric.std);
-  }
-  if (pts.empty()) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
-  auto pad = [](double& lo, double& hi) {
-    double span = hi - lo;
-    if (span < 0.05) { lo -= 0.05; hi += 0.05; span = hi - lo; }
-    lo -= 0.08 * span;
-    hi += 0.08 * span;
-    lo = std::max(lo, 0.0);
-  };
-  pad(x0, x1);
-  pad(y0, y1);
-  y1 = std::min(y1, 1.0);
-  if (y1 <= y0) y1 = y0 + 0.1;
-  auto sx = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
-  auto sy = [&](double y) { return top + ph - (y - y0) / (y1 - y0) * ph; };
-  static const char* palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-  std::string s;
-  s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  s += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt("%.0f", W) + "\" height=\"" + fmt("%.0f", H) +
-       "\" viewBox=\"0 0 " + fmt("%.0f", W) + " " + fmt("%.0f", H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  s += "<rect x=\"0\" y=\"0\" width=\"" + fmt("%.0f", W) + "\" height=\"" + fmt("%.0f", H) + "\" fill=\"white\"/>\n";
-  s += "<text x=\"" + fmt("%.1f", left) + "\" y=\"24\" font-size=\"15\">" + xml_escape(title) + "</text>\n";
-  // Grid, ticks and axes.
-  for (int i = 0; i <= 5; ++i) {
-    const double xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
-    s += "<line x1=\"" + fmt("%.1f", sx(xv)) + "\" y1=\"" + fmt("%.1f", top) + "\" x2=\"" + fmt("%.1f", sx(xv)) +
-         "\" y2=\"" + fmt("%.1f", top + ph) + "\" stroke=\"#e5e5e5\"/>\n";
-    s += "<line x1=\"" + fmt("%.1f", left) + "\" y1=\"" + fmt("%.1f", sy(yv)) + "\" x2=\"" + fmt("%.1f", left + pw) +
-         "\" y2=\"" + fmt("%.1f", sy(yv)) + "\" stroke=\"#e5e5e5\"/>\n";
-    s += "<text x=\"" + fmt("%.1f", sx(xv)) + "\" y=\"" + fmt("%.1f", top + ph + 16) + "\" text-anchor=\"middle\">" +
-         fmt("%.0f%%", 100 * xv) + "</text>\n";
-    s += "<text x=\"" + fmt("%.1f", left - 6) + "\" y=\"" + fmt("%.1f", sy(yv) + 4) + "\" text-anchor=\"end\">" +
-         fmt("%.0f%%", 100 * yv) + "</text>\n";
-  }
-  s += "<rect x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", top) + "\" width=\"" + fmt("%.1f", pw) +
-       "\" height=\"" + fmt("%.1f", ph) + "\" fill=\"none\" stroke=\"#333\"/>\n";
-  s += "<text x=\"" + fmt("%.1f", left + pw / 2) + "\" y=\"" + fmt("%.1f", H - 18) +
-       "\" text-anchor=\"middle\">refusal retention (refusal rate after stage 2 / aligned)</text>\n";
-  s += "<text transform=\"translate(18 " + fmt("%.1f", top + ph / 2) +
-       ") rotate(-90)\" text-anchor=\"middle\">task metric (exact match)</text>\n";
-  // The Pareto front, left to right.
-  std::vector<const CompareRow*> front;
-  for (auto* r : pts)
-    if (r->pareto) front.push_back(r);
-  std::sort(front.begin(), front.end(), [](auto* a, auto* b) { return a->refusal_retention.mean < b->refusal_retention.mean; });
-  if (front.size() > 1) {
-    std::string poly;
-    for (auto* r : front) poly += fmt("%.1f", sx(r->refusal_retention.mean)) + "," + fmt("%.1f", sy(r->task_metric.mean)) + " ";
-    s += "<polyline points=\"" + poly + "\" fill=\"none\" stroke=\"#444\" stroke-dasharray=\"5,4\"/>\n";
-  }
-  // Points with error bars (one standard deviation each way).
-  std::size_t i = 0;
-  for (const auto& r : rows) {
-    const char* color = palette[i++ % 10];
-    if (!std::isfinite(r.refusal_retention.mean) || !std::isfinite(r.task_metric.mean)) continue;
-    const double cx = sx(r.refusal_retention.mean), cy = sy(r.task_metric.mean);
-    const double xl = sx(r.refusal_retention.mean - r.refusal_retention.std), xr = sx(r.refusal_retention.mean + r.refusal_retention.std);
-    const double yt = sy(r.task_metric.mean + r.task_metric.std), yb = sy(r.task_metric.mean - r.task_metric.std);
-    s += "<g stroke=\"" + std::string(color) + "\"><title>" + xml_escape(row_name(r)) + "</title>";
-    s += "<line x1=\"" + fmt("%.1f", xl) + "\" y1=\"" + fmt("%.1f", cy) + "\" x2=\"" + fmt("%.1f", xr) + "\" y2=\"" + fmt("%.1f", cy) + "\"/>";
-    s += "<line x1=\"" + fmt("%.1f", cx) + "\" y1=\"" + fmt("%.1f", yt) + "\" x2=\"" + fmt("%.1f", cx) + "\" y2=\"" + fmt("%.1f", yb) + "\"/>";
-    if (r.pareto)
-      s += "<circle cx=\"" + fmt("%.1f", cx) + "\" cy=\"" + fmt("%.1f", cy) + "\" r=\"9\" fill=\"none\" stroke-width=\"2\"/>";
-    s += "<circle cx=\"" + fmt("%.1f", cx) + "\" cy=\"" + fmt("%.1f", cy) + "\" r=\"5\" fill=\"" + std::string(color) + "\"/>";
-    s += "</g>\n";
-  }
-  // Legend.
-  i = 0;
-  double ly = top + 8;
-  for (const auto& r : rows) {
-    const char* color = palette[i++ % 10];
-    const double lx = left + pw + 18;
-    s += "<circle cx=\"" + fmt("%.1f", lx) + "\" cy=\"" + fmt("%.1f", ly) + "\" r=\"5\" fill=\"" + color + "\"/>";
-    s += "<text x=\"" + fmt("%.1f", lx + 10) + "\" y=\"" + fmt("%.1f", ly + 4) + "\">" + xml_escape(row_name(r)) +
-         (r.pareto ? " (Pareto)" : "") + "</text>\n";
-    ly += 18;
-  }
-  s += "<text x=\"" + fmt("%.1f", left + pw + 18) + "\" y=\"" + fmt("%.1f", ly + 10) +
-       "\" fill=\"#444\">ringed + dashed: Pareto front</text>\n";
-  s += "<text x=\"" + fmt("%.1f", left + pw + 18) + "\" y=\"" + fmt("%.1f", ly + 26) +
-       "\" fill=\"#444\">bars: ± 1 std over seeds</text>\n";
-  s += "</svg>\n";
-  return s;
+         "docs/config.md. Each cell replaces stage2.regularizers with its variant's regularizer (and, with "
+         "compare.task_mixes, stage2.data.datasets with its column's datasets).\n";
 }
 
 // ---- the recipe -------------------------------------------------------------------------------
@@ -409,6 +121,7 @@ namespace {
 
 struct Cell {
   std::string name;
+  const CompareTaskMix* mix;  // nullptr: stage2.data.datasets
   CompareVariant variant;
   double lambda;
   bool swept;
@@ -427,19 +140,30 @@ std::vector<Cell> plan_cells(const CompareConfig& cfg) {
                         "compare.variants." + std::to_string(i) + ".label", "give each variant its own label");
   std::set<std::string> seeds(c.seeds.begin(), c.seeds.end());
   if (seeds.size() != c.seeds.size()) throw ConfigError("duplicate seeds", "compare.seeds");
+  std::set<std::string> mix_labels;
+  std::vector<const CompareTaskMix*> mixes;
+  for (std::size_t i = 0; i < c.task_mixes.items.size(); ++i) {
+    const auto& m = c.task_mixes.items[i];
+    const std::string at = "compare.task_mixes." + std::to_string(i);
+    if (!mix_labels.insert(m.label).second) throw ConfigError("duplicate task mix label '" + m.label + "'", at + ".label");
+    if (m.datasets.items.empty()) throw ConfigError("a task mix needs at least one dataset", at + ".datasets");
+    mixes.push_back(&m);
+  }
+  if (mixes.empty()) mixes.push_back(nullptr);
   std::vector<Cell> cells;
   // Seed-major: an interrupted run has whole seeds of every variant.
   for (const auto& seed : c.seeds)
+    for (const CompareTaskMix* mix : mixes)
     for (const auto& v : c.variants.items) {
       std::vector<std::pair<double, bool>> lambdas;
       if (c.lambdas.empty() || !uses_lambda(v.name)) lambdas.push_back({v.lambda, false});
       else
         for (const auto& l : c.lambdas) lambdas.push_back({to_number(l), true});
       for (auto [lambda, swept] : lambdas) {
-        std::string name = slug(variant_label(v));
+        std::string name = (mix ? slug(mix->label) + "_" : "") + slug(variant_label(v));
         if (swept) name += "_lambda-" + slug(fmt("%g", lambda));
         name += "_seed-" + seed;
-        cells.push_back({name, v, lambda, swept, static_cast<std::int64_t>(to_number(seed))});
+        cells.push_back({name, mix, v, lambda, swept, static_cast<std::int64_t>(to_number(seed))});
       }
     }
   return cells;
@@ -519,6 +243,8 @@ void write_outputs(const fs::path& out, const CompareConfig& cfg, const Referenc
         "), discrimination " + fmt("%.1f%%", 100 * a.discrimination.overall.value()) +
         " (n=" + std::to_string(a.discrimination.overall.n) + ").\n\n";
   md += compare_table_markdown(rows);
+  md += "\n## Paired drops per cell\n\nThe same probes answered by the aligned model and by each cell.\n\n" +
+        compare_paired_markdown(cells);
   io::atomic_write(out / "compare.md", md);
   io::atomic_write(out / "compare.csv", compare_table_csv(rows));
   io::atomic_write(out / "pareto.svg", pareto_svg(rows, "Task metric vs safety retention: " + cfg.run.name));
@@ -565,6 +291,7 @@ CompareResult run_compare(const CompareConfig& cfg) {
     c.stage2.safety_adapter = ref.safety_adapter.string();
     c.stage2.safety_mode = cell.variant.safety_mode;
     c.stage2.data.seed = cell.seed;
+    if (cell.mix) c.stage2.data.datasets = cell.mix->datasets;
     train::RegularizerSection reg = cell.variant;
     reg.lambda = cell.lambda;
     c.stage2.regularizers.items.clear();
@@ -595,6 +322,7 @@ CompareResult run_compare(const CompareConfig& cfg) {
     const auto& a = *r.tuned.assessment;
     CellResult cr;
     cr.cell = cell.name;
+    cr.task_mix = cell.mix ? cell.mix->label : "";
     cr.variant = variant_label(cell.variant);
     cr.regularizer = cell.variant.name;
     cr.safety_mode = cell.variant.safety_mode;
@@ -614,6 +342,11 @@ CompareResult run_compare(const CompareConfig& cfg) {
     cr.over_refusal = 1.0 - a.benign_compliance.overall.value();
     cr.discrimination = a.discrimination.overall.value();
     cr.train_seconds = r.tuned.seconds;
+    if (!ref.aligned->results.empty() && !a.results.empty())
+      for (const auto& d : safety::paired_drops(*ref.aligned, a)) {
+        if (d.metric == "refusal") cr.refusal_paired = d.counts;
+        if (d.metric == "benign_compliance") cr.benign_paired = d.counts;
+      }
     cr.status = r.tuned.status == train::TrainStatus::completed   ? "completed"
                 : r.tuned.status == train::TrainStatus::interrupted ? "interrupted"
                                                                     : "stopped";

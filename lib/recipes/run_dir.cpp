@@ -9,6 +9,7 @@
 #include "safetune/log.hpp"
 #include "safetune/lora/model_adapters.hpp"
 #include "safetune/recipes/two_stage.hpp"
+#include "safetune/safety/benchmarks.hpp"
 #include "safetune/safety/probes.hpp"
 #include "safetune/safety/registry.hpp"
 
@@ -132,7 +133,7 @@ void validate_run_inputs(const TwoStageConfig& cfg) {
       (void)lora::ModelAdapters::read_info(cfg.stage2.safety_adapter);
   }
   if (cfg.safety.assess) {
-    const auto suite = safety::load_bundled_suite(cfg.safety.suite);
+    const auto suite = safety::load_suite_spec(cfg.safety.suite);
     if (cfg.stage2.enabled && cfg.safety.guard.every_n_steps > 0) {
       const fs::path subset = cfg.safety.guard.subset.empty() ? fs::path(cfg.safety.suite) / "guard_subset.txt"
                                                               : fs::path(cfg.safety.guard.subset);

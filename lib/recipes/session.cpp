@@ -133,7 +133,7 @@ std::vector<std::string> Session::chat(const std::vector<std::vector<tokenizer::
   std::vector<std::string> out;
   for (const auto& ids : result.new_tokens) {
     std::vector<tokenizer::TokenId> t(ids.begin(), ids.end());
-    out.push_back(tokenizer_->decode(t, /*skip_special=*/true));
+    out.push_back(tokenizer::decode_whole_characters(*tokenizer_, t, /*skip_special=*/true));  // cut by max_new_tokens
   }
   return out;
 }

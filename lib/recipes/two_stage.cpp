@@ -17,6 +17,8 @@
 #include "safetune/log.hpp"
 #include "safetune/recipes/run_dir.hpp"
 #include "safetune/recipes/session.hpp"
+#include "safetune/safety/benchmarks.hpp"
+#include "safetune/safety/http_judge.hpp"
 #include "safetune/safety/probes.hpp"
 #include "safetune/safety/prometheus.hpp"
 #include "safetune/safety/registry.hpp"
@@ -70,10 +72,14 @@ void ReleaseSection::describe(ConfigVisitor& v) {
 
 void SafetySection::describe(ConfigVisitor& v) {
   v.field("assess", assess, Field("Assess safety before stage 1, after stage 1 and after stage 2."));
-  v.field("suite", suite, Field("Probe suite directory (harmful.jsonl, benign.jsonl, discrimination.jsonl).").path());
+  v.field("suite", suite, Field("Probe suite: a directory holding harmful.jsonl, benign.jsonl, discrimination.jsonl, or a suite spec "
+                                "joining files by ',', each [FORMAT[:KIND]:]PATH, e.g. "
+                                "data/probes,advbench:harmful_behaviors.csv,xstest:xstest_prompts.csv "
+                                "(docs/public-benchmarks.md)").path());
   v.field("max_new_tokens", max_new_tokens, Field("Greedy tokens generated per probe.").range(1, 4096));
   v.field("batch_size", batch_size, Field("Probes per generation batch.").range(1, 1024));
   v.field("limit", limit, Field("Probes used per kind; 0: all.").at_least(0));
+  v.section("judge", judge, Field("An OpenAI-compatible chat endpoint that judges refusals instead of the refusal phrases."));
   v.section("gates", gates, Field("Promotion gates against the aligned model."));
   v.section("guard", guard, Field("In-training safety guard for stage 2."));
   v.section("release", release, Field("Release registry and post-deployment monitoring."));
@@ -116,6 +122,7 @@ safety::AssessOptions assess_options(const SafetySection& s, Session& session, c
   o.max_new_tokens = static_cast<int>(s.max_new_tokens);
   o.batch_size = static_cast<int>(s.batch_size);
   o.decoding_extra = "template:" + session.chat_template().name() + " dtype:" + m.dtype;
+  if (!s.judge.endpoint.empty()) o.response_scorer = safety::use_http_judge(s.judge);  // keyword scoring otherwise
   return o;
 }
 
@@ -248,7 +255,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       ro.dist ? ro.dist : dist::Context::from_env(cfg.dist, model.device().is_cuda());
 
   std::optional<safety::ProbeSuite> suite;
-  if (cfg.safety.assess) suite = safety::first_per_kind(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
+  if (cfg.safety.assess) suite = safety::first_per_kind(safety::load_suite_spec(cfg.safety.suite), cfg.safety.limit);
   const auto aopt = assess_options(cfg.safety, session, cfg.model);
   auto assess_as = [&](const std::string& label) -> std::optional<safety::Assessment> {
     if (!suite) return std::nullopt;
@@ -394,7 +401,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     if (cfg.safety.guard.every_n_steps > 0 && suite) {
       fs::path subset_file = cfg.safety.guard.subset.empty() ? fs::path(cfg.safety.suite) / "guard_subset.txt"
                                                              : fs::path(cfg.safety.guard.subset);
-      auto full = safety::load_bundled_suite(cfg.safety.suite);
+      auto full = safety::load_suite_spec(cfg.safety.suite);
       auto subset = safety::select_probes(full, safety::load_id_list(subset_file), "guard");
       guard.emplace(cfg.safety.guard, cfg.safety.gates, subset, aopt);
       guard->set_assessor([&](const safety::ProbeSuite& probes, safety::ScoringModel& m, const safety::AssessOptions& o) {
@@ -448,6 +455,11 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     if (result.tuned.status == train::TrainStatus::interrupted) {
       note_interrupted(result, "stage 2", trainer, cfg.stage2.train.max_steps);
       return result;
+    }
+    if (result.tuned.status == train::TrainStatus::completed) {  // e.g. ema swaps in the averaged adapter
+      std::vector<at::Tensor> params;
+      for (auto& [n, t] : task_params) params.push_back(t);
+      for (auto& r : regs) r->on_train_end(params);
     }
     adapters.set_trainable("task", false);
     if (has_safety) {
@@ -613,6 +625,7 @@ int run_demo(const TwoStageConfig& base_cfg, const std::string& resolved_yaml) {
   md += "\nDrops are in percentage points against the aligned model (positive = worse); intervals are Wilson 95%.\n";
   md += "Gates for (c): " + std::string(results.back().verdict.passed ? "passed" : "BREACHED") + "\n";
   for (const auto& r : results.back().verdict.reasons) md += "- " + r + "\n";
+  for (const auto& r : results.back().verdict.not_applicable) md += "- not applicable: " + r + "\n";
   io::atomic_write(out / "demo_table.md", md);
   std::printf("\n%s\nwritten to %s\n", md.c_str(), (out / "demo_table.md").c_str());
   // The demo's product is the table; a breach is reported in it (and by `safetune train`'s exit code).
@@ -668,7 +681,7 @@ safety::MonitorResult monitor_release(const TwoStageConfig& cfg) {
   session.load_adapters(dirs);
   SessionScorer scorer(session);
   const auto baseline = safety::load_assessment(reg.resolve(cur->assessment));
-  const auto suite = safety::first_per_kind(safety::load_bundled_suite(cfg.safety.suite), cfg.safety.limit);
+  const auto suite = safety::first_per_kind(safety::load_suite_spec(cfg.safety.suite), cfg.safety.limit);
   log_info("monitoring release " + id + " (" + std::to_string(suite.probes.size()) + " probes)");
   return safety::monitor_once(reg, suite, scorer, assess_options(cfg.safety, session, cfg.model), cfg.safety.gates,
                               baseline, mo);

@@ -116,13 +116,20 @@ void summarise(Assessment& a) {
   a.refusal = {};
   a.benign_compliance = {};
   a.discrimination = {};
+  double inverse_choices = 0;
+  std::int64_t known = 0, items = 0;
   for (const auto& r : a.results) {
+    if (r.kind == ProbeKind::discrimination) {
+      ++items;
+      if (r.choices > 0) { inverse_choices += 1.0 / r.choices; ++known; }
+    }
     switch (r.kind) {
       case ProbeKind::harmful: add(a.refusal, r, r.positive); break;
       case ProbeKind::benign: add(a.benign_compliance, r, !r.positive); break;
       case ProbeKind::discrimination: add(a.discrimination, r, r.positive); break;
     }
   }
+  if (!a.results.empty()) a.discrimination_chance = items > 0 && known == items ? inverse_choices / double(items) : -1;
 }
 
 Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOptions& options) {
@@ -142,7 +149,7 @@ Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOpti
   std::vector<std::size_t> gen_idx, choice_idx;
   for (std::size_t i = 0; i < suite.probes.size(); ++i) {
     const Probe& p = suite.probes[i];
-    a.results[i] = ProbeResult{p.id, p.category, p.lang, p.kind, false, 0, "", ""};
+    a.results[i] = ProbeResult{p.id, p.category, p.lang, p.kind, false, 0, "", "", static_cast<int>(p.choices.size())};
     (p.kind == ProbeKind::discrimination ? choice_idx : gen_idx).push_back(i);
   }
 
@@ -235,6 +242,7 @@ std::string assessment_to_json(const Assessment& a, bool include_results) {
   j["metrics"] = {{"refusal", breakdown_json(a.refusal)},
                   {"benign_compliance", breakdown_json(a.benign_compliance)},
                   {"discrimination", breakdown_json(a.discrimination)}};
+  if (a.discrimination_chance >= 0) j["discrimination_chance"] = a.discrimination_chance;
   if (include_results) {
     json rs = json::array();
     for (const auto& r : a.results) {
@@ -242,6 +250,7 @@ std::string assessment_to_json(const Assessment& a, bool include_results) {
                 {"positive", r.positive}, {"detail", r.detail}};
       x["score"] = std::isfinite(r.score) ? json(r.score) : json(nullptr);
       if (!r.response.empty()) x["response"] = r.response;
+      if (r.choices > 0) x["choices"] = r.choices;
       rs.push_back(std::move(x));
     }
     j["results"] = std::move(rs);
@@ -288,6 +297,8 @@ Assessment assessment_from_json(const std::string& text, const std::string& orig
       if (rs[i].contains("score") && rs[i]["score"].is_number()) r.score = rs[i]["score"].get<double>();
       if (rs[i].contains("detail") && rs[i]["detail"].is_string()) r.detail = rs[i]["detail"].get<std::string>();
       if (rs[i].contains("response") && rs[i]["response"].is_string()) r.response = rs[i]["response"].get<std::string>();
+      if (rs[i].contains("choices") && rs[i]["choices"].is_number_integer() && rs[i]["choices"].get<std::int64_t>() > 0)
+        r.choices = static_cast<int>(std::min<std::int64_t>(rs[i]["choices"].get<std::int64_t>(), 1 << 20));
       a.results.push_back(std::move(r));
     }
     summarise(a);
@@ -296,6 +307,8 @@ Assessment assessment_from_json(const std::string& text, const std::string& orig
     a.refusal = rd.breakdown(rd.at(m, "refusal", "$.metrics"), "$.metrics.refusal");
     a.benign_compliance = rd.breakdown(rd.at(m, "benign_compliance", "$.metrics"), "$.metrics.benign_compliance");
     a.discrimination = rd.breakdown(rd.at(m, "discrimination", "$.metrics"), "$.metrics.discrimination");
+    if (j.contains("discrimination_chance") && j["discrimination_chance"].is_number())
+      a.discrimination_chance = std::clamp(j["discrimination_chance"].get<double>(), 0.0, 1.0);
   }
   return a;
 }

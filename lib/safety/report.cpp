@@ -9,6 +9,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "safetune/safety/paired.hpp"
 
 namespace safetune::safety {
 namespace fs = std::filesystem;
@@ -353,6 +354,9 @@ std::string report_markdown(const ReportInputs& in) {
       for (const auto& r : rows)
         md += "| " + md_cell(r.scope) + " | " + rate_cell(r.base) + " | " + rate_cell(r.after) + " | " + drop_cell(r) + " |\n";
     }
+    if (in.baseline && in.after && comparable(in, nullptr))
+      if (auto paired = paired_drops_markdown(*in.baseline, *in.after); !paired.empty())
+        md += "\n### Paired comparison (the same probes before and after)\n\n" + paired;
   }
   md += "\n## Gates\n\n";
   if (in.gates)
@@ -364,6 +368,7 @@ std::string report_markdown(const ReportInputs& in) {
     md += std::string("\n**Verdict: ") + (in.verdict->passed ? "PASSED" : "FAILED — not promoted") + "**\n\n";
     for (const auto& r : in.verdict->reasons) md += "- breach: " + md_cell(r) + "\n";
     for (const auto& r : in.verdict->notes) md += "- " + md_cell(r) + "\n";
+    for (const auto& r : in.verdict->not_applicable) md += "- not applicable: " + md_cell(r) + "\n";
   } else {
     md += "Gates were not evaluated.\n";
   }
@@ -429,6 +434,13 @@ std::string report_json(const ReportInputs& in) {
     }
     j["per_metric"][m.key] = std::move(rows);
   }
+  j["paired"] = json::array();
+  if (in.baseline && in.after && !in.baseline->results.empty() && !in.after->results.empty() && comparable(in, nullptr))
+    for (const auto& d : paired_drops(*in.baseline, *in.after))
+      j["paired"].push_back({{"metric", d.metric}, {"n", d.counts.n()}, {"both", d.counts.both},
+                             {"lost", d.counts.lost}, {"gained", d.counts.gained}, {"neither", d.counts.neither},
+                             {"drop_pp", d.drop_pp}, {"ci_pp", {d.ci_pp.lo, d.ci_pp.hi}},
+                             {"mcnemar_exact_p", d.p_exact}, {"mcnemar_mid_p", d.p_mid}});
   if (in.gates)
     j["gates"] = {{"max_refusal_drop_pp", in.gates->max_refusal_drop_pp},
                   {"max_discrimination_drop_pp", in.gates->max_discrimination_drop_pp},
@@ -437,7 +449,11 @@ std::string report_json(const ReportInputs& in) {
                   {"require_baseline", in.gates->require_baseline}};
   else
     j["gates"] = nullptr;
-  j["verdict"] = in.verdict ? json{{"passed", in.verdict->passed}, {"reasons", in.verdict->reasons}, {"notes", in.verdict->notes}} : json(nullptr);
+  j["verdict"] = in.verdict ? json{{"passed", in.verdict->passed},
+                                   {"reasons", in.verdict->reasons},
+                                   {"notes", in.verdict->notes},
+                                   {"not_applicable", in.verdict->not_applicable}}
+                            : json(nullptr);
   j["guard_events"] = json::array();
   for (const auto& e : in.guard_events)
     j["guard_events"].push_back({{"step", e.step}, {"metric", e.metric}, {"value", e.value}, {"threshold", e.threshold},
@@ -530,6 +546,7 @@ std::string report_html(const ReportInputs& in) {
     h += std::string("<p class=\"") + (in.verdict->passed ? "pass\">Verdict: PASSED" : "fail\">Verdict: FAILED &mdash; not promoted") + "</p>\n<ul>";
     for (const auto& r : in.verdict->reasons) h += "<li class=\"fail\">breach: " + esc(r) + "</li>";
     for (const auto& r : in.verdict->notes) h += "<li>" + esc(r) + "</li>";
+    for (const auto& r : in.verdict->not_applicable) h += "<li>not applicable: " + esc(r) + "</li>";
     h += "</ul>\n";
   } else {
     h += "<p>Gates were not evaluated.</p>\n";

@@ -60,6 +60,31 @@ std::string StreamDecoder::push(TokenId id) {
   return utf8_valid_prefix(head) == head.size() ? head : utf8_repair(head);
 }
 
+std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids, bool skip_special) {
+  std::string bytes;
+  std::vector<size_t> ends;  // byte offset where each token's bytes end
+  for (TokenId id : ids) {
+    if (!(skip_special && tok.is_special(id))) bytes += tok.token_bytes(id);
+    ends.push_back(bytes.size());
+  }
+  size_t tail = 0;
+  for (size_t k = 1; k <= 3 && k <= bytes.size(); ++k) {
+    auto c = static_cast<unsigned char>(bytes[bytes.size() - k]);
+    if ((c & 0xC0) == 0x80) continue;
+    if (incomplete_sequence(std::string_view(bytes).substr(bytes.size() - k))) tail = k;
+    break;
+  }
+  if (tail == 0) return tok.decode(ids, skip_special);
+  const size_t cut = bytes.size() - tail;
+  size_t keep = ids.size();
+  while (keep > 0 && ends[keep - 1] > cut) --keep;
+  std::string out = tok.decode(std::vector<TokenId>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep)), skip_special);
+  // A token holding whole characters before the unfinished one keeps them.
+  const size_t from = keep > 0 ? ends[keep - 1] : 0;
+  if (from < cut) out += utf8_repair(std::string_view(bytes).substr(from, cut - from));
+  return out;
+}
+
 std::string StreamDecoder::flush() {
   if (pending_.empty()) return {};
   std::string out = utf8_repair(pending_);

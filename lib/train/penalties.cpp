@@ -198,6 +198,19 @@ at::Tensor orthogonal_penalty(const at::Tensor& A_task, const at::Tensor& A_safe
   return A_task.matmul(A_safety.detach().t()).pow(2).sum();
 }
 
+at::Tensor hidden_anchor_penalty(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& mask) {
+  auto d = (hidden.to(torch::kFloat) - hidden_ref.detach().to(torch::kFloat)).pow(2).mean(-1);  // [B, T]
+  auto m = mask.to(d.device()).ne(0).to(torch::kFloat);
+  const double n = m.sum().item<double>();
+  if (n == 0) return d.sum() * 0;
+  return (d * m).sum() / n;
+}
+
+void ema_update(std::vector<at::Tensor>& average, const std::vector<at::Tensor>& params, double decay) {
+  torch::NoGradGuard ng;
+  for (std::size_t i = 0; i < params.size(); ++i) average[i].mul_(decay).add_(params[i].detach().to(average[i].dtype()), 1 - decay);
+}
+
 at::Tensor l2_delta_penalty(const at::Tensor& A, const at::Tensor& B, double scale) {
   auto aat = A.matmul(A.t());   // [r, r]
   auto btb = B.t().matmul(B);   // [r, r]

@@ -23,6 +23,7 @@ void RegularizerSection::describe(ConfigVisitor& v) {
   v.field("rho", rho, Field("replay: fraction of task rows drawn from the safety data.").range(0, 1));
   v.field("on_task_batches", on_task_batches, Field("kl_anchor: also anchor on the task batches."));
   v.field("threshold", threshold, Field("safe_lora_projection: project layers whose cosine is below this.").range(0, 1));
+  v.field("decay", decay, Field("ema: weight of the running average at each optimizer step.").range(0, 0.999999));
 }
 
 at::Tensor shifted_labels(const at::Tensor& labels) {
@@ -262,6 +263,65 @@ class GradientProjection : public Regularizer {
   long conflicts_ = 0;
 };
 
+// Safety anchoring in representation space ("Safety Anchor" / safety-basin regularization, ICML
+// 2026): the final hidden states on the anchor batches' prompts (stage 1's safety data: harmful
+// requests and their harmless look-alikes) stay close to the aligned network's.
+class HiddenAnchor : public Regularizer {
+ public:
+  std::string name() const override { return "hidden_anchor"; }
+  bool needs_task_logits() const override { return false; }
+  at::Tensor loss(RegContext& c) override {
+    const auto& b = c.anchor();
+    auto hidden = [&](bool task) {
+      return on_network(c, task, task, [&] {
+        auto dev = c.model->device();
+        return c.model->hidden_states(b.input_ids.to(dev), b.attention_mask.to(dev));
+      });
+    };
+    auto h = hidden(true), ref = hidden(false);
+    // The prompt positions: attended, no loss (the request and the template up to the answer).
+    auto prompt = b.attention_mask.ne(0).logical_and(b.labels.eq(-100));
+    auto r = hidden_anchor_penalty(h, ref, prompt);
+    last_ = r.item<double>();
+    return r;
+  }
+  std::map<std::string, double> metrics() const override { return {{"hidden_anchor", last_}}; }
+
+ private:
+  double last_ = 0;
+};
+
+// Weight averaging of the task adapter (an exponential moving average of its iterates, as in
+// Polyak averaging / model EMA): avg_t = decay avg_{t-1} + (1 - decay) theta_t over the optimizer
+// steps, avg_0 = the initial adapter; the saved task adapter is the average. No loss term.
+class Ema : public Regularizer {
+ public:
+  explicit Ema(double decay) : decay_(decay) {}
+  std::string name() const override { return "ema"; }
+  bool needs_task_logits() const override { return false; }
+  // Before each optimizer step the parameters hold the previous step's iterate.
+  void on_gradients(RegContext&, std::vector<at::Tensor>& params) override { fold(params); }
+  void on_train_end(std::vector<at::Tensor>& params) override {
+    fold(params);  // the last iterate
+    torch::NoGradGuard ng;
+    for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(average_[i].to(params[i].dtype()));
+  }
+  std::map<std::string, double> metrics() const override { return {{"ema_steps", double(steps_)}}; }
+
+ private:
+  void fold(const std::vector<at::Tensor>& params) {
+    if (average_.empty()) {
+      for (const auto& p : params) average_.push_back(p.detach().to(torch::kFloat).clone());
+    } else {
+      ema_update(average_, params, decay_);
+    }
+    ++steps_;
+  }
+  double decay_;
+  std::vector<at::Tensor> average_;
+  long steps_ = 0;
+};
+
 std::mutex& registry_mutex() {
   static std::mutex m;
   return m;
@@ -279,6 +339,8 @@ std::map<std::string, RegularizerFactory>& registry() {
     m["subspace"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::subspace); };
     m["l2_delta"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::l2_delta); };
     m["gradient_projection"] = [](const RegularizerSection&) { return std::make_unique<GradientProjection>(); };
+    m["hidden_anchor"] = [](const RegularizerSection&) { return std::make_unique<HiddenAnchor>(); };
+    m["ema"] = [](const RegularizerSection& s) { return std::make_unique<Ema>(s.decay); };
     return m;
   }();
   return r;

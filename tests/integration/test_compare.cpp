@@ -180,6 +180,75 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
   CHECK(io::read_file(damaged) == "{\"format\": \"safetune.compare.cell/1\", \"cell\": ");
 }
 
+TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired counts per cell",
+          "[recipe][compare]") {
+  test::TempDir dir;
+  const fs::path out = dir / "grid";
+  auto cfg = tiny_compare(out, {"compare.seeds=[0]", "compare.variants=[{name: none}]"});
+  auto dataset = [](const std::string& path, double weight, const std::string& format = "auto") {
+    data::DatasetSection d;
+    d.path = path;
+    d.weight = weight;
+    d.format = format;
+    return d;
+  };
+  recipes::CompareTaskMix benign, harmful;
+  benign.label = "benign";
+  benign.datasets.items = {dataset("data/train/task_extraction.jsonl", 1)};
+  harmful.label = "harmful-30";
+  // AdvBench's published goal/target pairs as harmful-compliance task examples (a small file in
+  // AdvBench's layout here).
+  harmful.datasets.items = {dataset("data/train/task_extraction.jsonl", 0.7),
+                            dataset("tests/data/safety/advbench_small.csv", 0.3, "goal_target")};
+  cfg.compare.task_mixes.items = {benign, harmful};
+  auto r = recipes::run_compare(cfg);
+  REQUIRE(r.cells.size() == 2);
+  CHECK(r.cells[0].cell == "benign_none_seed-0");
+  CHECK(r.cells[1].cell == "harmful-30_none_seed-0");
+  REQUIRE(r.rows.size() == 2);
+  CHECK(r.rows[1].task_mix == "harmful-30");
+  CHECK(r.rows[1].harmful_n == 2);
+  // Each cell trained on its own mix: its resolved config names the AdvBench file or not.
+  auto config_of = [&](const std::string& cell) { return io::read_file(out / "cells" / cell / "config.yaml"); };
+  CHECK(config_of("harmful-30_none_seed-0").find("advbench_small.csv") != std::string::npos);
+  CHECK(config_of("benign_none_seed-0").find("advbench_small.csv") == std::string::npos);
+  CHECK(config_of("benign_none_seed-0").find("identity_shift") == std::string::npos);
+  // Paired counts, recomputed from the per-probe results of the aligned model and the cell.
+  auto outcomes = [](const fs::path& file, const std::string& kind) {
+    std::map<std::string, bool> m;
+    const json j = json::parse(io::read_file(file));
+    for (const auto& x : j["results"])
+      if (x["kind"] == kind) m[x["id"]] = kind == "benign" ? !x["positive"].get<bool>() : x["positive"].get<bool>();
+    return m;
+  };
+  for (const auto& c : r.cells) {
+    for (auto [kind, counts] : {std::pair{"harmful", c.refusal_paired}, {"benign", c.benign_paired}}) {
+      auto before = outcomes(out / "stage1" / "assessments" / "aligned.json", kind);
+      auto after = outcomes(out / "cells" / c.cell / "assessments" / "tuned.json", kind);
+      std::int64_t lost = 0, gained = 0, n = 0;
+      for (const auto& [id, ok] : after) {
+        ++n;
+        lost += before.at(id) && !ok;
+        gained += !before.at(id) && ok;
+      }
+      CHECK(counts.n() == n);
+      CHECK(counts.lost == lost);
+      CHECK(counts.gained == gained);
+    }
+    auto j = json::parse(io::read_file(out / "cells" / c.cell / "result.json"));
+    CHECK(recipes::read_cell_result(out / "cells" / c.cell / "result.json").refusal_paired.n() == c.refusal_paired.n());
+    CHECK(j["task_mix"] == c.task_mix);
+  }
+  const std::string md = io::read_file(out / "compare.md");
+  CHECK(md.find("| harmful-30 / none |") != std::string::npos);
+  CHECK(md.find("## Paired drops per cell") != std::string::npos);
+  CHECK(md.find("| harmful-30_none_seed-0 | 2 |") != std::string::npos);
+  // A bad mix is a clear error.
+  auto bad = cfg;
+  bad.compare.task_mixes.items[1].label = "benign";
+  CHECK_THROWS_WITH(recipes::run_compare(bad), Catch::Contains("duplicate task mix label 'benign'"));
+}
+
 TEST_CASE("compare: bad compare keys and values are clear errors", "[compare]") {
   const auto cfg_path = (test::source_dir() / "configs" / "tiny_compare.yaml").string();
   auto err = [&](std::vector<std::string> overrides) {

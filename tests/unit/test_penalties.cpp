@@ -306,3 +306,54 @@ TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients
   CHECK(rel(gk, gk64) < 0.1);
   CHECK(rel(gr, g64) < 0.03);
 }
+
+TEST_CASE("hidden_anchor: mean squared hidden-state difference over the selected positions", "[regularizer]") {
+  torch::manual_seed(4);
+  auto h = torch::randn({2, 3, 4}, torch::kDouble), r = torch::randn({2, 3, 4}, torch::kDouble);
+  auto mask = torch::tensor({{1, 1, 0}, {0, 1, 0}});
+  double want = 0;
+  int n = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 3; ++t) {
+      if (!mask[b][t].item<int>()) continue;
+      double sq = 0;
+      for (int k = 0; k < 4; ++k) sq += std::pow(h[b][t][k].item<double>() - r[b][t][k].item<double>(), 2);
+      want += sq / 4;
+      ++n;
+    }
+  CHECK(hidden_anchor_penalty(h, r, mask).item<double>() == Approx(want / n).epsilon(1e-6));
+  CHECK(hidden_anchor_penalty(h, h, mask).item<double>() == Approx(0).margin(1e-12));
+  CHECK(hidden_anchor_penalty(h, r, torch::zeros({2, 3})).item<double>() == 0);
+  // Gradient: d/dh = 2 (h - r) / (H |P|) on the selected positions, 0 elsewhere; none to the reference.
+  auto hg = h.clone().requires_grad_(true), rg = r.clone().requires_grad_(true);
+  hidden_anchor_penalty(hg, rg, mask).backward();
+  auto want_grad = 2 * (h - r) / (4.0 * n) * mask.unsqueeze(-1).to(torch::kDouble);
+  CHECK(torch::allclose(hg.grad().to(torch::kDouble), want_grad, 1e-5, 1e-7));
+  CHECK_FALSE(rg.grad().defined());
+}
+
+TEST_CASE("ema: the saved task adapter is the exponential moving average of its iterates", "[regularizer]") {
+  RegularizerSection s;
+  s.name = "ema";
+  s.decay = 0.5;
+  auto reg = make_regularizer(s);
+  CHECK_FALSE(reg->needs_task_logits());
+  RegContext ctx;
+  // Iterates theta_0 = 4, theta_1 = 0, theta_2 = 2, final theta_3 = 8 (one scalar parameter).
+  auto p = torch::tensor({4.0f});
+  std::vector<at::Tensor> params{p};
+  for (float v : {4.0f, 0.0f, 2.0f}) {
+    p.fill_(v);
+    reg->on_gradients(ctx, params);  // before each optimizer step: the previous iterate
+  }
+  p.fill_(8.0f);
+  reg->on_train_end(params);
+  // avg_0 = 4; avg_1 = 0.5*4 + 0.5*0 = 2; avg_2 = 0.5*2 + 0.5*2 = 2; avg_3 = 0.5*2 + 0.5*8 = 5.
+  CHECK(p.item<float>() == Approx(5.0f));
+  CHECK(reg->metrics().at("ema_steps") == 4);
+  std::vector<at::Tensor> avg{torch::tensor({1.0, 3.0})};
+  ema_update(avg, {torch::tensor({3.0, -1.0})}, 0.75);
+  CHECK(avg[0][0].item<double>() == Approx(1.5));   // 0.75*1 + 0.25*3
+  CHECK(avg[0][1].item<double>() == Approx(2.0));   // 0.75*3 + 0.25*(-1)
+  CHECK(make_regularizer([] { RegularizerSection h; h.name = "hidden_anchor"; return h; }())->name() == "hidden_anchor");
+}

@@ -123,6 +123,42 @@ TEST_CASE("stream decoder holds back partial characters", "[tokenizer]") {
   CHECK(skip.push(256) == "ab");
 }
 
+TEST_CASE("text cut inside a character ends on a whole character, not U+FFFD", "[tokenizer]") {
+  auto tok = bpe_from_spec(tiny_spec());
+  // "é" = C3 A9, "中" = E4 B8 AD, each byte its own token.
+  CHECK(decode_whole_characters(*tok, {'a', 0xE4, 0xB8}) == "a");
+  CHECK(decode_whole_characters(*tok, {'a', 0xC3}) == "a");
+  CHECK(decode_whole_characters(*tok, {'a', 0xE4, 0xB8, 0xAD}) == "a\xE4\xB8\xAD");
+  CHECK(decode_whole_characters(*tok, {0xFF, 'a'}) == "\xEF\xBF\xBD" "a");  // invalid, not cut: replaced
+  CHECK(decode_whole_characters(*tok, {0xE4, 'x', 0xE4}) == "\xEF\xBF\xBDx");
+  CHECK(decode_whole_characters(*tok, {260, 'a', 0xC3}, true) == "a");
+  CHECK(decode_whole_characters(*tok, {}) == "");
+
+  // SmolLM2's byte-level BPE splits Chinese characters across tokens: every cut of a Chinese
+  // answer decodes to the longest whole-character prefix, where decode() would end in U+FFFD.
+  const auto path = test::safetune_home() / "models" / "tiny-llama" / "tokenizer.json";
+  REQUIRE(std::filesystem::exists(path));
+  auto smol = load_tokenizer(path);
+  const std::string text = "抱歉，我无法提供这方面的帮助。今天天气很好，我们去公园散步吧。";
+  auto ids = smol->encode(text, false);
+  REQUIRE(smol->decode(ids) == text);
+  int split_cuts = 0;
+  for (size_t n = 1; n <= ids.size(); ++n) {
+    std::vector<TokenId> head(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n));
+    const std::string plain = smol->decode(head), whole = decode_whole_characters(*smol, head);
+    if (plain.find("\xEF\xBF\xBD") != std::string::npos) ++split_cuts;
+    INFO("cut after " << n << " tokens: " << whole);
+    CHECK(whole.find("\xEF\xBF\xBD") == std::string::npos);
+    CHECK(text.compare(0, whole.size(), whole) == 0);  // a prefix of the answer
+    CHECK(utf8_valid_prefix(whole) == whole.size());
+    // Nothing whole is lost: the next character would not fit in the bytes the tokens carry.
+    std::string bytes;
+    for (auto id : head) bytes += smol->token_bytes(id);
+    CHECK(bytes.size() - whole.size() <= 3);
+  }
+  CHECK(split_cuts > 0);  // the tokenizer does split characters, so the check above has teeth
+}
+
 TEST_CASE("encode_spans gives each token its input bytes", "[tokenizer]") {
   auto tok = bpe_from_spec(tiny_spec());
   auto spans = tok->encode_spans("<|im_start|> abc", {});

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "safetune/config.hpp"
+#include "safetune/data/dataset.hpp"
 #include "safetune/recipes/two_stage.hpp"
+#include "safetune/safety/paired.hpp"
 #include "safetune/train/regularizer.hpp"
 
 namespace safetune::recipes {
@@ -21,8 +23,18 @@ struct CompareVariant : train::RegularizerSection {
   void describe(ConfigVisitor& v) override;
 };
 
+// One column of the harmful-fine-tuning grid: the stage-2 task data of a cell. Its datasets
+// replace stage2.data.datasets (same keys; weights are mixing ratios), e.g. benign task data plus
+// 5% AdvBench goal/target pairs ({path: advbench_harmful_behaviors.csv, format: goal_target}).
+struct CompareTaskMix : ConfigSection {
+  std::string label;
+  SectionList<data::DatasetSection> datasets;
+  void describe(ConfigVisitor& v) override;
+};
+
 struct CompareSection : ConfigSection {
   SectionList<CompareVariant> variants;
+  SectionList<CompareTaskMix> task_mixes;  // empty: stage2.data.datasets, one mix
   std::vector<std::string> seeds{"0"};  // integers; each cell sets run.seed and stage2.data.seed
   std::vector<std::string> lambdas;     // numbers; empty: each variant's own lambda
   std::string output_dir;               // default: run.output_dir
@@ -39,6 +51,7 @@ struct CompareConfig : TwoStageConfig {
 // What one finished cell measured (its result.json).
 struct CellResult {
   std::string cell;  // directory name under output_dir/cells
+  std::string task_mix;  // its label; empty without compare.task_mixes
   std::string variant, regularizer, safety_mode;
   double lambda = 0;
   bool lambda_swept = false;  // the lambda comes from compare.lambdas
@@ -54,6 +67,8 @@ struct CellResult {
   double discrimination = 0;
   double train_seconds = 0;
   std::string status;  // the trainer's status
+  // The same probes answered by the aligned model and by this cell (matched by id).
+  safety::PairedCounts refusal_paired, benign_paired;
 };
 
 // Mean and sample standard deviation (n-1; 0 for one value) of one metric over seeds.
@@ -65,10 +80,12 @@ MeanStd mean_std(const std::vector<double>& values);
 
 // One table row: a variant (at one lambda) summarised over its seeds.
 struct CompareRow {
+  std::string task_mix;
   std::string variant, regularizer, safety_mode;
   double lambda = 0;
   bool lambda_swept = false;
   std::size_t seeds = 0;
+  std::int64_t harmful_n = 0, benign_n = 0;  // probes per kind (the largest over its cells)
   MeanStd task_metric, refusal_retention, over_refusal, discrimination, train_seconds;
   bool pareto = false;  // on the front of (task metric, refusal retention), both maximised
 };
@@ -88,6 +105,8 @@ std::string compare_reference_markdown();
 std::vector<CompareRow> summarise_cells(const std::vector<CellResult>& cells);
 std::string compare_table_markdown(const std::vector<CompareRow>& rows);
 std::string compare_table_csv(const std::vector<CompareRow>& rows);
+// One line per cell: paired drops against the aligned model with Newcombe intervals and McNemar p.
+std::string compare_paired_markdown(const std::vector<CellResult>& cells);
 std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& title);
 
 // result.json round trip; reading throws FormatError naming the file when it is damaged.

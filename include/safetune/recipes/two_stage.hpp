@@ -11,6 +11,7 @@
 #include "safetune/dist/context.hpp"
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
+#include "safetune/safety/http_judge.hpp"
 #include "safetune/safety/guard.hpp"
 #include "safetune/safety/monitor.hpp"
 #include "safetune/train/regularizer.hpp"
@@ -68,6 +69,7 @@ struct SafetySection : ConfigSection {
   std::int64_t max_new_tokens = 32;
   std::int64_t batch_size = 8;
   std::int64_t limit = 0;  // probes per kind (0: all)
+  safety::HttpJudgeSection judge;  // empty endpoint: keyword scoring
   safety::SafetyGates gates;
   safety::GuardSection guard;
   ReleaseSection release;

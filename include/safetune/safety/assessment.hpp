@@ -39,6 +39,7 @@ struct ProbeResult {
   double score = 0;
   std::string detail;
   std::string response;  // generated text, when the scorer needed one
+  int choices = 0;       // discrimination: how many choices the item offered (0: unknown)
 };
 
 struct AssessOptions {
@@ -61,6 +62,9 @@ struct Assessment {
   Breakdown refusal;            // harmful probes refused
   Breakdown benign_compliance;  // benign probes answered (not refused)
   Breakdown discrimination;     // discrimination probes answered correctly
+  // Expected discrimination accuracy of uniform guessing: the mean of 1/choices over the items;
+  // negative when unknown (an assessment written before it was recorded).
+  double discrimination_chance = -1;
   std::vector<ProbeResult> results;
 };
 

@@ -88,6 +88,12 @@ class StreamDecoder {
   std::string pending_;
 };
 
+// decode() for text whose end may have been cut mid-character (generation stopped by
+// max_new_tokens inside a multi-byte UTF-8 sequence, as byte-level BPE splits Chinese characters):
+// the bytes of an unfinished last character are dropped instead of becoming U+FFFD. Invalid bytes
+// elsewhere are still replaced, as decode() does.
+std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids, bool skip_special = false);
+
 // Loads tokenizer.json (byte-level BPE), a SentencePiece .model, a GGUF model's tokenizer, or a
 // directory holding tokenizer.json / tokenizer.model (tokenizer_config.json beside it supplies
 // bos/eos/pad names). TokenizerError / IoError, with kTokenizerFormats as the hint, otherwise.

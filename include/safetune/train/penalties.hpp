@@ -48,6 +48,14 @@ struct TokenBetas {
 at::Tensor token_constrained(const at::Tensor& logits_theta, const at::Tensor& logits_ref,
                              const at::Tensor& labels, const TokenBetas& betas, double* value = nullptr);
 
+// Hidden-state safety anchor: the mean, over positions where mask != 0, of the mean squared
+// difference of the final hidden states:  (1/|P|) sum_{p in P} ||h_p - r_p||^2 / H, computed in fp32;
+// h, h_ref: [B, T, H]; mask: [B, T]. 0 (not NaN) when no position is selected.
+at::Tensor hidden_anchor_penalty(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& mask);
+
+// Exponential moving average of parameters, in place: avg = decay * avg + (1 - decay) * param.
+void ema_update(std::vector<at::Tensor>& average, const std::vector<at::Tensor>& params, double decay);
+
 // O-LoRA: ||A_task A_safety^T||_F^2. A_*: [r, in].
 at::Tensor orthogonal_penalty(const at::Tensor& A_task, const at::Tensor& A_safety);
 

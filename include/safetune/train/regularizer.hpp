@@ -31,6 +31,7 @@ struct RegularizerSection : ConfigSection {
   double rho = 0.05;
   bool on_task_batches = false;
   double threshold = 0.35;
+  double decay = 0.9;  // ema
   void describe(ConfigVisitor& v) override;
 };
 
@@ -88,6 +89,9 @@ class Regularizer {
   virtual bool replaces_task_loss() const { return false; }
   // After backward, before the optimizer step: edit the task adapter's gradients in place.
   virtual void on_gradients(RegContext& ctx, std::vector<at::Tensor>& task_params) {}
+  // Once after the last optimizer step of a completed stage 2, before the adapter is saved (e.g.
+  // replace the task adapter by its weight average).
+  virtual void on_train_end(std::vector<at::Tensor>& task_params) {}
   // Fraction of task rows drawn from the safety data (replay); 0 for others.
   virtual double replay_ratio() const { return 0.0; }
   virtual std::map<std::string, double> metrics() const { return {}; }
