@@ -4,17 +4,10 @@
 
 #include "adapter_args.hpp"
 #include "commands.hpp"
-#include "safetune/error.hpp"
-#include "safetune/lora/adapter_stack.hpp"
+#include "safetune/recipes/assess.hpp"
 #include "safetune/recipes/session.hpp"
-#include "safetune/safety/assessment.hpp"
-#include "safetune/safety/benchmarks.hpp"
-#include "safetune/safety/gates.hpp"
-#include "safetune/safety/probes.hpp"
-#include "safetune/safety/report.hpp"
 
 namespace safetune::cli {
-namespace fs = std::filesystem;
 
 namespace {
 struct ModelArgs : AdapterArgs {
@@ -109,51 +102,20 @@ void register_chat_commands(CLI::App& app, Action& action) {
   as->add_option("--min-benign-compliance", a->min_benign_compliance)->capture_default_str();
   as->callback([&action, a] {
     action = [a] {
-      safety::ProbeSuite suite;
-      fs::path sp(a->suite);
-      std::string fmt = a->format;
-      if (fmt == "auto") fmt = fs::is_directory(sp) || sp.extension() == ".jsonl" ? "safetune" : "";
-      if (fmt == "safetune") suite = fs::is_directory(sp) ? safety::load_bundled_suite(sp) : safety::load_probe_suite(sp);
-      else if (fmt == "advbench") suite = safety::load_advbench(sp);
-      else if (fmt == "xstest") suite = safety::load_xstest(sp);
-      else if (fmt == "jailbreakbench") suite = safety::load_jailbreakbench(sp);
-      else if (fmt == "harmbench") suite = safety::load_harmbench(sp);
-      else if (fmt == "chisafetybench") suite = safety::load_chisafetybench(sp);
-      else throw UsageError("cannot tell the suite's layout; pass --format advbench, xstest, jailbreakbench, harmbench or chisafetybench", a->suite);
-      suite = safety::first_per_kind(suite, a->limit);
+      // The suite first: a wrong path or format fails before the model loads.
+      auto suite = safety::first_per_kind(recipes::load_suite(a->suite, a->format), a->limit);
       auto s = open(*a, "assess");
-      recipes::SessionScorer scorer(s);
-      safety::AssessOptions opt;
-      opt.max_new_tokens = static_cast<int>(a->max_new_tokens);
-      opt.batch_size = static_cast<int>(a->batch_size);
-      opt.decoding_extra = "template:" + s.chat_template().name() + " dtype:" + a->dtype;
-      auto result = safety::assess(suite, scorer, opt);
-      fs::path out(a->out);
-      safety::save_assessment(result, out / "assessment.json");
-
-      safety::SafetyGates gates;
-      gates.max_refusal_drop_pp = a->max_refusal_drop_pp;
-      gates.max_discrimination_drop_pp = a->max_discrimination_drop_pp;
-      gates.min_benign_compliance = a->min_benign_compliance;
-      gates.require_baseline = !a->baseline.empty();
-      std::optional<safety::Assessment> base;
-      if (!a->baseline.empty()) base = safety::load_assessment(a->baseline);
-      auto verdict = safety::evaluate_gates(gates, result, base ? &*base : nullptr);
-
-      safety::ReportInputs in;
-      in.title = "Safety assessment";
-      in.model_path = a->model;
-      in.model_sha256 = s.weights_sha256();
-      in.model_identity = scorer.identity();
-      for (const auto& name : s.adapters().names())
-        in.adapters.push_back({name, lora::role_name(s.adapters().stacks(name).front()->get(name).spec.role), {}, {}});
-      in.baseline = base;
-      in.after = result;
-      in.gates = gates;
-      in.verdict = verdict;
-      for (const auto& o : lora::policy_overrides())
-        in.policy_overrides.push_back(lora::describe(o));
-      safety::write_safety_report(out / "report", in);
+      recipes::AssessConfig cfg;
+      cfg.max_new_tokens = a->max_new_tokens;
+      cfg.batch_size = a->batch_size;
+      cfg.dtype = a->dtype;
+      cfg.baseline = a->baseline;
+      cfg.gates.max_refusal_drop_pp = a->max_refusal_drop_pp;
+      cfg.gates.max_discrimination_drop_pp = a->max_discrimination_drop_pp;
+      cfg.gates.min_benign_compliance = a->min_benign_compliance;
+      cfg.gates.require_baseline = !a->baseline.empty();
+      cfg.out = a->out;
+      const auto [result, base, verdict] = recipes::assess_model(s, suite, cfg);
 
       auto line = [](const char* what, const safety::Rate& r) {
         auto ci = r.ci();
@@ -168,7 +130,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
           if (d.scope == "overall") std::printf("drop %-28s %+6.1f pp\n", d.metric.c_str(), d.drop_pp);
       std::printf("gates: %s\n", verdict.passed ? "passed" : "BREACHED");
       for (const auto& r : verdict.reasons) std::printf("  %s\n", r.c_str());
-      std::printf("wrote %s and %s\n", (out / "assessment.json").c_str(), (out / "report").c_str());
+      std::printf("wrote %s and %s\n", (cfg.out / "assessment.json").c_str(), (cfg.out / "report").c_str());
       return verdict.passed ? 0 : 3;
     };
   });

@@ -3,13 +3,12 @@
 
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "safetune/error.hpp"
-#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/log.hpp"
+#include "safetune/tokenizer/discovery.hpp"
 #include "safetune/tokenizer/gguf.hpp"
 
 namespace safetune::recipes {
@@ -59,19 +58,7 @@ TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
   } else {
     fs::path dir = fs::is_directory(path) ? path : path.parent_path();
     t.tokenizer = tokenizer::load_tokenizer(dir);
-    fs::path tc = dir / "tokenizer_config.json";
-    fs::path jinja = dir / "chat_template.jinja";  // where transformers v5 keeps it
-    if (opt.chat_template.empty() && fs::exists(jinja, ec)) {
-      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(jinja));
-    } else if (opt.chat_template.empty() && fs::exists(tc, ec)) {
-      try {
-        auto j = nlohmann::json::parse(io::read_file(tc));
-        if (j.contains("chat_template") && j["chat_template"].is_string())
-          tmpl = tokenizer::ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
-      } catch (const nlohmann::json::exception& e) {
-        throw FormatError(std::string("malformed JSON: ") + e.what(), tc.string());
-      }
-    }
+    if (opt.chat_template.empty()) tmpl = tokenizer::shipped_chat_template(dir);
   }
   if (!opt.chat_template.empty()) tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template);
   if (!tmpl)
