@@ -33,7 +33,6 @@ fs::path source_dir() { return env_path("SAFETUNE_SOURCE_DIR", SAFETUNE_TEST_SOU
 fs::path fixture_dir() { return env_path("SAFETUNE_FIXTURE_DIR", SAFETUNE_TEST_FIXTURE_DIR); }
 fs::path safetune_home() { return env_path("SAFETUNE_HOME", SAFETUNE_TEST_HOME); }
 fs::path python() { return env_path("SAFETUNE_PYTHON", SAFETUNE_TEST_PYTHON); }
-fs::path example(const std::string& name) { return env_path("SAFETUNE_EXAMPLES", SAFETUNE_TEST_EXAMPLES) / name; }
 fs::path smollm2_gguf() { return safetune_home() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
 static std::string slurp(const fs::path& p) {

@@ -14,7 +14,6 @@ std::filesystem::path fixture_dir();    // written by tests/reference/make_fixtu
 std::filesystem::path safetune_home();  // bootstrap cache (venv, models)
 std::filesystem::path smollm2_gguf();   // the real model
 std::filesystem::path python();         // interpreter with the reference packages
-std::filesystem::path example(const std::string& name);  // a built program of examples/
 
 struct RunResult {
   int exit_code;

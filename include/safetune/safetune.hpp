@@ -18,6 +18,7 @@
 #include "safetune/lora/config.hpp"
 #include "safetune/lora/hook.hpp"
 #include "safetune/lora/model_adapters.hpp"
+#include "safetune/lora/peft.hpp"
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
 #include "safetune/model/export.hpp"

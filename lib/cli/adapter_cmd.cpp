@@ -11,6 +11,7 @@
 #include "safetune/log.hpp"
 #include "safetune/lora/gguf_lora.hpp"
 #include "safetune/lora/model_adapters.hpp"
+#include "safetune/lora/peft.hpp"
 #include "safetune/model/export.hpp"
 #include "safetune/recipes/session.hpp"
 #include "safetune/tokenizer/discovery.hpp"
@@ -102,7 +103,7 @@ struct ProjectArgs {
 
 // The base model a PEFT adapter names, when that is a local path.
 std::string base_model_of(const fs::path& adapter_dir) {
-  const std::string base = lora::ModelAdapters::peft_base_model(adapter_dir);
+  const std::string base = lora::peft_base_model(adapter_dir);
   std::error_code ec;
   if (base.empty() || !fs::exists(base, ec))
     throw UsageError("the task adapter names no local base model ('" + base + "')",

@@ -5,8 +5,9 @@
 #include <sstream>
 
 #include "commands.hpp"
-#include "safetune/error.hpp"
 #include "safetune/data/messages.hpp"
+#include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/discovery.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
@@ -18,14 +19,6 @@ struct TokenizeArgs {
   std::string tokenizer, chat, input;
   bool decode = false, no_special = false, generation_prompt = false, show_mask = false, replace_invalid = false;
 };
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot open file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 int run_tokenize(const TokenizeArgs& a) {
   auto tok = tokenizer::load_tokenizer(a.tokenizer);
@@ -39,7 +32,7 @@ int run_tokenize(const TokenizeArgs& a) {
   } else if (!a.chat.empty()) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(a.chat, ec))
-      tmpl = tokenizer::ChatTemplate::from_jinja(read_text(a.chat));
+      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(a.chat));
     else
       tmpl = tokenizer::ChatTemplate::from_name_or_jinja(a.chat);
   }

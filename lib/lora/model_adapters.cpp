@@ -1,5 +1,6 @@
 // ModelAdapters: adapter stacks over a CausalLM and the PEFT file format.
 #include "safetune/lora/model_adapters.hpp"
+#include "safetune/lora/peft.hpp"
 
 #include <torch/torch.h>
 
@@ -460,7 +461,7 @@ nlohmann::json adapter_config_json(const fs::path& cfg_path) {
 }
 }  // namespace
 
-std::string ModelAdapters::peft_base_model(const fs::path& dir) {
+std::string peft_base_model(const fs::path& dir) {
   const auto j = adapter_config_json(dir / "adapter_config.json");
   const auto it = j.find("base_model_name_or_path");
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();

@@ -2,6 +2,7 @@
 // `safetune train` writes, with the same numbers for the same config and seed.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,12 @@ using namespace safetune;
 namespace fs = std::filesystem;
 
 namespace {
+
+// The built example programs (SAFETUNE_EXAMPLES overrides the build's directory).
+fs::path example(const std::string& name) {
+  const char* dir = std::getenv("SAFETUNE_EXAMPLES");
+  return fs::path(dir && *dir ? dir : SAFETUNE_TEST_EXAMPLES) / name;
+}
 
 std::vector<nlohmann::json> jsonl(const fs::path& p) {
   std::ifstream in(p);
@@ -34,7 +41,7 @@ std::vector<std::string> tiny_args(const fs::path& out, const fs::path& registry
 }  // namespace
 
 TEST_CASE("examples: two_stage_trainer runs the recipe as `safetune train` does, to the same numbers", "[examples]") {
-  const fs::path exe = test::example("two_stage_trainer");
+  const fs::path exe = example("two_stage_trainer");
   if (!fs::exists(exe)) {
     WARN("examples not built (SAFETUNE_BUILD_EXAMPLES=OFF): " << exe);
     return;

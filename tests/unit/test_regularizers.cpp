@@ -87,17 +87,20 @@ struct Fixture {
   }
   // The term of the weight-space regularizer `name`, set up on these adapters (it reads no batch).
   at::Tensor term(const std::string& name) {
-    train::RegularizerSection s;
-    s.name = name;
-    auto r = train::make_regularizer(s);
-    r->setup(adapters, "task", "safety");
     train::RegContext c = context();
-    return r->loss(c);
+    return setup(name)->loss(c);
   }
-  train::RegContext context() {
+  std::unique_ptr<train::Regularizer> setup(const std::string& name) {
+    auto r = make(name);
+    r->setup(adapters, "task", "safety");
+    return r;
+  }
+  // What a regularizer sees; `anchor` (kept alive by the caller) serves every anchor draw.
+  train::RegContext context(const data::Batch* anchor = nullptr) {
     train::RegContext c;
     c.model = &model;
     c.adapters = &adapters;
+    if (anchor) c.anchor = [anchor]() -> const data::Batch& { return *anchor; };
     return c;
   }
 };
@@ -133,6 +136,17 @@ Vec log_softmax_row(const Vec& z) {
 }
 
 Vec logits_row(const at::Tensor& logits, std::int64_t t) { return values(logits[0][t]); }
+
+// KL(p_ref || p_theta) summed over the vocabulary, averaged over the batch's answer positions.
+double mean_kl(const at::Tensor& logits_ref, const at::Tensor& logits_theta, const data::Batch& b) {
+  double kl = 0;
+  const auto rows = predicted(b);
+  for (auto [t, y] : rows) {
+    const Vec pt = log_softmax_row(logits_row(logits_theta, t)), pr = log_softmax_row(logits_row(logits_ref, t));
+    for (std::size_t v = 0; v < pt.size(); ++v) kl += std::exp(pr[v]) * (pr[v] - pt[v]);
+  }
+  return kl / static_cast<double>(rows.size());
+}
 
 at::Tensor forward(Fixture& f, const data::Batch& b, bool task_on) {
   f.adapters.set_enabled("task", task_on);
@@ -216,21 +230,13 @@ TEST_CASE("regularizers: subspace is sum ||(I - q q^T) s B_t A_t||^2 for q = b_s
 
 TEST_CASE("regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anchor's answer tokens", "[regularizer]") {
   Fixture f;
-  auto r = make("kl_anchor");
-  r->setup(f.adapters, "task", "safety");
+  auto r = f.setup("kl_anchor");
   const auto anchor = batch();
-  auto ctx = f.context();
-  ctx.anchor = [&]() -> const data::Batch& { return anchor; };
+  auto ctx = f.context(&anchor);
   auto loss = r->loss(ctx);
 
   auto lt = forward(f, anchor, true), lr = forward(f, anchor, false);
-  double want = 0;
-  const auto rows = predicted(anchor);
-  for (auto [t, y] : rows) {
-    const Vec pt = log_softmax_row(logits_row(lt, t)), pr = log_softmax_row(logits_row(lr, t));
-    for (std::size_t v = 0; v < pt.size(); ++v) want += std::exp(pr[v]) * (pr[v] - pt[v]);
-  }
-  want /= static_cast<double>(rows.size());
+  const double want = mean_kl(lr, lt, anchor);
   REQUIRE(want > 1e-4);  // the task adapter moved the network: the case is not trivially 0
   CHECK(loss.item<double>() == Approx(want).epsilon(1e-4));
   CHECK(r->metrics().at("kl_anchor") == Approx(want).epsilon(1e-4));
@@ -246,12 +252,7 @@ TEST_CASE("regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anc
     B[3][0] = saved + delta;
     auto v = forward(f, anchor, true);
     B[3][0] = saved;
-    double kl = 0;
-    for (auto [t, y] : rows) {
-      const Vec pt = log_softmax_row(logits_row(v, t)), pr = log_softmax_row(logits_row(lr, t));
-      for (std::size_t k = 0; k < pt.size(); ++k) kl += std::exp(pr[k]) * (pr[k] - pt[k]);
-    }
-    return kl / static_cast<double>(rows.size());
+    return mean_kl(lr, v, anchor);
   };
   CHECK(analytic == Approx((kl_with(h) - kl_with(-h)) / (2 * h)).epsilon(2e-2).margin(1e-6));
 }
@@ -295,11 +296,9 @@ TEST_CASE("regularizers: token_constrained's value and gradient follow (2/beta_t
 
 TEST_CASE("regularizers: gradient_projection removes the task gradient's conflict with the safety gradient", "[regularizer]") {
   Fixture f;
-  auto r = make("gradient_projection");
-  r->setup(f.adapters, "task", "safety");
+  auto r = f.setup("gradient_projection");
   const auto anchor = batch();
-  auto ctx = f.context();
-  ctx.anchor = [&]() -> const data::Batch& { return anchor; };
+  auto ctx = f.context(&anchor);
   std::vector<at::Tensor> params;
   for (auto& [n, t] : f.adapters.trainable_parameters()) params.push_back(t);
 

@@ -122,8 +122,6 @@ class ModelAdapters {
   AdapterFileInfo load_peft(const std::filesystem::path& dir, const std::string& name = {},
                             bool trainable = false);
   static AdapterFileInfo read_info(const std::filesystem::path& dir);
-  // The base_model_name_or_path that dir/adapter_config.json names ("" when it names none).
-  static std::string peft_base_model(const std::filesystem::path& dir);
 
  private:
   AdapterStack& stack_for(const std::string& module);
