@@ -17,7 +17,7 @@ int interrupted(const recipes::TwoStageResult& r) {
   return 128 + r.interrupted_signal;
 }
 
-int train(const recipes::TwoStageConfig& cfg) {
+int run_recipe(recipes::TwoStageConfig& cfg) {
   // Validates every input, locks run.output_dir, seeds torch and loads the model.
   const std::string yaml = config_dump(cfg);
   recipes::TwoStageRun run(cfg, yaml);
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     log_setup(LogLevel::info);
     recipes::TwoStageConfig cfg;
     config_load(cfg, argv[1], std::vector<std::string>(argv + 2, argv + argc));
-    return train(cfg);
+    return run_recipe(cfg);
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

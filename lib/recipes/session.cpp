@@ -60,10 +60,22 @@ TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
     t.tokenizer = tokenizer::load_tokenizer(dir);
     if (opt.chat_template.empty()) tmpl = tokenizer::shipped_chat_template(dir);
   }
-  if (!opt.chat_template.empty()) tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template);
+  if (!opt.chat_template.empty()) {
+    // A template given in the config runs with the model's special tokens, when it names them.
+    tokenizer::TemplateVariables vars;
+    if (opt.tokenizer.empty()) {
+      try {
+        if (auto own = tokenizer::shipped_chat_template(path)) vars = own->variables();
+      } catch (const Error&) {
+        // The model's own template is broken or malformed: the one given replaces it anyway.
+      }
+    }
+    tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template, vars);
+  }
   if (!tmpl)
-    throw TokenizerError("the model names no chat template safetune knows", path.string(),
-                         "pass one: chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2");
+    throw TokenizerError("the model ships no chat template", path.string(),
+                         "name a built-in one (chatml, smollm2, qwen2, llama3, deepseek-r1, llama2) or give Jinja "
+                         "source in model.chat_template");
   t.chat_template = std::make_unique<tokenizer::ChatTemplate>(*tmpl);
   return t;
 }

@@ -1,8 +1,6 @@
 // Where a model's tokenizer files and chat template are, and copying them beside a model copy.
 #include "safetune/tokenizer/discovery.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
@@ -19,23 +17,12 @@ TokenizerFiles find_tokenizer_files(const fs::path& path) {
   f.tokenizer = present("tokenizer.json");
   if (f.tokenizer.empty()) f.tokenizer = present("tokenizer.model");
   f.config = present("tokenizer_config.json");
-  f.chat_template = present("chat_template.jinja");
   return f;
 }
 
 std::optional<ChatTemplate> shipped_chat_template(const fs::path& path) {
   if (path.extension() == ".gguf") return chat_template_from_gguf(io::GgufFile(path));
-  const auto f = find_tokenizer_files(path);
-  if (!f.chat_template.empty()) return ChatTemplate::from_jinja(io::read_file(f.chat_template));
-  if (f.config.empty()) return std::nullopt;
-  try {
-    auto j = nlohmann::json::parse(io::read_file(f.config));
-    if (j.contains("chat_template") && j["chat_template"].is_string())
-      return ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(std::string("malformed JSON: ") + e.what(), f.config.string());
-  }
-  return std::nullopt;
+  return chat_template_from_dir(find_tokenizer_files(path).dir);
 }
 
 namespace {

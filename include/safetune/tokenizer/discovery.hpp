@@ -16,13 +16,12 @@ struct TokenizerFiles {
   std::filesystem::path dir;
   std::filesystem::path tokenizer;      // tokenizer.json, else tokenizer.model
   std::filesystem::path config;         // tokenizer_config.json (special token names, chat_template)
-  std::filesystem::path chat_template;  // chat_template.jinja (where transformers v5 keeps it)
 };
 TokenizerFiles find_tokenizer_files(const std::filesystem::path& path);
 
-// The chat template a model or tokenizer ships: a GGUF's tokenizer.chat_template, else
-// chat_template.jinja, else tokenizer_config.json's chat_template; nullopt when it names none.
-// FormatError naming the file on malformed JSON.
+// The chat template a model or tokenizer ships: a GGUF's tokenizer.chat_template, else what
+// chat_template_from_dir finds in the folder (chat_template.jinja, else tokenizer_config.json's
+// chat_template); nullopt when it ships none. FormatError naming the file on malformed JSON.
 std::optional<ChatTemplate> shipped_chat_template(const std::filesystem::path& path);
 
 // Writes the tokenizer files a copy of the model needs into `out`: a GGUF's tokenizer as Hugging
