@@ -138,7 +138,7 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
 TEST_CASE("trainer rejects bad setups and damaged checkpoints", "[train]") {
   test::TempDir dir;
   auto frozen = torch::zeros({2});
-  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(), {[](std::int64_t) { return MicroStep{}; }}),
+  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(), {[](Trainer&, std::int64_t) { return MicroStep{}; }}),
                     "frozen: parameter does not require grad");
   Toy a;
   Trainer t(small_cfg(), {{"w", a.w}}, dir / "run", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
