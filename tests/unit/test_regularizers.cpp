@@ -231,6 +231,11 @@ TEST_CASE("regularizers: subspace is sum ||(I - q q^T) s B_t A_t||^2 for q = b_s
 TEST_CASE("regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anchor's answer tokens", "[regularizer]") {
   Fixture f;
   auto r = f.setup("kl_anchor");
+  {
+    // A task adapter ten times larger than the fixture's: a KL well away from 0 (about 1e-3).
+    torch::NoGradGuard ng;
+    for (auto& l : f.layers()) l.task->B.mul_(10);
+  }
   const auto anchor = batch();
   auto ctx = f.context(&anchor);
   auto loss = r->loss(ctx);
