@@ -1,49 +1,26 @@
 // `safetune merge` (adapters into a Hugging Face model), `safetune export` (one adapter as a GGUF LoRA, or several
 // packed into one PEFT or GGUF LoRA adapter) and `safetune project` (post-hoc Safe LoRA on saved adapters).
-#include <torch/torch.h>
-
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "adapter_args.hpp"
 #include "commands.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/io/gguf.hpp"
 #include "safetune/log.hpp"
 #include "safetune/lora/gguf_lora.hpp"
 #include "safetune/lora/model_adapters.hpp"
+#include "safetune/lora/peft.hpp"
 #include "safetune/model/export.hpp"
 #include "safetune/recipes/session.hpp"
-#include "safetune/tokenizer/gguf.hpp"
-#include "safetune/train/penalties.hpp"
+#include "safetune/tokenizer/discovery.hpp"
 #include "safetune/train/regularizer.hpp"
 
 namespace safetune::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Files a Hugging Face model directory keeps beside its weights that a merged copy should carry.
-constexpr const char* kTokenizerFiles[] = {
-    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json",       "merges.txt",            "added_tokens.json",       "chat_template.jinja",
-    "generation_config.json",
-};
-
-std::vector<std::string> copy_tokenizer_files(const fs::path& model, const fs::path& out) {
-  std::vector<std::string> copied;
-  // A GGUF keeps its tokenizer and chat template in metadata: written out as Hugging Face files.
-  if (model.extension() == ".gguf") return tokenizer::save_hf_tokenizer(io::GgufFile(model), out);
-  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
-  std::error_code ec;
-  for (const char* name : kTokenizerFiles) {
-    if (!fs::is_regular_file(dir / name, ec)) continue;
-    io::atomic_write(out / name, io::read_file(dir / name));
-    copied.push_back(name);
-  }
-  return copied;
-}
 
 struct MergeArgs : AdapterArgs {
   std::string model, out, dtype = "float32", device = "cpu";
@@ -61,7 +38,7 @@ int run_merge(const MergeArgs& a) {
   opt.dtype = dt;
   opt.max_shard_bytes = a.max_shard_mb << 20;
   model::export_hf(*model, a.out, opt);
-  auto copied = copy_tokenizer_files(a.model, a.out);
+  auto copied = tokenizer::save_tokenizer_files(a.model, a.out);
   for (const auto& n : names) {
     const auto& spec = adapters.stacks(n).front()->get(n).spec;
     std::printf("merged %s (role %s%s, %zu modules)\n", n.c_str(), lora::role_name(spec.role),
@@ -126,19 +103,11 @@ struct ProjectArgs {
 
 // The base model a PEFT adapter names, when that is a local path.
 std::string base_model_of(const fs::path& adapter_dir) {
-  const fs::path cfg = adapter_dir / "adapter_config.json";
-  std::string base;
-  try {
-    auto j = nlohmann::json::parse(io::read_file(cfg));
-    if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
-      base = j["base_model_name_or_path"].get<std::string>();
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(std::string("malformed JSON: ") + e.what(), cfg.string());
-  }
+  const std::string base = lora::peft_base_model(adapter_dir);
   std::error_code ec;
   if (base.empty() || !fs::exists(base, ec))
-    throw UsageError("the task adapter names no local base model ('" + base + "')", cfg.string(),
-                     "pass --model MODEL");
+    throw UsageError("the task adapter names no local base model ('" + base + "')",
+                     (adapter_dir / "adapter_config.json").string(), "pass --model MODEL");
   return base;
 }
 
@@ -149,39 +118,24 @@ int run_project(const ProjectArgs& a) {
   adapters.load_peft(a.safety, "safety");
   adapters.load_peft(a.task, "task");
   // Cosines before projection, per Linear holding both (what safe_lora_project decides on).
-  nlohmann::json layers = nlohmann::json::array();
-  std::map<std::string, double> cosine;
-  std::size_t unpaired = 0;
-  {
-    torch::NoGradGuard ng;
-    for (auto* st : adapters.stacks("task")) {
-      if (!st->contains("safety")) {
-        ++unpaired;
-        continue;
-      }
-      const auto& t = st->get("task");
-      auto Q = train::column_basis(st->get("safety").B.to(torch::kDouble));
-      cosine[st->module_name()] = train::projection_cosine(t.A, t.B, Q);
-    }
-  }
+  const auto plan = train::safe_lora_plan(adapters, "task", "safety");
   auto projected = train::safe_lora_project(adapters, "task", "safety", a.threshold);
   std::set<std::string> proj(projected.begin(), projected.end());
+  nlohmann::json layers = nlohmann::json::array();
   std::printf("%-48s %9s  %s\n", "module", "cosine", "projected");
-  for (auto* st : adapters.stacks("task")) {
-    auto it = cosine.find(st->module_name());
-    if (it == cosine.end()) continue;
-    const bool p = proj.count(it->first) > 0;
-    std::printf("%-48s %9.6f  %s\n", it->first.c_str(), it->second, p ? "yes" : "no");
-    layers.push_back({{"module", it->first}, {"cosine", it->second}, {"projected", p}});
+  for (const auto& l : plan.layers) {
+    const bool p = proj.count(l.module) > 0;
+    std::printf("%-48s %9.6f  %s\n", l.module.c_str(), l.cosine, p ? "yes" : "no");
+    layers.push_back({{"module", l.module}, {"cosine", l.cosine}, {"projected", p}});
   }
   adapters.save_peft("task", a.out, model_path);
   nlohmann::json summary = {{"threshold", a.threshold},     {"safety", a.safety},
                             {"task", a.task},               {"model", model_path},
                             {"layers", layers},             {"projected", projected.size()},
-                            {"paired", cosine.size()},      {"task_layers_without_safety", unpaired}};
+                            {"paired", plan.layers.size()}, {"task_layers_without_safety", plan.unpaired}};
   io::atomic_write(fs::path(a.out) / "safe_lora.json", summary.dump(2) + "\n");
   std::printf("projected %zu of %zu layers (threshold %g); %zu task layers have no safety adapter\n",
-              projected.size(), cosine.size(), a.threshold, unpaired);
+              projected.size(), plan.layers.size(), a.threshold, plan.unpaired);
   std::printf("wrote %s (PEFT adapter + safe_lora.json)\n", a.out.c_str());
   return 0;
 }

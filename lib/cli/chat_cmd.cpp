@@ -4,19 +4,14 @@
 
 #include "adapter_args.hpp"
 #include "commands.hpp"
-#include "safetune/error.hpp"
-#include "safetune/lora/adapter_stack.hpp"
+#include "safetune/recipes/assess.hpp"
 #include "safetune/recipes/session.hpp"
-#include "safetune/safety/assessment.hpp"
 #include "safetune/safety/benchmarks.hpp"
-#include "safetune/safety/gates.hpp"
 #include "safetune/safety/http_judge.hpp"
 #include "safetune/safety/paired.hpp"
 #include "safetune/safety/probes.hpp"
-#include "safetune/safety/report.hpp"
 
 namespace safetune::cli {
-namespace fs = std::filesystem;
 
 namespace {
 struct ModelArgs : AdapterArgs {
@@ -120,44 +115,23 @@ void register_chat_commands(CLI::App& app, Action& action) {
   as->add_option("--min-benign-compliance", a->min_benign_compliance)->capture_default_str();
   as->callback([&action, a] {
     action = [a] {
+      // The suite first: a wrong path or format fails before the model loads.
       std::optional<safety::ProbeKind> kind;
       if (!a->kind.empty()) kind = safety::probe_kind_from_string(a->kind);
-      safety::ProbeSuite suite = safety::load_suite_spec(a->suite, a->format, kind);
-      suite = safety::first_per_kind(suite, a->limit);
+      auto suite = safety::first_per_kind(safety::load_suite_spec(a->suite, a->format, kind), a->limit);
       auto s = open(*a, "assess");
-      recipes::SessionScorer scorer(s);
-      safety::AssessOptions opt;
-      opt.max_new_tokens = static_cast<int>(a->max_new_tokens);
-      opt.batch_size = static_cast<int>(a->batch_size);
-      opt.decoding_extra = "template:" + s.chat_template().name() + " dtype:" + a->dtype;
-      if (!a->judge.endpoint.empty()) opt.response_scorer = safety::use_http_judge(a->judge);
-      auto result = safety::assess(suite, scorer, opt);
-      fs::path out(a->out);
-      safety::save_assessment(result, out / "assessment.json");
-
-      safety::SafetyGates gates;
-      gates.max_refusal_drop_pp = a->max_refusal_drop_pp;
-      gates.max_discrimination_drop_pp = a->max_discrimination_drop_pp;
-      gates.min_benign_compliance = a->min_benign_compliance;
-      gates.require_baseline = !a->baseline.empty();
-      std::optional<safety::Assessment> base;
-      if (!a->baseline.empty()) base = safety::load_assessment(a->baseline);
-      auto verdict = safety::evaluate_gates(gates, result, base ? &*base : nullptr);
-
-      safety::ReportInputs in;
-      in.title = "Safety assessment";
-      in.model_path = a->model;
-      in.model_sha256 = s.weights_sha256();
-      in.model_identity = scorer.identity();
-      for (const auto& name : s.adapters().names())
-        in.adapters.push_back({name, lora::role_name(s.adapters().stacks(name).front()->get(name).spec.role), {}, {}});
-      in.baseline = base;
-      in.after = result;
-      in.gates = gates;
-      in.verdict = verdict;
-      for (const auto& o : lora::policy_overrides())
-        in.policy_overrides.push_back(lora::describe(o));
-      safety::write_safety_report(out / "report", in);
+      recipes::AssessConfig cfg;
+      cfg.max_new_tokens = a->max_new_tokens;
+      cfg.batch_size = a->batch_size;
+      cfg.dtype = a->dtype;
+      cfg.baseline = a->baseline;
+      cfg.judge = a->judge;
+      cfg.gates.max_refusal_drop_pp = a->max_refusal_drop_pp;
+      cfg.gates.max_discrimination_drop_pp = a->max_discrimination_drop_pp;
+      cfg.gates.min_benign_compliance = a->min_benign_compliance;
+      cfg.gates.require_baseline = !a->baseline.empty();
+      cfg.out = a->out;
+      const auto [result, base, verdict] = recipes::assess_model(s, suite, cfg);
 
       auto line = [](const char* what, const safety::Rate& r) {
         auto ci = r.ci();
@@ -178,7 +152,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       std::printf("gates: %s\n", verdict.passed ? "passed" : "BREACHED");
       for (const auto& r : verdict.reasons) std::printf("  %s\n", r.c_str());
       for (const auto& r : verdict.not_applicable) std::printf("  not applicable: %s\n", r.c_str());
-      std::printf("wrote %s and %s\n", (out / "assessment.json").c_str(), (out / "report").c_str());
+      std::printf("wrote %s and %s\n", (cfg.out / "assessment.json").c_str(), (cfg.out / "report").c_str());
       return verdict.passed ? 0 : 3;
     };
   });

@@ -2,14 +2,14 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "commands.hpp"
+#include "safetune/data/messages.hpp"
 #include "safetune/error.hpp"
-#include "safetune/io/gguf.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
-#include "safetune/tokenizer/gguf.hpp"
+#include "safetune/tokenizer/discovery.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 
 namespace safetune::cli {
@@ -20,52 +20,19 @@ struct TokenizeArgs {
   bool decode = false, no_special = false, generation_prompt = false, show_mask = false, replace_invalid = false;
 };
 
-std::vector<tokenizer::ChatMessage> parse_messages(const std::string& line, const std::string& where) {
-  auto j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded()) throw DataError("not valid JSON", where);
-  const nlohmann::json* msgs = &j;
-  if (j.is_object()) {
-    if (!j.contains("messages")) throw DataError("missing field 'messages'", where);
-    msgs = &j["messages"];
-  }
-  if (!msgs->is_array()) throw DataError("'messages' must be an array", where);
-  std::vector<tokenizer::ChatMessage> out;
-  for (size_t i = 0; i < msgs->size(); ++i) {
-    const auto& m = (*msgs)[i];
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
-        !m["content"].is_string())
-      throw DataError("message " + std::to_string(i) + " needs string fields 'role' and 'content'", where);
-    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-  }
-  return out;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot open file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run_tokenize(const TokenizeArgs& a) {
   auto tok = tokenizer::load_tokenizer(a.tokenizer);
   std::optional<tokenizer::ChatTemplate> tmpl;
-  if (a.chat == "auto" && std::filesystem::path(a.tokenizer).extension() == ".gguf") {
-    tmpl = tokenizer::chat_template_from_gguf(io::GgufFile(a.tokenizer));
-    if (!tmpl) throw FormatError("--chat auto: the GGUF holds no tokenizer.chat_template", a.tokenizer);
-  } else if (a.chat == "auto") {
-    // The model's own template: chat_template.jinja or tokenizer_config.json beside the tokenizer.
-    namespace fs = std::filesystem;
-    fs::path dir = fs::is_directory(a.tokenizer) ? fs::path(a.tokenizer) : fs::path(a.tokenizer).parent_path();
-    tmpl = tokenizer::chat_template_from_dir(dir);
+  if (a.chat == "auto") {
+    // The template the tokenizer ships: the GGUF's own, or chat_template.jinja / tokenizer_config.json beside it.
+    tmpl = tokenizer::shipped_chat_template(a.tokenizer);
     if (!tmpl)
-      throw UsageError("--chat auto: no chat_template.jinja, and no chat_template in tokenizer_config.json",
-                       dir.string());
+      throw UsageError("--chat auto: no chat template ships with the tokenizer", a.tokenizer,
+                       "put tokenizer_config.json (with chat_template) or chat_template.jinja beside it, or name one");
   } else if (!a.chat.empty()) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(a.chat, ec))
-      tmpl = tokenizer::ChatTemplate::from_jinja(read_text(a.chat));
+      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(a.chat));
     else
       tmpl = tokenizer::ChatTemplate::from_name_or_jinja(a.chat);
   }
@@ -107,7 +74,7 @@ int run_tokenize(const TokenizeArgs& a) {
         }
         out = tok->decode(ids, a.no_special);
       } else if (tmpl) {
-        auto chat = tmpl->render_segments(parse_messages(line, where), a.generation_prompt);
+        auto chat = tmpl->render_segments(data::parse_messages_line(line, where), a.generation_prompt);
         // The rendered text already holds bos where the template wants it.
         tokenizer::EncodeOptions copt = opt;
         copt.add_special = false;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "safetune/data/messages.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 
@@ -284,16 +285,7 @@ Example ExampleFile::get(std::size_t i) const {
     ex.messages = {{"user", str_field(j, "prompt", "")}, {"assistant", str_field(j, "response", "")}};
   } else {  // messages
     if (!j.contains("messages")) throw DataError("missing field 'messages'", at);
-    if (!j["messages"].is_array()) throw DataError("field 'messages' must be a list", at);
-    std::size_t k = 0;
-    for (const auto& m : j["messages"]) {
-      std::string ctx = "messages[" + std::to_string(k++) + "].";
-      if (!m.is_object()) throw DataError("'" + ctx.substr(0, ctx.size() - 1) + "' must be an object", at);
-      std::string role = str_field(m, "role", ctx);
-      if (role != "system" && role != "user" && role != "assistant")
-        throw DataError("unknown role '" + role + "' in " + ctx + "role", at, "use system, user or assistant");
-      ex.messages.push_back({role, str_field(m, "content", ctx)});
-    }
+    ex.messages = parse_messages(j["messages"], at);
     if (ex.messages.empty()) throw DataError("'messages' is empty", at);
     if (j.contains("harmful_prefix")) {
       ex.no_loss_prefix = str_field(j, "harmful_prefix", "");

@@ -1,5 +1,6 @@
 // ModelAdapters: adapter stacks over a CausalLM and the PEFT file format.
 #include "safetune/lora/model_adapters.hpp"
+#include "safetune/lora/peft.hpp"
 
 #include <torch/torch.h>
 
@@ -447,6 +448,25 @@ AdapterFactors pack_adapters(ModelAdapters& adapters, const std::vector<std::str
   return out;
 }
 
+namespace {
+nlohmann::json adapter_config_json(const fs::path& cfg_path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(io::read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string("malformed JSON: ") + e.what(), cfg_path.string());
+  }
+  if (!j.is_object()) throw FormatError("adapter_config.json must hold a JSON object", cfg_path.string());
+  return j;
+}
+}  // namespace
+
+std::string peft_base_model(const fs::path& dir) {
+  const auto j = adapter_config_json(dir / "adapter_config.json");
+  const auto it = j.find("base_model_name_or_path");
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
   AdapterFileInfo info;
   fs::path file = dir / "adapter_model.safetensors";
@@ -498,13 +518,7 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
 
 AdapterFileInfo ModelAdapters::load_peft(const fs::path& dir, const std::string& name_in, bool trainable) {
   const fs::path cfg_path = dir / "adapter_config.json";
-  nlohmann::json cfg_json;
-  try {
-    cfg_json = nlohmann::json::parse(io::read_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(std::string("malformed JSON: ") + e.what(), cfg_path.string());
-  }
-  if (!cfg_json.is_object()) throw FormatError("adapter_config.json must hold a JSON object", cfg_path.string());
+  const nlohmann::json cfg_json = adapter_config_json(cfg_path);
   const PeftConfig cfg{cfg_json, cfg_path.string()};
   const std::string peft_type = cfg.string("peft_type", "LORA");
   if (peft_type != "LORA")

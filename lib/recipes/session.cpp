@@ -3,13 +3,12 @@
 
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "safetune/error.hpp"
-#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/log.hpp"
+#include "safetune/tokenizer/discovery.hpp"
 #include "safetune/tokenizer/gguf.hpp"
 
 namespace safetune::recipes {
@@ -59,16 +58,14 @@ TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
   } else {
     fs::path dir = fs::is_directory(path) ? path : path.parent_path();
     t.tokenizer = tokenizer::load_tokenizer(dir);
-    if (opt.chat_template.empty()) tmpl = tokenizer::chat_template_from_dir(dir);
+    if (opt.chat_template.empty()) tmpl = tokenizer::shipped_chat_template(dir);
   }
   if (!opt.chat_template.empty()) {
     // A template given in the config runs with the model's special tokens, when it names them.
     tokenizer::TemplateVariables vars;
     if (opt.tokenizer.empty()) {
       try {
-        auto own = gguf ? tokenizer::chat_template_from_gguf(io::GgufFile(path))
-                        : tokenizer::chat_template_from_dir(fs::is_directory(path) ? path : path.parent_path());
-        if (own) vars = own->variables();
+        if (auto own = tokenizer::shipped_chat_template(path)) vars = own->variables();
       } catch (const Error&) {
         // The model's own template is broken or malformed: the one given replaces it anyway.
       }

@@ -8,6 +8,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/bpe.hpp"
+#include "safetune/tokenizer/discovery.hpp"
 #include "safetune/tokenizer/gguf.hpp"
 #include "safetune/tokenizer/sentencepiece.hpp"
 
@@ -144,19 +145,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
       default: break;
     }
   }
+  const auto found = find_tokenizer_files(path);
   fs::path file = path;
-  fs::path config;
   if (fs::is_directory(path, ec)) {
-    if (fs::exists(path / "tokenizer.json"))
-      file = path / "tokenizer.json";
-    else if (fs::exists(path / "tokenizer.model"))
-      file = path / "tokenizer.model";
-    else
+    if (found.tokenizer.empty())
       throw IoError("directory holds neither tokenizer.json nor tokenizer.model", path.string(), kTokenizerFormats);
-    if (fs::exists(path / "tokenizer_config.json")) config = path / "tokenizer_config.json";
-  } else if (fs::exists(path.parent_path() / "tokenizer_config.json", ec)) {
-    config = path.parent_path() / "tokenizer_config.json";
+    file = found.tokenizer;
   }
+  const fs::path config = found.config;
 
   std::unique_ptr<Tokenizer> tok;
   bool add_bos_cfg = true;

@@ -372,15 +372,38 @@ std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg) {
   return r;
 }
 
+namespace {
+// The safety adapter's column basis Q on one Linear holding both adapters, and cos(dW_task, Q Q^T dW_task).
+std::pair<at::Tensor, double> safe_lora_cosine(lora::AdapterStack& st, const std::string& task, const std::string& safety) {
+  const auto& t = st.get(task);
+  auto Q = column_basis(st.get(safety).B.to(torch::kDouble));
+  const double cosine = projection_cosine(t.A, t.B, Q);
+  return {Q, cosine};
+}
+}  // namespace
+
+SafeLoraPlan safe_lora_plan(lora::ModelAdapters& a, const std::string& task, const std::string& safety) {
+  SafeLoraPlan plan;
+  torch::NoGradGuard ng;
+  for (auto* st : a.stacks(task)) {
+    if (!st->contains(safety)) {
+      ++plan.unpaired;
+      continue;
+    }
+    plan.layers.push_back({st->module_name(), safe_lora_cosine(*st, task, safety).second});
+  }
+  return plan;
+}
+
 std::vector<std::string> safe_lora_project(lora::ModelAdapters& a, const std::string& task, const std::string& safety,
                                            double threshold) {
   std::vector<std::string> projected;
   torch::NoGradGuard ng;
   for (auto* st : a.stacks(task)) {
     if (!st->contains(safety)) continue;
+    auto [Q, cosine] = safe_lora_cosine(*st, task, safety);
+    if (cosine >= threshold) continue;
     auto& t = st->get(task);
-    auto Q = column_basis(st->get(safety).B.to(torch::kDouble));
-    if (projection_cosine(t.A, t.B, Q) >= threshold) continue;
     auto B = t.B.to(torch::kDouble);
     t.B.copy_(Q.matmul(Q.t().matmul(B)).to(t.B.scalar_type()));
     projected.push_back(st->module_name());

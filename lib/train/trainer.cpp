@@ -65,12 +65,6 @@ namespace {
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
-std::string step_dir_name(std::int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
-  return buf;
-}
-
 double peak_rss_mb() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -112,6 +106,12 @@ double& Trainer::scalar(const std::string& name, double initial) {
   return it->second;
 }
 
+std::string Trainer::checkpoint_name(std::int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
 void Trainer::protect_checkpoint(std::int64_t step) { protected_.push_back(step); }
 
 void Trainer::set_dist(std::shared_ptr<dist::Context> ctx) { dist_ = std::move(ctx); }
@@ -144,7 +144,7 @@ std::optional<fs::path> Trainer::latest_checkpoint() const {
 fs::path Trainer::save_checkpoint() {
   fs::path root = out_dir_ / "checkpoints";
   fs::create_directories(root);
-  const std::string name = step_dir_name(step_);
+  const std::string name = checkpoint_name(step_);
   fs::path final_dir = root / name;
   if (dist_ && !dist_->is_main()) return final_dir;  // rank 0 writes for everyone
   fs::path tmp_dir = root / (".tmp-" + name);
@@ -360,7 +360,7 @@ TrainStatus Trainer::run(bool resume) {
       {
         // bf16 autocast for the forward pass only (backward follows autograd).
         AutocastRegion autocast(device_type, autocast_bf16);
-        out = hooks_.micro_step(cursor_ * world + rank);
+        out = hooks_.micro_step(*this, cursor_ * world + rank);
       }
       ++cursor_;
       if (!out.loss.defined() || out.loss.numel() != 1)
@@ -395,7 +395,7 @@ TrainStatus Trainer::run(bool resume) {
         throw Error("loss is not finite at step " + std::to_string(step_) + " on at least one rank", "train",
                     "lower the learning rate or check the data");
     }
-    if (hooks_.before_optimizer_step) hooks_.before_optimizer_step(step_);
+    if (hooks_.before_optimizer_step) hooks_.before_optimizer_step(*this, step_);
     std::vector<torch::Tensor> with_grad;
     for (auto& [n, t] : params_)
       if (t.grad().defined()) with_grad.push_back(t);
@@ -423,7 +423,7 @@ TrainStatus Trainer::run(bool resume) {
     for (const auto& [k, v] : terms) rec["loss_" + k] = v;
     for (const auto& [k, v] : scalars_) rec["scalar_" + k] = v;
     if (cfg_.eval_every > 0 && hooks_.evaluate && step_ % cfg_.eval_every == 0)
-      for (const auto& [k, v] : hooks_.evaluate(step_)) rec["eval_" + k] = v;
+      for (const auto& [k, v] : hooks_.evaluate(*this, step_)) rec["eval_" + k] = v;
     if (main_rank && (step_ % cfg_.log_every == 0 || step_ == cfg_.max_steps)) {
       impl_->metrics->write(rec);
       if (impl_->tensorboard) impl_->tensorboard->write(rec);
@@ -436,7 +436,7 @@ TrainStatus Trainer::run(bool resume) {
       progress->advance(1);
     }
 
-    if (hooks_.after_step) hooks_.after_step(step_);
+    if (hooks_.after_step) hooks_.after_step(*this, step_);
     if (cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) save_checkpoint();
     // Distributed: the flag was summed with the gradients, so every rank stops at the same step.
     if (signalled) {

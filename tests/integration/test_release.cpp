@@ -202,8 +202,7 @@ TEST_CASE("release: promotion, a breaching fine-tune, monitor, rollback", "[reci
   REQUIRE(breached_at > 0);
   // The step before the breach passed (guard checks every step), so it is the rollback target:
   // the saved task adapter holds exactly that checkpoint's parameters.
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(breached_at - 1));
+  const std::string name = train::Trainer::checkpoint_name(breached_at - 1);
   auto saved = io::safetensors_load(s.dir / "guarded" / "adapters" / "task" / "adapter_model.safetensors");
   auto ckpt = test::load_checkpoint_params(s.dir / "guarded" / "stage2" / "checkpoints" / name / "trainer.pt");
   REQUIRE(saved.size() == ckpt.size());

@@ -7,59 +7,13 @@
 #include "safetune/model/config.hpp"
 #include "safetune/model/generate.hpp"
 #include "safetune/train/autocast.hpp"
+#include "tiny_model.hpp"
 #include "support.hpp"
 
 using namespace safetune;
 using Catch::Matchers::Contains;
 
 namespace {
-
-model::ModelConfig tiny_config() {
-  model::ModelConfig c;
-  c.architecture = "llama";
-  c.vocab_size = 50;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.eos_token_ids = {2};
-  return c;
-}
-
-// Random weights under HF names for a config (what save_pretrained would write).
-io::Checkpoint make_checkpoint(const model::ModelConfig& c, std::uint64_t seed = 1) {
-  torch::manual_seed(seed);
-  io::Checkpoint ck;
-  ck.config = c;
-  auto add = [&](const std::string& n, std::vector<std::int64_t> s) {
-    ck.tensors.emplace_back(n, torch::randn(s) * 0.3);
-  };
-  const auto H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  const auto Q = c.num_attention_heads * D, KV = c.num_key_value_heads * D;
-  add("model.embed_tokens.weight", {c.vocab_size, H});
-  for (int i = 0; i < c.num_hidden_layers; ++i) {
-    std::string p = "model.layers." + std::to_string(i);
-    add(p + ".input_layernorm.weight", {H});
-    add(p + ".post_attention_layernorm.weight", {H});
-    add(p + ".self_attn.q_proj.weight", {Q, H});
-    add(p + ".self_attn.k_proj.weight", {KV, H});
-    add(p + ".self_attn.v_proj.weight", {KV, H});
-    add(p + ".self_attn.o_proj.weight", {H, Q});
-    if (c.qkv_bias || c.attention_bias) {
-      add(p + ".self_attn.q_proj.bias", {Q});
-      add(p + ".self_attn.k_proj.bias", {KV});
-      add(p + ".self_attn.v_proj.bias", {KV});
-    }
-    add(p + ".mlp.gate_proj.weight", {I, H});
-    add(p + ".mlp.up_proj.weight", {I, H});
-    add(p + ".mlp.down_proj.weight", {H, I});
-  }
-  add("model.norm.weight", {H});
-  if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H});
-  return ck;
-}
 
 template <class F>
 std::string error_of(F&& f) {
@@ -136,7 +90,7 @@ TEST_CASE("model config: legacy rope_scaling, qwen2 by architectures, defaults",
 }
 
 TEST_CASE("model config: to_hf_json reads back to the same config", "[model]") {
-  auto c = tiny_config();
+  auto c = test::tiny_config();
   c.rope_scaling.type = "llama3";
   c.rope_scaling.factor = 8;
   c.rope_scaling.original_max_position_embeddings = 64;
@@ -179,9 +133,9 @@ TEST_CASE("model config: bad config.json files are named in the error", "[model]
 }
 
 TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
-  auto c = tiny_config();
+  auto c = test::tiny_config();
   {
-    auto ck = make_checkpoint(c);
+    auto ck = test::make_checkpoint(c);
     ck.tensors.erase(std::find_if(ck.tensors.begin(), ck.tensors.end(),
                                   [](auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; }));
     auto msg = error_of([&] { model::CausalLM m(ck); });
@@ -189,14 +143,14 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
     CHECK_THAT(msg, Contains("missing tensor"));
   }
   {
-    auto ck = make_checkpoint(c);
+    auto ck = test::make_checkpoint(c);
     ck.tensors.emplace_back("model.layers.7.self_attn.q_proj.weight", torch::zeros({16, 16}));
     auto msg = error_of([&] { model::CausalLM m(ck); });
     CHECK_THAT(msg, Contains("model.layers.7.self_attn.q_proj.weight"));
     CHECK_THAT(msg, Contains("unexpected tensor"));
   }
   {
-    auto ck = make_checkpoint(c);
+    auto ck = test::make_checkpoint(c);
     for (auto& [n, t] : ck.tensors)
       if (n == "model.layers.0.self_attn.k_proj.weight") t = torch::zeros({16, 16});
     auto msg = error_of([&] { model::CausalLM m(ck); });
@@ -204,7 +158,7 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
     CHECK_THAT(msg, Contains("wrong shape [16, 16], the config implies [8, 16]"));
   }
   {
-    auto ck = make_checkpoint(c);
+    auto ck = test::make_checkpoint(c);
     ck.tensors[0].second = ck.tensors[0].second.to(at::kLong);
     CHECK_THAT(error_of([&] { model::CausalLM m(ck); }), Contains("floating point"));
   }
@@ -212,7 +166,7 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
     // Qwen2 requires q/k/v biases.
     auto q = c;
     q.architecture = "qwen2";
-    auto ck = make_checkpoint(q);  // qkv_bias false in the struct: no bias tensors written
+    auto ck = test::make_checkpoint(q);  // qkv_bias false in the struct: no bias tensors written
     q.qkv_bias = true;
     ck.config = q;
     CHECK_THAT(error_of([&] { model::CausalLM m(ck); }), Contains("model.layers.0.self_attn.q_proj.bias"));
@@ -220,7 +174,7 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
 }
 
 TEST_CASE("model: forward shapes, input validation, names", "[model]") {
-  model::CausalLM m(make_checkpoint(tiny_config()));
+  model::CausalLM m(test::make_checkpoint(test::tiny_config()));
   torch::NoGradGuard ng;
   auto ids = torch::tensor({{3, 4, 5}}, torch::kLong);
   CHECK(m.forward(ids).sizes() == at::IntArrayRef({1, 3, 50}));
@@ -236,18 +190,18 @@ TEST_CASE("model: forward shapes, input validation, names", "[model]") {
   CHECK(lin[6].first == "model.layers.0.mlp.down_proj");
   CHECK(lin.back().first == "lm_head");
   auto sd = m.state_dict_hf();
-  CHECK(sd.size() == make_checkpoint(tiny_config()).tensors.size());
+  CHECK(sd.size() == test::make_checkpoint(test::tiny_config()).tensors.size());
   std::int64_t n = 0;
-  for (auto& [name, t] : make_checkpoint(tiny_config()).tensors) n += t.numel();
+  for (auto& [name, t] : test::make_checkpoint(test::tiny_config()).tensors) n += t.numel();
   CHECK(m.parameter_count() == n);
   // Weights are frozen.
   for (auto& [name, t] : sd) CHECK_FALSE(t.requires_grad());
 }
 
 TEST_CASE("model: tied embeddings share one tensor and hooks change the output", "[model]") {
-  auto c = tiny_config();
+  auto c = test::tiny_config();
   c.tie_word_embeddings = true;
-  model::CausalLM m(make_checkpoint(c));
+  model::CausalLM m(test::make_checkpoint(c));
   torch::NoGradGuard ng;
   CHECK(m.linears().back().second->weight.data_ptr() == m.state_dict_hf().front().second.data_ptr());
   CHECK(m.state_dict_hf().back().first == "model.norm.weight");
@@ -267,7 +221,7 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
   // runs it) must use the forward's autocast state, or it differentiates another (fp32) network.
   const bool autocast = GENERATE(false, true);
   INFO("autocast " << autocast);
-  model::CausalLM m(make_checkpoint(tiny_config()));
+  model::CausalLM m(test::make_checkpoint(test::tiny_config()));
   std::vector<std::shared_ptr<TestHook>> hooks;
   for (auto& [name, lin] : m.linears()) {
     if (name.find("v_proj") == std::string::npos && name.find("down_proj") == std::string::npos) continue;
@@ -310,7 +264,7 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
 }
 
 TEST_CASE("model: seeded sampling, top_k=1 and tiny top_p reduce to greedy", "[model]") {
-  model::CausalLM m(make_checkpoint(tiny_config(), 3));
+  model::CausalLM m(test::make_checkpoint(test::tiny_config(), 3));
   model::GenerateOptions greedy;
   greedy.max_new_tokens = 12;
   greedy.stop_tokens = std::vector<std::int64_t>{};

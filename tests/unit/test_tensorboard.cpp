@@ -30,7 +30,7 @@ void train_toy(const fs::path& dir, bool tensorboard) {
   c.schedule = "linear";
   c.warmup_steps = 2;
   c.tensorboard = tensorboard;
-  Trainer t(c, {{"w", w}}, dir, {[&](std::int64_t cursor) {
+  Trainer t(c, {{"w", w}}, dir, {[&](Trainer&, std::int64_t cursor) {
               auto x = torch::randn({8, 4}, at::make_generator<at::CPUGeneratorImpl>(cursor));
               auto loss = (x.matmul(w) - x.matmul(target)).pow(2).mean();
               return MicroStep{loss, {{"mse", loss.item<double>()}, {"kl_anchor", 0.5 * loss.item<double>()}}, 8};

@@ -74,7 +74,7 @@ TEST_CASE("interrupted and resumed training reproduces the uninterrupted loss cu
   test::TempDir dir;
   torch::manual_seed(7);
   Toy a;
-  Trainer full(small_cfg(), {{"w", a.w}}, dir / "full", {[&](std::int64_t c) { return a.micro(c); }});
+  Trainer full(small_cfg(), {{"w", a.w}}, dir / "full", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   REQUIRE(full.run() == TrainStatus::completed);
   auto full_losses = full.loss_history();
   REQUIRE(full_losses.size() == 12);
@@ -84,16 +84,14 @@ TEST_CASE("interrupted and resumed training reproduces the uninterrupted loss cu
   torch::manual_seed(7);
   Toy c;
   {
-    TrainerHooks hooks{[&](std::int64_t k) { return c.micro(k); }};
-    Trainer* self = nullptr;
-    hooks.after_step = [&](std::int64_t step) { if (step == 6) self->stop("simulated crash"); };
+    TrainerHooks hooks{[&](Trainer&, std::int64_t k) { return c.micro(k); }};
+    hooks.after_step = [](Trainer& self, std::int64_t step) { if (step == 6) self.stop("simulated crash"); };
     Trainer t(small_cfg(), {{"w", c.w}}, dir / "cut", hooks);
-    self = &t;
     REQUIRE(t.run() == TrainStatus::stopped);
   }
   torch::manual_seed(12345);  // a different process state: resume must not depend on it
   Toy d;
-  Trainer resumed(small_cfg(), {{"w", d.w}}, dir / "cut", {[&](std::int64_t k) { return d.micro(k); }});
+  Trainer resumed(small_cfg(), {{"w", d.w}}, dir / "cut", {[&](Trainer&, std::int64_t k) { return d.micro(k); }});
   REQUIRE(resumed.run(/*resume=*/true) == TrainStatus::completed);
   auto resumed_losses = resumed.loss_history();
   REQUIRE(resumed_losses.size() == 12);
@@ -118,12 +116,12 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
   Toy a;
   TrainSection cfg = small_cfg();
   cfg.checkpoint_every = 0;
-  Trainer ref(cfg, {{"w", a.w}}, dir / "ref", {[&](std::int64_t c) { return a.micro(c); }});
+  Trainer ref(cfg, {{"w", a.w}}, dir / "ref", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   ref.run();
 
   torch::manual_seed(3);
   Toy b;
-  Trainer t(cfg, {{"w", b.w}}, dir / "sig", {[&](std::int64_t c) {
+  Trainer t(cfg, {{"w", b.w}}, dir / "sig", {[&](Trainer&, std::int64_t c) {
               if (c == 9) std::raise(SIGINT);  // during step 5's second micro-batch
               return b.micro(c);
             }});
@@ -132,7 +130,7 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
   CHECK(fs::exists(dir / "sig" / "checkpoints" / "step-00000005" / "trainer.pt"));
 
   Toy c;
-  Trainer resumed(cfg, {{"w", c.w}}, dir / "sig", {[&](std::int64_t k) { return c.micro(k); }});
+  Trainer resumed(cfg, {{"w", c.w}}, dir / "sig", {[&](Trainer&, std::int64_t k) { return c.micro(k); }});
   REQUIRE(resumed.run(true) == TrainStatus::completed);
   auto want = ref.loss_history(), got = resumed.loss_history();
   REQUIRE(got.size() == want.size());
@@ -142,13 +140,13 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
 TEST_CASE("trainer rejects bad setups and damaged checkpoints", "[train]") {
   test::TempDir dir;
   auto frozen = torch::zeros({2});
-  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(), {[](std::int64_t) { return MicroStep{}; }}),
+  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(), {[](Trainer&, std::int64_t) { return MicroStep{}; }}),
                     "frozen: parameter does not require grad");
   Toy a;
-  Trainer t(small_cfg(), {{"w", a.w}}, dir / "run", {[&](std::int64_t c) { return a.micro(c); }});
+  Trainer t(small_cfg(), {{"w", a.w}}, dir / "run", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   auto ckpt = t.save_checkpoint();
   test::write_text(ckpt / "state.json", "{not json");
-  Trainer u(small_cfg(), {{"w", a.w}}, dir / "run", {[&](std::int64_t c) { return a.micro(c); }});
+  Trainer u(small_cfg(), {{"w", a.w}}, dir / "run", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   CHECK_THROWS_WITH(u.run(true), Catch::Matchers::Contains("damaged checkpoint state"));
 }
 

@@ -91,6 +91,8 @@ struct StageOutcome {
   double task_metric = -1;  // exact-match rate on stage2.task_eval; -1 when not measured
   double seconds = 0;
   train::TrainStatus status = train::TrainStatus::completed;
+  std::int64_t steps = 0;     // optimizer steps done when the stage's training ended
+  int interrupt_signal = 0;   // SIGINT/SIGTERM that interrupted it (status interrupted), else 0
 };
 
 struct TwoStageResult {

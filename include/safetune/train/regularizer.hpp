@@ -104,6 +104,18 @@ void register_regularizer(const std::string& name, RegularizerFactory factory);
 std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg);  // ConfigError if unknown
 std::vector<std::string> regularizer_names();
 
+// Safe LoRA's decision inputs before any projection: cos(dW_task, P dW_task) per Linear holding
+// both adapters (in the task adapter's module order), and how many task layers have no safety adapter.
+struct SafeLoraPlan {
+  struct Layer {
+    std::string module;
+    double cosine = 0;
+  };
+  std::vector<Layer> layers;
+  std::size_t unpaired = 0;
+};
+SafeLoraPlan safe_lora_plan(lora::ModelAdapters& adapters, const std::string& task, const std::string& safety);
+
 // Post-hoc Safe LoRA: per Linear holding both adapters, if cos(dW_task, P dW_task) < threshold,
 // replace B_task by P B_task (P: projector on the safety adapter's column space). Layers are
 // matched by module name. Returns the module names that were projected.

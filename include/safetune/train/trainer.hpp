@@ -54,17 +54,21 @@ struct MicroStep {
   std::int64_t supervised_tokens = 0;
 };
 
+class Trainer;
+
+// Each hook receives the Trainer that calls it, so it can read a checkpointed scalar, stop the run
+// or load a checkpoint without a pointer patched in after the Trainer is built.
 struct TrainerHooks {
   // Forward pass on micro-batch number `cursor` (0, 1, 2, ... over the whole run, resumed runs
   // continue the count). Must be deterministic in `cursor` for exact resume.
-  std::function<MicroStep(std::int64_t cursor)> micro_step;
+  std::function<MicroStep(Trainer&, std::int64_t cursor)> micro_step;
   // Optional: evaluation every eval_every steps; the returned values go to metrics as eval_<name>.
-  std::function<std::map<std::string, double>(std::int64_t step)> evaluate;
+  std::function<std::map<std::string, double>(Trainer&, std::int64_t step)> evaluate;
   // Optional: called after backward of all micro-batches, before clipping and the optimizer step
   // (gradient surgery such as gradient_projection edits the .grad tensors here).
-  std::function<void(std::int64_t step)> before_optimizer_step;
+  std::function<void(Trainer&, std::int64_t step)> before_optimizer_step;
   // Optional: called after each optimizer step (e.g. the safety guard); may call Trainer::stop().
-  std::function<void(std::int64_t step)> after_step;
+  std::function<void(Trainer&, std::int64_t step)> after_step;
 };
 
 enum class TrainStatus { completed, interrupted, stopped };
@@ -86,7 +90,9 @@ class Trainer {
   // The signal that interrupted the last run() (SIGINT or SIGTERM), 0 when it was not interrupted.
   int interrupt_signal() const noexcept { return interrupt_signal_; }
   void stop(std::string reason);             // ends the run after the current step
-  std::filesystem::path save_checkpoint();    // checkpoints/step-NNNNNNNN, atomically
+  std::filesystem::path save_checkpoint();    // checkpoints/<checkpoint_name(step)>, atomically
+  // The directory name of step's checkpoint under out_dir()/checkpoints ("step-NNNNNNNN").
+  static std::string checkpoint_name(std::int64_t step);
   void load_checkpoint(const std::filesystem::path& dir);
   std::optional<std::filesystem::path> latest_checkpoint() const;
   void protect_checkpoint(std::int64_t step);  // never deleted by keep_last (e.g. last passing)
