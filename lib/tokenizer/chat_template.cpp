@@ -83,7 +83,6 @@ std::string joined(const std::vector<detail::JinjaPart>& parts) {
   for (const auto& p : parts) s += p.text;
   return s;
 }
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 size_t rstrip_space(const std::string& s, size_t begin, size_t end) {
   while (end > begin && (s[end - 1] == ' ' || s[end - 1] == '\n' || s[end - 1] == '\t' || s[end - 1] == '\r')) --end;
   return end;
@@ -102,7 +101,8 @@ ChatTemplate ChatTemplate::from_jinja(const std::string& j, TemplateVariables va
     for (const auto& seg : chat.segments)
       if (seg.role == "assistant" && seg.loss) {
         size_t content = chat.text.rfind("Hello", seg.end);
-        if (content != std::string::npos && content >= seg.begin) t.end_of_turn_ = chat.text.substr(content + 5, seg.end - content - 5);
+        if (content != std::string::npos && content >= seg.begin && content + 5 <= seg.end)
+          t.end_of_turn_ = chat.text.substr(content + 5, seg.end - content - 5);
       }
   } catch (const TokenizerError&) {
     // A template that refuses this conversation still renders others; the fallback just lacks it.
@@ -140,7 +140,7 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
   std::vector<std::pair<size_t, size_t>> starts = {{0, 0}};  // (message index, offset)
   for (size_t i = 1; i <= n; ++i) {
     std::optional<std::string> prefix = (i == n && !gen) ? std::optional<std::string>(full) : prefix_render(i, false);
-    if (prefix && starts_with(full, *prefix) && prefix->size() >= starts.back().second)
+    if (prefix && full.starts_with(*prefix) && prefix->size() >= starts.back().second)
       starts.emplace_back(i, prefix->size());
   }
   if (starts.back().first != n) starts.emplace_back(n, full.size());
@@ -157,7 +157,7 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
       // its turn. Templates without a generation prompt: from where its content starts.
       size_t c0 = std::string::npos, c1 = b;
       auto prompted = prefix_render(first, true);
-      if (prompted && prompted->size() > b && starts_with(*prompted, full.substr(0, b))) {
+      if (prompted && prompted->size() > b && prompted->starts_with(std::string_view(full).substr(0, b))) {
         c0 = b;
         while (c0 < e && c0 < prompted->size() && (*prompted)[c0] == full[c0]) ++c0;
       }
