@@ -151,7 +151,7 @@ void register_chat_commands(CLI::App& app, Action& action) {
       in.after = result;
       in.gates = gates;
       in.verdict = verdict;
-      for (const auto& o : lora::policy_overrides())
+      for (const auto& o : s.adapters().policy_log().entries())
         in.policy_overrides.push_back(lora::describe(o));
       safety::write_safety_report(out / "report", in);
 

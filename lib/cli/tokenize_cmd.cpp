@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/gguf.hpp"
@@ -40,14 +41,6 @@ std::vector<tokenizer::ChatMessage> parse_messages(const std::string& line, cons
   return out;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot open file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run_tokenize(const TokenizeArgs& a) {
   auto tok = tokenizer::load_tokenizer(a.tokenizer);
   std::optional<tokenizer::ChatTemplate> tmpl;
@@ -61,14 +54,14 @@ int run_tokenize(const TokenizeArgs& a) {
     fs::path cfg = dir / "tokenizer_config.json";
     std::error_code ec;
     if (!fs::exists(cfg, ec)) throw UsageError("--chat auto needs tokenizer_config.json beside the tokenizer", cfg.string());
-    auto j = nlohmann::json::parse(read_text(cfg.string()), nullptr, false);
+    auto j = nlohmann::json::parse(io::read_file(cfg), nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string())
       throw FormatError("no chat_template string", cfg.string());
     tmpl = tokenizer::ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
   } else if (!a.chat.empty()) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(a.chat, ec))
-      tmpl = tokenizer::ChatTemplate::from_jinja(read_text(a.chat));
+      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(a.chat));
     else
       tmpl = tokenizer::ChatTemplate::from_name_or_jinja(a.chat);
   }

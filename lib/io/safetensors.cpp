@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/mapped_file.hpp"
+#include "io/safetensors_header.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 
@@ -118,6 +119,10 @@ std::string safetensors_dtype_name(at::ScalarType type, const std::string& where
   for (const auto& d : kDtypes)
     if (type == d.type) return d.name;
   throw FormatError(std::string("dtype ") + c10::toString(type) + " has no safetensors equivalent", where);
+}
+
+std::map<std::string, std::string> safetensors_read_metadata(const fs::path& file) {
+  return safetensors_read_header(file).metadata;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> safetensors_load(const fs::path& path) {

@@ -11,7 +11,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/io/finite.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -136,6 +136,7 @@ AdapterStack& ModelAdapters::stack_for(const std::string& module) {
   for (auto& [name, lin] : model_.linears()) {
     if (name != module) continue;
     auto stack = std::make_shared<AdapterStack>(name, lin->weight);
+    stack->set_policy_log(policy_log_);
     lin->hook = stack;
     return *stacks_.emplace(name, stack).first->second;
   }
@@ -345,7 +346,7 @@ void ModelAdapters::enforce_dependencies(const std::vector<std::string>* active)
                       "apply it too (--adapters SAFETY,TASK), or pass the explicit --override-inference-policy "
                       "(logged and recorded in reports)");
   for (const auto& p : problems)
-    record_policy_override({"", p.adapter,
+    policy_log_->record({"", p.adapter,
                             "use without dependency '" + p.dependency.name + "' (weights sha256 " +
                                 short_sha(p.dependency.weights_sha256) + ")",
                             override_reason_, 1});
@@ -452,10 +453,10 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
   fs::path file = dir / "adapter_model.safetensors";
   std::error_code ec;
   if (!fs::exists(file, ec)) throw IoError("no adapter_model.safetensors in adapter directory", dir.string());
-  auto header = io::safetensors_read_header(file);
+  const auto metadata = io::safetensors_read_metadata(file);
   auto get = [&](const char* k) {
-    auto it = header.metadata.find(k);
-    return it == header.metadata.end() ? std::string() : it->second;
+    auto it = metadata.find(k);
+    return it == metadata.end() ? std::string() : it->second;
   };
   info.name = get("safetune.adapter_name");
   if (auto r = get("safetune.role"); !r.empty()) info.role = parse_role(r);

@@ -18,21 +18,11 @@
 #include "safetune/recipes/run_dir.hpp"
 #include "safetune/recipes/session.hpp"
 #include "safetune/safety/probes.hpp"
-#include "safetune/safety/prometheus.hpp"
 #include "safetune/safety/registry.hpp"
 #include "safetune/safety/report.hpp"
 
 namespace safetune::recipes {
 namespace fs = std::filesystem;
-
-void LoraSection::describe(ConfigVisitor& v) {
-  v.field("rank", rank, Field("LoRA rank r.").range(1, 4096));
-  v.field("alpha", alpha, Field("LoRA alpha; the scale is alpha/r (alpha/sqrt(r) with rsLoRA).").range(1e-6, 1e6));
-  v.field("dropout", dropout, Field("Dropout on the adapter input.").range(0, 0.99));
-  v.field("use_rslora", use_rslora, Field("rsLoRA scaling alpha/sqrt(r)."));
-  v.field("targets", targets, Field("Module-name suffixes to adapt, or [all-linear]."));
-  v.field("init", init, Field("Initialisation of A (B starts at zero).").one_of({"peft_default", "gaussian"}));
-}
 
 void Stage1Section::describe(ConfigVisitor& v) {
   v.field("enabled", enabled, Field("Run stage 1 (train the safety adapter)."));
@@ -89,18 +79,6 @@ void TwoStageConfig::describe(ConfigVisitor& v) {
 }
 
 namespace {
-
-lora::LoraConfig to_lora(const LoraSection& s) {
-  lora::LoraConfig c;
-  c.rank = s.rank;
-  c.alpha = s.alpha;
-  c.dropout = s.dropout;
-  c.use_rslora = s.use_rslora;
-  c.init = lora::parse_init(s.init);
-  if (s.targets.size() == 1 && s.targets[0] == "all-linear") c.all_linear = true;
-  else c.target_suffixes = s.targets;
-  return c;
-}
 
 SessionOptions session_options(const ModelSection& m) {
   SessionOptions so;
@@ -267,7 +245,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
   // 1. Stage 1: the safety adapter.
   if (cfg.stage1.enabled) {
     auto t0 = std::chrono::steady_clock::now();
-    adapters.add("safety", to_lora(cfg.stage1.lora), lora::AdapterRole::safety, /*trainable=*/true);
+    adapters.add("safety", cfg.stage1.lora, lora::AdapterRole::safety, /*trainable=*/true);
     data::DataLoader loader(cfg.stage1.data, session.tokenizer(), session.chat_template());
     train::TrainerHooks stage1_hooks;
     stage1_hooks.micro_step = [&](std::int64_t cursor) {
@@ -301,7 +279,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
     auto t0 = std::chrono::steady_clock::now();
     if (has_safety) result.safety_sha_before = adapters.content_sha256("safety");
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.merge({"safety"}, lora::MergeCopy::keep);
-    adapters.add("task", to_lora(cfg.stage2.lora), lora::AdapterRole::task, /*trainable=*/true);
+    adapters.add("task", cfg.stage2.lora, lora::AdapterRole::task, /*trainable=*/true);
 
     std::vector<std::unique_ptr<train::Regularizer>> regs;
     double rho = 0;
@@ -501,7 +479,7 @@ TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resol
       in.guard_events = guard->events();
       in.training_series = guard->series();
     }
-    for (const auto& o : lora::policy_overrides())
+    for (const auto& o : adapters.policy_log().entries())
       in.policy_overrides.push_back(lora::describe(o));
     if (main_rank) safety::write_safety_report(out / "report", in);
     if (has_safety && cfg.stage2.safety_mode == "merged") adapters.unmerge({"safety"});
@@ -649,7 +627,7 @@ safety::MonitorResult monitor_release(const TwoStageConfig& cfg) {
     if (!mo.prometheus_file.empty()) {
       safety::Assessment none;
       none.created = safety::utc_now_iso8601();
-      safety::write_prometheus_textfile(mo.prometheus_file, safety::assessment_samples(none, id, false));
+      safety::write_monitor_textfile(mo, none, id, /*gate_passed=*/false);
     }
     if (rel.rollback_on_regression) {
       try {

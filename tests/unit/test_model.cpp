@@ -29,9 +29,9 @@ model::ModelConfig tiny_config() {
 }
 
 // Random weights under HF names for a config (what save_pretrained would write).
-io::Checkpoint make_checkpoint(const model::ModelConfig& c, std::uint64_t seed = 1) {
+model::Checkpoint make_checkpoint(const model::ModelConfig& c, std::uint64_t seed = 1) {
   torch::manual_seed(seed);
-  io::Checkpoint ck;
+  model::Checkpoint ck;
   ck.config = c;
   auto add = [&](const std::string& n, std::vector<std::int64_t> s) {
     ck.tensors.emplace_back(n, torch::randn(s) * 0.3);
@@ -72,7 +72,7 @@ std::string error_of(F&& f) {
 }
 
 // Adds a trainable low-rank term, like a LoRA adapter would.
-struct TestHook : lora::LinearHook {
+struct TestHook : model::LinearHook {
   at::Tensor A, B;
   bool on = true;
   TestHook(std::int64_t in, std::int64_t out) {
