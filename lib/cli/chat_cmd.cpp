@@ -26,7 +26,7 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--dtype", a.dtype, "float32, bfloat16 or float16")->capture_default_str();
   cmd->add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer.json or .model (default: the model's)");
-  cmd->add_option("--chat-template", a.chat_template, "chatml, smollm2, qwen2, llama3, deepseek-r1, llama2");
+  cmd->add_option("--chat-template", a.chat_template, "Jinja source, or a built-in name for models that ship none: chatml, smollm2, qwen2, llama3, deepseek-r1, llama2");
   add_adapter_options(cmd, a);
 }
 

@@ -48,16 +48,13 @@ int run_tokenize(const TokenizeArgs& a) {
     tmpl = tokenizer::chat_template_from_gguf(io::GgufFile(a.tokenizer));
     if (!tmpl) throw FormatError("--chat auto: the GGUF holds no tokenizer.chat_template", a.tokenizer);
   } else if (a.chat == "auto") {
-    // The chat_template that transformers saves in tokenizer_config.json beside the tokenizer.
+    // The model's own template: chat_template.jinja or tokenizer_config.json beside the tokenizer.
     namespace fs = std::filesystem;
     fs::path dir = fs::is_directory(a.tokenizer) ? fs::path(a.tokenizer) : fs::path(a.tokenizer).parent_path();
-    fs::path cfg = dir / "tokenizer_config.json";
-    std::error_code ec;
-    if (!fs::exists(cfg, ec)) throw UsageError("--chat auto needs tokenizer_config.json beside the tokenizer", cfg.string());
-    auto j = nlohmann::json::parse(io::read_file(cfg), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string())
-      throw FormatError("no chat_template string", cfg.string());
-    tmpl = tokenizer::ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
+    tmpl = tokenizer::chat_template_from_dir(dir);
+    if (!tmpl)
+      throw UsageError("--chat auto: no chat_template.jinja, and no chat_template in tokenizer_config.json",
+                       dir.string());
   } else if (!a.chat.empty()) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(a.chat, ec))

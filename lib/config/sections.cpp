@@ -37,7 +37,9 @@ void ModelSection::describe(ConfigVisitor& v) {
   v.field("tokenizer", tokenizer,
           Field("tokenizer.json, SentencePiece .model or a .gguf model; empty uses the model's own (GGUF metadata or the directory).").path());
   v.field("chat_template", chat_template,
-          Field("chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2; empty uses what the model's metadata names."));
+          Field("Jinja source, or a built-in renderer for models that ship none: chatml, smollm2, qwen2, llama3, "
+                "deepseek-r1, llama2. Empty runs the model's own template (GGUF tokenizer.chat_template, "
+                "chat_template.jinja or tokenizer_config.json) as transformers' apply_chat_template does."));
   v.field("activation_checkpointing", activation_checkpointing,
           Field("Recompute each decoder layer in backward instead of keeping its activations: less memory "
                 "for about one more forward per step (training only; the recompute runs under the "

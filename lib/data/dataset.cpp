@@ -43,7 +43,8 @@ void DataSection::describe(ConfigVisitor& v) {
           Field("Sort by length within windows of this many batches; 1 disables bucketing.").range(1, 1 << 16));
   v.field("seed", seed, Field("Seed of shuffling and mixing.").at_least(0));
   v.field("chat_template", chat_template,
-          Field("Chat template: auto (from the model's metadata) or chatml, smollm2, qwen2, llama3, deepseek-r1, llama2."));
+          Field("auto (the model's template, see model.chat_template), Jinja source, or a built-in renderer: "
+                "chatml, smollm2, qwen2, llama3, deepseek-r1, llama2."));
 }
 
 namespace {
@@ -345,7 +346,11 @@ Encoded ExampleEncoder::encode(const Example& ex) const {
 }
 
 DataLoader::DataLoader(const DataSection& cfg, const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl)
-    : cfg_(cfg), encoder_(tok, std::move(tmpl), cfg.max_length),
+    : cfg_(cfg),
+      encoder_(tok,
+               cfg.chat_template == "auto" ? std::move(tmpl)
+                                           : tokenizer::ChatTemplate::from_name_or_jinja(cfg.chat_template, tmpl.variables()),
+               cfg.max_length),
       rng_state_(0x5AFE7E11ULL ^ static_cast<std::uint64_t>(cfg.seed)) {
   if (cfg_.datasets.items.empty()) throw ConfigError("no datasets configured", "data.datasets");
   double total = 0;

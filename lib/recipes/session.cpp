@@ -59,24 +59,26 @@ TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
   } else {
     fs::path dir = fs::is_directory(path) ? path : path.parent_path();
     t.tokenizer = tokenizer::load_tokenizer(dir);
-    fs::path tc = dir / "tokenizer_config.json";
-    fs::path jinja = dir / "chat_template.jinja";  // where transformers v5 keeps it
-    if (opt.chat_template.empty() && fs::exists(jinja, ec)) {
-      tmpl = tokenizer::ChatTemplate::from_jinja(io::read_file(jinja));
-    } else if (opt.chat_template.empty() && fs::exists(tc, ec)) {
+    if (opt.chat_template.empty()) tmpl = tokenizer::chat_template_from_dir(dir);
+  }
+  if (!opt.chat_template.empty()) {
+    // A template given in the config runs with the model's special tokens, when it names them.
+    tokenizer::TemplateVariables vars;
+    if (opt.tokenizer.empty()) {
       try {
-        auto j = nlohmann::json::parse(io::read_file(tc));
-        if (j.contains("chat_template") && j["chat_template"].is_string())
-          tmpl = tokenizer::ChatTemplate::from_jinja(j["chat_template"].get<std::string>());
-      } catch (const nlohmann::json::exception& e) {
-        throw FormatError(std::string("malformed JSON: ") + e.what(), tc.string());
+        auto own = gguf ? tokenizer::chat_template_from_gguf(io::GgufFile(path))
+                        : tokenizer::chat_template_from_dir(fs::is_directory(path) ? path : path.parent_path());
+        if (own) vars = own->variables();
+      } catch (const Error&) {
+        // The model's own template is broken or malformed: the one given replaces it anyway.
       }
     }
+    tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template, vars);
   }
-  if (!opt.chat_template.empty()) tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template);
   if (!tmpl)
-    throw TokenizerError("the model names no chat template safetune knows", path.string(),
-                         "pass one: chatml, smollm2, qwen2, llama3, deepseek-r1 or llama2");
+    throw TokenizerError("the model ships no chat template", path.string(),
+                         "name a built-in one (chatml, smollm2, qwen2, llama3, deepseek-r1, llama2) or give Jinja "
+                         "source in model.chat_template");
   t.chat_template = std::make_unique<tokenizer::ChatTemplate>(*tmpl);
   return t;
 }

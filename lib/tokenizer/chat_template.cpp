@@ -1,7 +1,12 @@
-// Native renderings of the supported chat templates, byte-identical to their Jinja originals.
+// Chat templates: Jinja sources through the embedded engine, and native renderings of the built-in
+// formats (byte-identical to their Jinja originals), each cut into loss segments.
 #include "safetune/tokenizer/chat_template.hpp"
 
+#include <algorithm>
+#include <optional>
+
 #include "safetune/error.hpp"
+#include "tokenizer/jinja_engine.hpp"
 
 namespace safetune::tokenizer {
 
@@ -72,48 +77,123 @@ ChatTemplate ChatTemplate::by_name(const std::string& name) {
                        "use chatml, qwen2, smollm2, llama3, deepseek-r1 or llama2");
 }
 
-ChatTemplate ChatTemplate::from_jinja(const std::string& j) {
-  if (j.find(kDsAssistant) != std::string::npos) return by_name("deepseek-r1");
-  if (j.find("<|start_header_id|>") != std::string::npos) return by_name("llama3");
-  if (j.find("<|im_start|>") != std::string::npos) {
-    // A literal default system prompt: <|im_start|>system + newline (raw or escaped) + text.
-    std::string marker = "<|im_start|>system";
-    size_t p = j.find(marker);
-    while (p != std::string::npos) {
-      size_t q = p + marker.size();
-      if (j.compare(q, 1, "\n") == 0)
-        q += 1;
-      else if (j.compare(q, 2, "\\n") == 0)
-        q += 2;
-      else {
-        p = j.find(marker, p + 1);
-        continue;
+namespace {
+std::string joined(const std::vector<detail::JinjaPart>& parts) {
+  std::string s;
+  for (const auto& p : parts) s += p.text;
+  return s;
+}
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+size_t rstrip_space(const std::string& s, size_t begin, size_t end) {
+  while (end > begin && (s[end - 1] == ' ' || s[end - 1] == '\n' || s[end - 1] == '\t' || s[end - 1] == '\r')) --end;
+  return end;
+}
+}  // namespace
+
+ChatTemplate ChatTemplate::from_jinja(const std::string& j, TemplateVariables variables) {
+  ChatTemplate t(Format::jinja, "jinja");
+  t.source_ = j;
+  t.program_ = std::make_shared<const detail::JinjaProgram>(j);
+  t.variables_ = std::move(variables);
+  // The end of a turn, from a one-turn reply: what follows the reply's content.
+  try {
+    std::vector<ChatMessage> probe = {{"user", "Hi"}, {"assistant", "Hello"}};
+    auto chat = t.render_jinja(probe, false);
+    for (const auto& seg : chat.segments)
+      if (seg.role == "assistant" && seg.loss) {
+        size_t content = chat.text.rfind("Hello", seg.end);
+        if (content != std::string::npos && content >= seg.begin) t.end_of_turn_ = chat.text.substr(content + 5, seg.end - content - 5);
       }
-      size_t end = j.find("<|im_end|>", q);
-      if (end != std::string::npos) {
-        std::string sys = j.substr(q, end - q);
-        if (!sys.empty() && sys.find_first_of("'\"{}+") == std::string::npos) {
-          if (sys == kSmolSystem) return by_name("smollm2");
-          if (sys == kQwen2System) return by_name("qwen2");
-          return {Format::chatml, "chatml", sys};
-        }
-      }
-      p = j.find(marker, p + 1);
-    }
-    return by_name("chatml");
+  } catch (const TokenizerError&) {
+    // A template that refuses this conversation still renders others; the fallback just lacks it.
   }
-  if (j.find("[INST]") != std::string::npos) return by_name("llama2");
-  throw TokenizerError("chat template not recognized", "chat_template",
-                       "supported: ChatML, Llama-3, DeepSeek-R1, Llama-2; name one with --chat");
+  return t;
 }
 
-ChatTemplate ChatTemplate::from_name_or_jinja(const std::string& s) {
+ChatTemplate ChatTemplate::from_name_or_jinja(const std::string& s, TemplateVariables variables) {
   if (s.find('{') == std::string::npos && s.size() < 64) return by_name(s);
-  return from_jinja(s);
+  return from_jinja(s, std::move(variables));
+}
+
+std::string ChatTemplate::render_jinja_text(const std::vector<ChatMessage>& msgs, bool gen) const {
+  return joined(program_->render(msgs, gen, variables_));
+}
+
+RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bool gen) const {
+  auto parts = program_->render(msgs, gen, variables_);
+  RenderedChat out;
+  std::vector<std::pair<size_t, size_t>> marked;  // assistant content, where the engine put it
+  for (const auto& p : parts) {
+    if (p.marked) marked.emplace_back(out.text.size(), out.text.size() + p.text.size());
+    out.text += p.text;
+  }
+  const std::string& full = out.text;
+  const size_t n = msgs.size();
+  auto prefix_render = [&](size_t i, bool with_prompt) -> std::optional<std::string> {
+    try {
+      return render_jinja_text({msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(i)}, with_prompt);
+    } catch (const TokenizerError&) {
+      return std::nullopt;
+    }
+  };
+  // Where message i starts, when the render of messages[0..i-1] is a prefix of the whole render.
+  std::vector<std::pair<size_t, size_t>> starts = {{0, 0}};  // (message index, offset)
+  for (size_t i = 1; i <= n; ++i) {
+    std::optional<std::string> prefix = (i == n && !gen) ? std::optional<std::string>(full) : prefix_render(i, false);
+    if (prefix && starts_with(full, *prefix) && prefix->size() >= starts.back().second)
+      starts.emplace_back(i, prefix->size());
+  }
+  if (starts.back().first != n) starts.emplace_back(n, full.size());
+  auto add = [&out](size_t b, size_t e, const std::string& role, bool loss) {
+    if (e > b) out.segments.push_back({b, e, role, loss});
+  };
+  for (size_t r = 0; r + 1 < starts.size(); ++r) {
+    auto [first, b] = starts[r];
+    auto [last, e] = starts[r + 1];
+    if (last - first == 1 && msgs[first].role != "assistant") {
+      add(b, e, msgs[first].role, false);
+    } else if (last - first == 1) {
+      // One reply: learnt is what the model writes after the generation prompt, up to the end of
+      // its turn. Templates without a generation prompt: from where its content starts.
+      size_t c0 = std::string::npos, c1 = b;
+      auto prompted = prefix_render(first, true);
+      if (prompted && prompted->size() > b && starts_with(*prompted, full.substr(0, b))) {
+        c0 = b;
+        while (c0 < e && c0 < prompted->size() && (*prompted)[c0] == full[c0]) ++c0;
+      }
+      for (const auto& [mb, me] : marked)
+        if (mb >= b && me <= e) {
+          if (c0 == std::string::npos) c0 = mb;
+          c1 = std::max(c1, me);
+        }
+      if (c0 == std::string::npos) c0 = b;
+      size_t end = std::max({c0, c1, rstrip_space(full, b, e)});
+      add(b, c0, "assistant", false);
+      add(c0, end, "assistant", true);
+      add(end, e, "assistant", false);
+    } else {
+      // Messages whose renders change as the conversation grows (reasoning dropped from earlier
+      // replies): each piece of reply content, and the end-of-turn text right after it.
+      size_t at = b;
+      for (auto [mb, me] : marked) {
+        if (mb < b || me > e) continue;
+        if (!end_of_turn_.empty() && me + end_of_turn_.size() <= e &&
+            full.compare(me, end_of_turn_.size(), end_of_turn_) == 0)
+          me += end_of_turn_.size();
+        add(at, mb, "", false);
+        add(mb, me, "assistant", true);
+        at = me;
+      }
+      add(at, e, "", false);
+    }
+  }
+  add(starts.back().second, full.size(), "", false);
+  return out;
 }
 
 std::string ChatTemplate::end_of_turn() const {
   switch (format_) {
+    case Format::jinja: return end_of_turn_;
     case Format::chatml: return "<|im_end|>";
     case Format::llama3: return "<|eot_id|>";
     case Format::deepseek_r1: return kDsEos;
@@ -124,6 +204,10 @@ std::string ChatTemplate::end_of_turn() const {
 
 std::string ChatTemplate::bos_text() const {
   switch (format_) {
+    case Format::jinja: {
+      auto it = variables_.find("bos_token");
+      return it == variables_.end() ? std::string() : it->second;
+    }
     case Format::chatml: return {};
     case Format::llama3: return "<|begin_of_text|>";
     case Format::deepseek_r1: return kDsBos;
@@ -133,13 +217,19 @@ std::string ChatTemplate::bos_text() const {
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& m, bool gen) const {
+  if (format_ == Format::jinja) {
+    for (size_t i = 0; i < m.size(); ++i) check_role(m[i], i);
+    return render_jinja_text(m, gen);
+  }
   return render_segments(m, gen).text;
 }
 
 RenderedChat ChatTemplate::render_segments(const std::vector<ChatMessage>& msgs, bool gen) const {
   for (size_t i = 0; i < msgs.size(); ++i) check_role(msgs[i], i);
+  if (format_ == Format::jinja) return render_jinja(msgs, gen);
   Builder b;
   switch (format_) {
+    case Format::jinja: break;
     case Format::chatml: {
       for (size_t i = 0; i < msgs.size(); ++i) {
         const auto& m = msgs[i];

@@ -73,7 +73,19 @@ std::vector<std::string> save_hf_tokenizer(const io::GgufFile& f, const std::fil
 
 std::optional<ChatTemplate> chat_template_from_gguf(const io::GgufFile& f) {
   if (!f.has("tokenizer.chat_template")) return std::nullopt;
-  return ChatTemplate::from_jinja(f.get_string("tokenizer.chat_template"));
+  // The special tokens apply_chat_template would pass, by their ids in the vocabulary.
+  TemplateVariables vars;
+  if (f.has("tokenizer.ggml.tokens")) {
+    auto tokens = f.get_strings("tokenizer.ggml.tokens");
+    for (auto [key, var] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token"},
+                            {"tokenizer.ggml.eos_token_id", "eos_token"},
+                            {"tokenizer.ggml.unknown_token_id", "unk_token"},
+                            {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
+      auto id = f.get_int(key, -1);
+      if (id >= 0 && static_cast<size_t>(id) < tokens.size()) vars[var] = tokens[static_cast<size_t>(id)];
+    }
+  }
+  return ChatTemplate::from_jinja(f.get_string("tokenizer.chat_template"), std::move(vars));
 }
 
 }  // namespace safetune::tokenizer

