@@ -121,8 +121,12 @@ std::string safetensors_dtype_name(at::ScalarType type, const std::string& where
   throw FormatError(std::string("dtype ") + c10::toString(type) + " has no safetensors equivalent", where);
 }
 
-std::map<std::string, std::string> safetensors_read_metadata(const fs::path& file) {
-  return safetensors_read_header(file).metadata;
+SafetensorsListing safetensors_list(const fs::path& file) {
+  SafetensorsHeader header = safetensors_read_header(file);
+  SafetensorsListing out;
+  for (const TensorInfo& t : header.tensors) out.names.push_back(t.name);
+  out.metadata = std::move(header.metadata);
+  return out;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> safetensors_load(const fs::path& path) {

@@ -453,10 +453,10 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
   fs::path file = dir / "adapter_model.safetensors";
   std::error_code ec;
   if (!fs::exists(file, ec)) throw IoError("no adapter_model.safetensors in adapter directory", dir.string());
-  const auto metadata = io::safetensors_read_metadata(file);
+  const io::SafetensorsListing header = io::safetensors_list(file);
   auto get = [&](const char* k) {
-    auto it = metadata.find(k);
-    return it == metadata.end() ? std::string() : it->second;
+    auto it = header.metadata.find(k);
+    return it == header.metadata.end() ? std::string() : it->second;
   };
   info.name = get("safetune.adapter_name");
   if (auto r = get("safetune.role"); !r.empty()) info.role = parse_role(r);
@@ -486,10 +486,10 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
     throw AdapterError("unknown safetune.metadata_version '" + version + "' (this safetune writes " +
                            kMetadataVersion + ")", file.string(), "upgrade safetune");
   }
-  for (const auto& t : header.tensors) {
+  for (const std::string& name : header.names) {
     const std::string suffix = ".lora_A.weight";
-    if (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      std::string m = t.name.substr(0, t.name.size() - suffix.size());
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      std::string m = name.substr(0, name.size() - suffix.size());
       if (m.rfind(kPrefix, 0) == 0) m = m.substr(std::string(kPrefix).size());
       info.modules.push_back(m);
     }

@@ -61,7 +61,7 @@ std::string write_pair(const fs::path& base, const fs::path& dir) {
 // Rewrites one key of an adapter's safetensors metadata, leaving the tensors as they are.
 void edit_metadata(const fs::path& dir, const std::string& key, const std::string& value) {
   const fs::path file = dir / "adapter_model.safetensors";
-  auto meta = io::safetensors_read_metadata(file);
+  auto meta = io::safetensors_list(file).metadata;
   meta[key] = value;
   io::safetensors_save(file, io::safetensors_load(file), meta);
 }

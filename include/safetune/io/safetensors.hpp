@@ -35,8 +35,13 @@ std::vector<std::filesystem::path> safetensors_save_sharded(
     std::uint64_t max_shard_bytes = 5'000'000'000ULL,
     const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
-// The file's "__metadata__" (string to string), reading only its header.
-std::map<std::string, std::string> safetensors_read_metadata(const std::filesystem::path& file);
+// What a file's header lists: tensor names in file order and its "__metadata__" (string to
+// string), reading only the header.
+struct SafetensorsListing {
+  std::vector<std::string> names;
+  std::map<std::string, std::string> metadata;
+};
+SafetensorsListing safetensors_list(const std::filesystem::path& file);
 
 // torch dtype <-> safetensors dtype name; FormatError (where = `where`) for dtypes without a match.
 at::ScalarType safetensors_scalar_type(std::string_view dtype, const std::string& where = {});
