@@ -19,7 +19,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -39,6 +38,7 @@
 #include "safetune/data/dataset.hpp"
 #include "safetune/lora/model_adapters.hpp"
 #include "safetune/model/causal_lm.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/model/export.hpp"
 #include "safetune/train/regularizer.hpp"
 
@@ -245,21 +245,6 @@ double median(std::vector<double> v) {
 }
 
 // bf16 autocast on `dev` for its scope, as the trainer's precision bf16/auto sets it.
-struct BenchAutocast {
-  bool on;
-  at::DeviceType dev;
-  BenchAutocast(bool enable, at::DeviceType d) : on(enable), dev(d) {
-    if (!on) return;
-    at::autocast::set_autocast_dtype(dev, at::kBFloat16);
-    at::autocast::set_autocast_enabled(dev, true);
-  }
-  ~BenchAutocast() {
-    if (!on) return;
-    at::autocast::set_autocast_enabled(dev, false);
-    at::autocast::clear_cache();
-  }
-};
-
 void reset_peak(const c10::Device& d) {
 #ifdef SAFETUNE_WITH_CUDA
   if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
@@ -335,7 +320,7 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
     at::Tensor loss;
     {
       // The trainer's precision: bf16 autocast for the forward pass, backward outside it.
-      BenchAutocast ac(o.autocast(), device.type());
+      safetune::train::AutocastRegion ac(device.type(), o.autocast());
       // The trainer's path: lm_head and the loss on the supervised rows only, fused and chunked.
       loss = train::response_lm_loss(*model, task);
       // The anchor batch's own forward/backward without the reference: what kl_anchor adds beyond
@@ -380,7 +365,7 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
     t.two_batches = best_of(o.iters, [&] { step(false, true); });
     t.nograd_forward = best_of(o.iters, [&] {
       torch::NoGradGuard ng;
-      BenchAutocast ac(o.autocast(), device.type());
+      safetune::train::AutocastRegion ac(device.type(), o.autocast());
       model->forward(anchor.input_ids, anchor.attention_mask);
       sync();
     });

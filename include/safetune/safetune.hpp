@@ -38,6 +38,7 @@
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/gguf.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/penalties.hpp"
 #include "safetune/train/regularizer.hpp"
 #include "safetune/train/trainer.hpp"

@@ -32,6 +32,24 @@ std::string runtime_message(const std::string& what) {
   return msg;
 }
 
+// range() materialises its list, so range(10**12) would exhaust memory: a template from a model
+// file gets a range() that refuses more numbers than any chat template needs.
+constexpr std::int64_t kMaxRange = 1 << 20;
+jinja::value bounded_range(const jinja::func_args& args) {
+  static const jinja::func_handler builtin = jinja::global_builtins().at("range");
+  std::vector<std::int64_t> v;
+  for (size_t i = 0; i < args.count() && i < 3; ++i) {
+    auto a = args.get_pos(i);
+    if (!jinja::is_val<jinja::value_int>(a)) return builtin(args);  // its own error message
+    v.push_back(a->as_int());
+  }
+  std::int64_t start = v.size() > 1 ? v[0] : 0, stop = v.size() > 1 ? v[1] : (v.empty() ? 0 : v[0]);
+  std::int64_t step = v.size() > 2 ? v[2] : 1;
+  long double n = step == 0 ? 0 : (static_cast<long double>(stop) - start) / step;
+  if (n > kMaxRange) throw jinja::raised_exception("range() of more than " + std::to_string(kMaxRange) + " numbers");
+  return builtin(args);
+}
+
 jinja::value string_value(const std::string& s, bool mark) {
   auto v = jinja::mk_val<jinja::value_string>(s);
   if (mark) v->mark_input();
@@ -70,6 +88,7 @@ std::vector<JinjaPart> JinjaProgram::render(const std::vector<ChatMessage>& mess
   ctx.set_val("messages", list);
   ctx.set_val("add_generation_prompt", jinja::mk_val<jinja::value_bool>(add_generation_prompt));
   for (const auto& [k, v] : variables) ctx.set_val(k, string_value(v, false));
+  ctx.set_val("range", jinja::mk_val<jinja::value_func>("range", bounded_range));
   std::vector<JinjaPart> out;
   try {
     jinja::runtime runtime(ctx);

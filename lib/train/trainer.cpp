@@ -2,7 +2,6 @@
 #include "safetune/train/trainer.hpp"
 
 #include <sys/resource.h>
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <atomic>
@@ -17,6 +16,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/log.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/tensorboard.hpp"
 
 namespace safetune::train {
@@ -358,27 +358,8 @@ TrainStatus Trainer::run(bool resume) {
     for (std::int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
       MicroStep out;
       {
-        struct Autocast {  // bf16 autocast for the forward pass only (backward follows autograd)
-          bool on;
-          at::DeviceType dev;
-          bool was_on = false;
-          at::ScalarType was_dtype = at::kBFloat16;
-          Autocast(bool enable, at::DeviceType d) : on(enable), dev(d) {
-            if (!on) return;
-            was_on = at::autocast::is_autocast_enabled(dev);
-            was_dtype = at::autocast::get_autocast_dtype(dev);
-            at::autocast::set_autocast_dtype(dev, at::kBFloat16);
-            at::autocast::set_autocast_enabled(dev, true);
-            at::autocast::increment_nesting();
-          }
-          ~Autocast() {
-            if (!on) return;
-            // Leaving the outermost region frees the cast weights' cache, as torch.autocast does.
-            if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-            at::autocast::set_autocast_enabled(dev, was_on);
-            at::autocast::set_autocast_dtype(dev, was_dtype);
-          }
-        } autocast(autocast_bf16, device_type);
+        // bf16 autocast for the forward pass only (backward follows autograd).
+        AutocastRegion autocast(device_type, autocast_bf16);
         out = hooks_.micro_step(cursor_ * world + rank);
       }
       ++cursor_;

@@ -1,8 +1,8 @@
 // The mixed-precision paths on CUDA, as the trainer runs them at precision auto: the forward under
 // CUDA bf16 autocast with bf16 base weights and fp32 adapters, the backward outside autocast.
-#include "autocast_scope.hpp"
 #include "kernels/lora_autograd.hpp"
 #include "safetune/kernels/lora.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/penalties.hpp"
 
 #include <catch2/catch.hpp>
@@ -37,7 +37,7 @@ TEST_CASE("CUDA autocast: LoRA forward/backward with bf16 base and fp32 adapters
     const auto x = torch::randn({N, in}).to(dev, at::kBFloat16).set_requires_grad(true);
     at::Tensor y;
     {
-      safetune::test::AutocastScope ac(at::kCUDA);
+      safetune::train::AutocastRegion ac(at::kCUDA);
       y = k::lora_linear_add(x, at::linear(x, W), f, true);
     }
     // Nothing output-sized and no fp32 copy of x kept for backward.
@@ -78,7 +78,7 @@ TEST_CASE("CUDA autocast: fused chunked cross-entropy and KL match fp64", "[gpu]
   auto h = h0.clone().set_requires_grad(true), h2 = h0.clone().set_requires_grad(true);
   at::Tensor ce, kl;
   {
-    safetune::test::AutocastScope ac(at::kCUDA);
+    safetune::train::AutocastRegion ac(at::kCUDA);
     ce = safetune::train::linear_cross_entropy_sum(h, W, t, 64);
     kl = safetune::train::linear_kl_sum(h2, r0, W, torch::ones({N}, dev), 64);
   }

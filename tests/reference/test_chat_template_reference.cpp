@@ -149,7 +149,7 @@ TEST_CASE("no real template teaches the user's words", "[reference][tokenizer][c
     CHECK(learnt.find(answer) != std::string::npos);
     ++checked;
   }
-  CHECK(checked >= 150);
+  CHECK(checked >= 190);  // 70 templates x 3 conversations ending in a reply, less those refused
 }
 
 TEST_CASE("SmolLM2's own template encodes training examples as the built-in renderer did", "[reference][tokenizer][chat]") {

@@ -2,7 +2,7 @@
 // forward/backward, and a finite-difference gradient check in fp64.
 #include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
-#include "autocast_scope.hpp"
+#include "safetune/train/autocast.hpp"
 #include "kernels/lora_autograd.hpp"
 #include "kernels/lora_reference.hpp"
 
@@ -271,7 +271,7 @@ TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference
           const auto w = torch::randn({N, out});
           at::Tensor base, y;
           {
-            safetune::test::AutocastScope ac(at::kCPU, autocast);
+            safetune::train::AutocastRegion ac(at::kCPU, autocast);
             base = at::linear(x, W, bias);
             y = fused ? k::lora_linear(x, W, bias, f, true) : k::lora_linear_add(x, base, f, true);
           }
@@ -371,7 +371,7 @@ TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward",
     const auto x = torch::randn({N, in}).set_requires_grad(true);
     at::Tensor y;
     {
-      safetune::test::AutocastScope ac(at::kCPU);
+      safetune::train::AutocastRegion ac(at::kCPU);
       y = k::lora_linear_add(x, at::linear(x, W), f, true);
     }
     const auto saved = k::lora_saved_tensors(y);

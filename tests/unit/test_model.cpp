@@ -6,7 +6,7 @@
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
 #include "safetune/model/generate.hpp"
-#include "autocast_scope.hpp"
+#include "safetune/train/autocast.hpp"
 #include "support.hpp"
 
 using namespace safetune;
@@ -286,7 +286,7 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
     torch::manual_seed(42);  // same dropout masks in both runs
     at::Tensor loss;
     {
-      test::AutocastScope ac(at::kCPU, autocast);
+      train::AutocastRegion ac(at::kCPU, autocast);
       loss = m.forward(ids, mask).to(at::kFloat).logsumexp(-1).sum();
     }
     loss.backward();

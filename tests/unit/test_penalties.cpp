@@ -5,9 +5,9 @@
 #include "safetune/data/dataset.hpp"
 #include "safetune/lora/model_adapters.hpp"
 #include "safetune/model/causal_lm.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/penalties.hpp"
 #include "safetune/train/regularizer.hpp"
-#include "autocast_scope.hpp"
 #include "support.hpp"
 
 using namespace safetune::train;
@@ -286,7 +286,7 @@ TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients
   auto h = h0.clone().requires_grad_(true), h2 = h0.clone().requires_grad_(true);
   auto logits = h0.clone().requires_grad_(true);
   {
-    safetune::test::AutocastScope ac(at::kCPU);
+    safetune::train::AutocastRegion ac(at::kCPU);
     ce = linear_cross_entropy_sum(h, W, targets, 16);
     kl = linear_kl_sum(h2, r0, W, w, 16);
     ce_rows = cross_entropy_sum(at::linear(logits, W), targets);  // logits come out bf16 under autocast

@@ -238,6 +238,11 @@ TEST_CASE("Jinja templates: errors name the template's complaint", "[tokenizer][
   CHECK_THROWS_WITH(strict.render({{"system", "s"}}, false), Contains("System role not supported"));
   CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages[0]['content'] "), Contains("does not parse"));
   CHECK_THROWS_WITH(strict.render({{"robot", "x"}}, false), Contains("unknown role 'robot'"));
+  // A template cannot exhaust memory through range(); ordinary uses still work.
+  auto huge = ChatTemplate::from_jinja("{% for i in range(1000000000000) %}x{% endfor %}");
+  CHECK_THROWS_WITH(huge.render({{"user", "u"}}, false), Contains("range() of more than"));
+  CHECK(ChatTemplate::from_jinja("{% for i in range(1, 7, 2) %}{{ i }}{% endfor %}{{ range(3) | length }}")
+            .render({{"user", "u"}}, false) == "1353");
 }
 
 TEST_CASE("Jinja templates that rewrite earlier turns still mask the replies", "[tokenizer][chat]") {

@@ -1,4 +1,5 @@
 // Trainer: schedules by hand-computed values, exact resume after interruption, signals, keep-last-K.
+#include <ATen/autocast_mode.h>
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "safetune/error.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/trainer.hpp"
 #include "support.hpp"
 
@@ -156,4 +158,27 @@ TEST_CASE("train config section validates", "[train]") {
                     Catch::Matchers::Contains("schedule: expected one of constant, linear, cosine; got 'cosin' (did you mean 'cosine'?)"));
   CHECK_THROWS_WITH(config_load_string(c, "grad_accum: 0\n", "t.yaml"),
                     Catch::Matchers::Contains("grad_accum: value 0 is out of range"));
+}
+
+TEST_CASE("AutocastRegion nests and restores like torch.autocast", "[trainer][autocast]") {
+  using at::autocast::get_autocast_dtype;
+  using at::autocast::is_autocast_enabled;
+  REQUIRE_FALSE(is_autocast_enabled(at::kCPU));
+  auto a = torch::randn({4, 8}), b = torch::randn({8, 3});
+  {
+    train::AutocastRegion outer(at::kCPU);
+    CHECK(is_autocast_enabled(at::kCPU));
+    CHECK(get_autocast_dtype(at::kCPU) == at::kBFloat16);
+    CHECK(torch::mm(a, b).scalar_type() == at::kBFloat16);  // matmul runs in the autocast dtype
+    {
+      train::AutocastRegion inner(at::kCPU, true, at::kHalf);
+      CHECK(get_autocast_dtype(at::kCPU) == at::kHalf);
+      train::AutocastRegion off(at::kCPU, false);  // a no-op: the state stays as it is
+      CHECK(is_autocast_enabled(at::kCPU));
+    }
+    CHECK(get_autocast_dtype(at::kCPU) == at::kBFloat16);  // the outer region's dtype is back
+    CHECK(is_autocast_enabled(at::kCPU));
+  }
+  CHECK_FALSE(is_autocast_enabled(at::kCPU));
+  CHECK(torch::mm(a, b).scalar_type() == at::kFloat);
 }
