@@ -6,5 +6,5 @@ target_compile_definitions(bench_train PRIVATE
   SAFETUNE_BENCH_PYTHON="${SAFETUNE_PYTHON}"
   SAFETUNE_BENCH_HOME="${SAFETUNE_HOME}")
 target_compile_options(bench_train PRIVATE -fPIC)
-target_precompile_headers(bench_train REUSE_FROM safetune)
+target_precompile_headers(bench_train REUSE_FROM safetune_pch)
 set_target_properties(bench_train PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)

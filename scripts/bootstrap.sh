@@ -29,7 +29,7 @@ pypi_fetch() {
 # ---- 1. Debian packages ----------------------------------------------------------------------
 debs=(libsentencepiece-dev sentencepiece libeigen3-dev libyaml-cpp-dev catch2 libspdlog-dev
       libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libssl-dev libcurl4-openssl-dev libicu-dev libgloo-dev ninja-build ccache
-      pkg-config clang libclang-rt-14-dev chromium)
+      pkg-config clang libclang-rt-14-dev clang-format chromium)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,7 @@
 #pragma once
 #include <torch/torch.h>
 
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/model/checkpoint.hpp"
 #include "safetune/model/config.hpp"
 
 namespace safetune::test {
@@ -22,9 +22,9 @@ inline model::ModelConfig tiny_config() {
 }
 
 // Random weights under HF names for a config (what save_pretrained would write).
-inline io::Checkpoint make_checkpoint(const model::ModelConfig& c, std::uint64_t seed = 1) {
+inline model::Checkpoint make_checkpoint(const model::ModelConfig& c, std::uint64_t seed = 1) {
   torch::manual_seed(seed);
-  io::Checkpoint ck;
+  model::Checkpoint ck;
   ck.config = c;
   auto add = [&](const std::string& n, std::vector<std::int64_t> s) {
     ck.tensors.emplace_back(n, torch::randn(s) * 0.3);

@@ -113,7 +113,4 @@ std::string config_reference_markdown(ConfigSection& prototype, const std::strin
 // Expands "~/" (HOME) and $SAFETUNE_HOME / ${SAFETUNE_HOME} (default ~/.cache/safetune) in a path.
 std::string expand_path(const std::string& path);
 
-// Edit distance used for "did you mean" suggestions.
-std::size_t edit_distance(std::string_view a, std::string_view b);
-
 }  // namespace safetune

@@ -49,11 +49,6 @@ class Progress {
   void advance(std::int64_t n = 1);
   void set_postfix(std::string text);
   void finish();
-  // Pure formatting, exposed for tests: "label  42/100 [=====>    ] 3.1 it/s ETA 0:18".
-  static std::string render(const std::string& label, std::int64_t done, std::int64_t total,
-                            double seconds, const std::string& unit, const std::string& postfix,
-                            int width = 30);
-
  private:
   void draw(bool force);
   std::string label_, unit_, postfix_;

@@ -44,7 +44,7 @@ std::string shape_str(at::IntArrayRef s) {
 }
 
 int run_inspect(const std::string& path) {
-  io::Checkpoint ckpt = model::load_checkpoint(path);
+  model::Checkpoint ckpt = model::load_checkpoint(path);
   // Building the model (without conversion) checks the tensors against the config.
   model::CausalLM model(ckpt);
   const auto& c = model.config();

@@ -2,7 +2,7 @@
 #include <torch/torch.h>
 
 #include "safetune/error.hpp"
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/io/finite.hpp"
 
 namespace safetune::io {
 

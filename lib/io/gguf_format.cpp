@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "safetune/error.hpp"
-#include "safetune/io/gguf_format.hpp"
+#include "io/gguf_format.hpp"
 
 namespace safetune::io::gguf {
 namespace {

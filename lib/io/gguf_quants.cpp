@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "io/gguf_quants.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/gguf.hpp"
 

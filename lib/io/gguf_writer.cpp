@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 
+#include "io/gguf_format.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 

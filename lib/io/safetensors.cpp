@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/mapped_file.hpp"
+#include "io/safetensors_header.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 
@@ -118,6 +119,14 @@ std::string safetensors_dtype_name(at::ScalarType type, const std::string& where
   for (const auto& d : kDtypes)
     if (type == d.type) return d.name;
   throw FormatError(std::string("dtype ") + c10::toString(type) + " has no safetensors equivalent", where);
+}
+
+SafetensorsListing safetensors_list(const fs::path& file) {
+  SafetensorsHeader header = safetensors_read_header(file);
+  SafetensorsListing out;
+  for (const TensorInfo& t : header.tensors) out.names.push_back(t.name);
+  out.metadata = std::move(header.metadata);
+  return out;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> safetensors_load(const fs::path& path) {

@@ -8,7 +8,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/io/safetensors_header.hpp"
+#include "io/safetensors_header.hpp"
 
 namespace safetune::io {
 namespace {

@@ -4,6 +4,7 @@
 
 #include "kernels/lora_autograd.hpp"
 #include "kernels/lora_launch.hpp"
+#include "kernels/lora_reference.hpp"
 #include "safetune/error.hpp"
 
 #include <ATen/autocast_mode.h>

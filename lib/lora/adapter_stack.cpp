@@ -15,9 +15,6 @@
 namespace safetune::lora {
 namespace {
 
-std::mutex g_override_mutex;
-std::vector<PolicyOverride> g_overrides;
-
 kernels::LoraFactors factors_of(const Adapter& a) {
   kernels::LoraFactors f;
   f.A = a.A;
@@ -56,15 +53,15 @@ double AdapterSpec::scale() const {
   return use_rslora ? alpha / std::sqrt(r) : alpha / r;
 }
 
-void record_policy_override(const PolicyOverride& o) {
+void PolicyLog::record(const PolicyOverride& o) {
   {
-    std::lock_guard<std::mutex> lock(g_override_mutex);
-    for (auto& e : g_overrides)
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& e : entries_)
       if (e.adapter == o.adapter && e.action == o.action && e.reason == o.reason) {
         e.modules += o.modules;
         return;  // already logged: one line per decision, not one per Linear
       }
-    g_overrides.push_back(o);
+    entries_.push_back(o);
   }
   log_warn("inference policy override: " + o.action + " of adapter '" + o.adapter + "' (" + o.reason + ")");
 }
@@ -76,14 +73,14 @@ std::string describe(const PolicyOverride& o) {
   return s + " (" + o.reason + ")";
 }
 
-std::vector<PolicyOverride> policy_overrides() {
-  std::lock_guard<std::mutex> lock(g_override_mutex);
-  return g_overrides;
+std::vector<PolicyOverride> PolicyLog::entries() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return entries_;
 }
 
-void clear_policy_overrides() {
-  std::lock_guard<std::mutex> lock(g_override_mutex);
-  g_overrides.clear();
+void PolicyLog::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_.clear();
 }
 
 AdapterStack::AdapterStack(std::string module_name, at::Tensor base_weight)
@@ -179,7 +176,7 @@ Adapter& AdapterStack::add(const AdapterSpec& spec, const at::Tensor& A, const a
 
 void AdapterStack::record_override(const Adapter& a, const std::string& action,
                                    const std::string& reason) {
-  record_policy_override({module_, a.spec.name, action, reason, 1});
+  policy_log_->record({module_, a.spec.name, action, reason, 1});
 }
 
 void AdapterStack::remove(const std::string& name, const std::string& override_reason) {

@@ -34,6 +34,25 @@ const V* pattern_value(const std::vector<std::pair<std::string, V>>& patterns, c
 
 }  // namespace
 
+void LoraConfig::describe(ConfigVisitor& v) {
+  v.field("rank", rank, Field("LoRA rank r.").range(1, 4096));
+  v.field("alpha", alpha, Field("LoRA alpha; the scale is alpha/r (alpha/sqrt(r) with rsLoRA).").range(1e-6, 1e6));
+  v.field("dropout", dropout, Field("Dropout on the adapter input.").range(0, 0.99));
+  v.field("use_rslora", use_rslora, Field("rsLoRA scaling alpha/sqrt(r)."));
+  // PEFT's target_modules as YAML writes it: suffixes, or the one word all-linear.
+  const std::vector<std::string> targets_before =
+      all_linear ? std::vector<std::string>{"all-linear"} : target_suffixes;
+  std::vector<std::string> targets = targets_before;
+  v.field("targets", targets, Field("Module-name suffixes to adapt, or [all-linear]."));
+  if (targets != targets_before) {
+    all_linear = targets.size() == 1 && targets[0] == "all-linear";
+    target_suffixes = all_linear ? std::vector<std::string>{} : targets;
+  }
+  std::string init_name = init == InitMethod::gaussian ? "gaussian" : "peft_default";
+  v.field("init", init_name, Field("Initialisation of A (B starts at zero).").one_of({"peft_default", "gaussian"}));
+  init = parse_init(init_name);
+}
+
 void LoraConfig::validate() const {
   if (!all_linear && target_regex.empty() && target_suffixes.empty())
     throw ConfigError("no LoRA targets: give target modules, a regex or all-linear", "lora.target_modules");

@@ -9,6 +9,7 @@
 #include "safetune/io/gguf.hpp"
 #include "safetune/io/gguf_writer.hpp"
 #include "safetune/log.hpp"
+#include "safetune/model/gguf.hpp"
 
 namespace safetune::lora {
 
@@ -43,7 +44,7 @@ GgufLoraSummary export_gguf_lora(const AdapterFactors& adapter, const std::strin
   w.add_uint32("general.quantization_version", 2);
   for (const ModuleFactors& a : adapter.modules) {
     const std::string& module = a.module;
-    auto gguf_name = io::hf_to_gguf_name(module + ".weight");
+    auto gguf_name = model::hf_to_gguf_name(module + ".weight");
     if (!gguf_name) throw AdapterError("this Linear has no llama.cpp tensor name", module);
     at::Tensor A = a.A.detach().to(at::kCPU, at::kFloat);
     at::Tensor B = a.B.detach().to(at::kCPU, at::kFloat);
@@ -56,7 +57,7 @@ GgufLoraSummary export_gguf_lora(const AdapterFactors& adapter, const std::strin
     if (architecture == "llama") {
       const bool q = gguf_name->find(".attn_q.") != std::string::npos;
       const bool k = gguf_name->find(".attn_k.") != std::string::npos;
-      if (q || k) B = io::gguf_permute_qk_rows(B, q ? n_head : n_head_kv, /*inverse=*/false, module);
+      if (q || k) B = model::gguf_permute_qk_rows(B, q ? n_head : n_head_kv, /*inverse=*/false, module);
     }
     w.add_tensor(*gguf_name + ".lora_a", A.to(dtype));
     w.add_tensor(*gguf_name + ".lora_b", B.to(dtype));

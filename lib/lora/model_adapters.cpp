@@ -12,7 +12,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/hash.hpp"
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/io/finite.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
@@ -137,6 +137,7 @@ AdapterStack& ModelAdapters::stack_for(const std::string& module) {
   for (auto& [name, lin] : model_.linears()) {
     if (name != module) continue;
     auto stack = std::make_shared<AdapterStack>(name, lin->weight);
+    stack->set_policy_log(policy_log_);
     lin->hook = stack;
     return *stacks_.emplace(name, stack).first->second;
   }
@@ -346,7 +347,7 @@ void ModelAdapters::enforce_dependencies(const std::vector<std::string>* active)
                       "apply it too (--adapters SAFETY,TASK), or pass the explicit --override-inference-policy "
                       "(logged and recorded in reports)");
   for (const auto& p : problems)
-    record_policy_override({"", p.adapter,
+    policy_log_->record({"", p.adapter,
                             "use without dependency '" + p.dependency.name + "' (weights sha256 " +
                                 short_sha(p.dependency.weights_sha256) + ")",
                             override_reason_, 1});
@@ -472,7 +473,7 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
   fs::path file = dir / "adapter_model.safetensors";
   std::error_code ec;
   if (!fs::exists(file, ec)) throw IoError("no adapter_model.safetensors in adapter directory", dir.string());
-  auto header = io::safetensors_read_header(file);
+  const io::SafetensorsListing header = io::safetensors_list(file);
   auto get = [&](const char* k) {
     auto it = header.metadata.find(k);
     return it == header.metadata.end() ? std::string() : it->second;
@@ -505,10 +506,10 @@ AdapterFileInfo ModelAdapters::read_info(const fs::path& dir) {
     throw AdapterError("unknown safetune.metadata_version '" + version + "' (this safetune writes " +
                            kMetadataVersion + ")", file.string(), "upgrade safetune");
   }
-  for (const auto& t : header.tensors) {
+  for (const std::string& name : header.names) {
     const std::string suffix = ".lora_A.weight";
-    if (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      std::string m = t.name.substr(0, t.name.size() - suffix.size());
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      std::string m = name.substr(0, name.size() - suffix.size());
       if (m.rfind(kPrefix, 0) == 0) m = m.substr(std::string(kPrefix).size());
       info.modules.push_back(m);
     }

@@ -69,7 +69,7 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
 // Reads tensors by name, remembering which were used so leftovers can be reported.
 class TensorTable {
  public:
-  TensorTable(const io::Checkpoint& ckpt, const c10::ScalarType* dtype, const c10::Device* device)
+  TensorTable(const Checkpoint& ckpt, const c10::ScalarType* dtype, const c10::Device* device)
       : dtype_(dtype), device_(device) {
     for (const auto& [name, t] : ckpt.tensors) {
       if (!map_.emplace(name, t).second) throw ModelError("duplicate tensor", name);
@@ -278,13 +278,13 @@ at::Tensor checkpoint_anchor() {
 
 // ---- CausalLM ------------------------------------------------------------------------------------
 
-CausalLM::CausalLM(const io::Checkpoint& checkpoint) { build(checkpoint, nullptr, nullptr); }
+CausalLM::CausalLM(const Checkpoint& checkpoint) { build(checkpoint, nullptr, nullptr); }
 
-CausalLM::CausalLM(const io::Checkpoint& checkpoint, c10::ScalarType dtype, c10::Device device) {
+CausalLM::CausalLM(const Checkpoint& checkpoint, c10::ScalarType dtype, c10::Device device) {
   build(checkpoint, &dtype, &device);
 }
 
-void CausalLM::build(const io::Checkpoint& ckpt, const c10::ScalarType* dtype, const c10::Device* device) {
+void CausalLM::build(const Checkpoint& ckpt, const c10::ScalarType* dtype, const c10::Device* device) {
   config_ = ckpt.config;
   validate_config(config_, "config");
   if (dtype && !at::isFloatingType(*dtype))

@@ -2,14 +2,11 @@
 #include <torch/torch.h>
 
 #include "safetune/error.hpp"
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/io/finite.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/log.hpp"
 #include "safetune/model/causal_lm.hpp"
-#if __has_include("safetune/io/gguf.hpp")
-#include "safetune/io/gguf.hpp"
-#define SAFETUNE_MODEL_HAS_GGUF 1
-#endif
+#include "safetune/model/gguf.hpp"
 
 namespace safetune::model {
 
@@ -21,22 +18,18 @@ bool has_suffix(const std::filesystem::path& p, const std::string& ext) {
 }
 }  // namespace
 
-io::Checkpoint load_checkpoint(const std::filesystem::path& path) {
+Checkpoint load_checkpoint(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw IoError("no such file or directory", path.string());
-  io::Checkpoint ckpt;
+  Checkpoint ckpt;
   if (std::filesystem::is_directory(path, ec)) {
     ckpt.config = load_config(path / "config.json");
     ckpt.tensors = io::safetensors_load(path);
     return ckpt;
   }
   if (has_suffix(path, ".gguf")) {
-#ifdef SAFETUNE_MODEL_HAS_GGUF
     // Dequantized straight to fp32; the model converts to its dtype when built.
-    return io::gguf_load_checkpoint(path, at::kFloat);
-#else
-    throw ModelError("GGUF loading is not available in this build", path.string());
-#endif
+    return gguf_load_checkpoint(path, at::kFloat);
   }
   if (has_suffix(path, ".safetensors") || has_suffix(path, ".json")) {
     // A single file or the shard index: config.json lives beside it.
@@ -49,7 +42,7 @@ io::Checkpoint load_checkpoint(const std::filesystem::path& path) {
 }
 
 std::shared_ptr<CausalLM> load(const std::filesystem::path& path, c10::ScalarType dtype, c10::Device device) {
-  io::Checkpoint ckpt = load_checkpoint(path);
+  Checkpoint ckpt = load_checkpoint(path);
   io::require_finite(ckpt.tensors, path.string());
   try {
     return std::make_shared<CausalLM>(ckpt, dtype, device);

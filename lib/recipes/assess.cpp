@@ -62,7 +62,7 @@ safety::ReportInputs report_inputs(Session& session, const std::string& title,
   in.after = after;
   in.gates = gates;
   in.verdict = verdict;
-  for (const auto& o : lora::policy_overrides()) in.policy_overrides.push_back(lora::describe(o));
+  for (const auto& o : session.adapters().policy_log().entries()) in.policy_overrides.push_back(lora::describe(o));
   return in;
 }
 

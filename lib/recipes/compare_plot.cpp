@@ -3,18 +3,10 @@
 #include <cmath>
 
 #include "compare_internal.hpp"
-#include "safetune/safety/report.hpp"
+#include "util/svg.hpp"
 
 namespace safetune::recipes {
 using namespace compare_detail;
-
-namespace {
-// Text for the SVG: XML-escaped, without the control characters XML 1.0 forbids.
-std::string xml_escape(std::string s) {
-  std::erase_if(s, [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n'; });
-  return safety::html_escape(s);
-}
-}  // namespace
 
 std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& title) {
   const double W = 760, H = 480, left = 70, right = 230, top = 50, bottom = 60;
@@ -47,10 +39,9 @@ std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& t
                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   std::string s;
   s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  s += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt("%.0f", W) + "\" height=\"" + fmt("%.0f", H) +
-       "\" viewBox=\"0 0 " + fmt("%.0f", W) + " " + fmt("%.0f", H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  s += svg::open(fmt("%.0f", W), fmt("%.0f", H), {{"font-family", "sans-serif"}, {"font-size", "12"}});
   s += "<rect x=\"0\" y=\"0\" width=\"" + fmt("%.0f", W) + "\" height=\"" + fmt("%.0f", H) + "\" fill=\"white\"/>\n";
-  s += "<text x=\"" + fmt("%.1f", left) + "\" y=\"24\" font-size=\"15\">" + xml_escape(title) + "</text>\n";
+  s += "<text x=\"" + fmt("%.1f", left) + "\" y=\"24\" font-size=\"15\">" + svg::escape(title) + "</text>\n";
   // Grid, ticks and axes.
   for (int i = 0; i <= 5; ++i) {
     const double xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
@@ -87,7 +78,7 @@ std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& t
     const double cx = sx(r.refusal_retention.mean), cy = sy(r.task_metric.mean);
     const double xl = sx(r.refusal_retention.mean - r.refusal_retention.std), xr = sx(r.refusal_retention.mean + r.refusal_retention.std);
     const double yt = sy(r.task_metric.mean + r.task_metric.std), yb = sy(r.task_metric.mean - r.task_metric.std);
-    s += "<g stroke=\"" + std::string(color) + "\"><title>" + xml_escape(row_name(r)) + "</title>";
+    s += "<g stroke=\"" + std::string(color) + "\"><title>" + svg::escape(row_name(r)) + "</title>";
     s += "<line x1=\"" + fmt("%.1f", xl) + "\" y1=\"" + fmt("%.1f", cy) + "\" x2=\"" + fmt("%.1f", xr) + "\" y2=\"" + fmt("%.1f", cy) + "\"/>";
     s += "<line x1=\"" + fmt("%.1f", cx) + "\" y1=\"" + fmt("%.1f", yt) + "\" x2=\"" + fmt("%.1f", cx) + "\" y2=\"" + fmt("%.1f", yb) + "\"/>";
     if (r.pareto)
@@ -102,7 +93,7 @@ std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& t
     const char* color = palette[i++ % 10];
     const double lx = left + pw + 18;
     s += "<circle cx=\"" + fmt("%.1f", lx) + "\" cy=\"" + fmt("%.1f", ly) + "\" r=\"5\" fill=\"" + color + "\"/>";
-    s += "<text x=\"" + fmt("%.1f", lx + 10) + "\" y=\"" + fmt("%.1f", ly + 4) + "\">" + xml_escape(row_name(r)) +
+    s += "<text x=\"" + fmt("%.1f", lx + 10) + "\" y=\"" + fmt("%.1f", ly + 4) + "\">" + svg::escape(row_name(r)) +
          (r.pareto ? " (Pareto)" : "") + "</text>\n";
     ly += 18;
   }
@@ -110,7 +101,7 @@ std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& t
        "\" fill=\"#444\">ringed + dashed: Pareto front</text>\n";
   s += "<text x=\"" + fmt("%.1f", left + pw + 18) + "\" y=\"" + fmt("%.1f", ly + 26) +
        "\" fill=\"#444\">bars: ± 1 std over seeds</text>\n";
-  s += "</svg>\n";
+  s += svg::close();
   return s;
 }
 

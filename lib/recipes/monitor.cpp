@@ -5,7 +5,7 @@
 #include "safetune/safety/benchmarks.hpp"
 #include "safetune/recipes/assess.hpp"
 #include "safetune/recipes/two_stage_steps.hpp"
-#include "safetune/safety/prometheus.hpp"
+#include "safetune/safety/monitor.hpp"
 #include "safetune/safety/registry.hpp"
 
 namespace safetune::recipes {
@@ -28,7 +28,7 @@ safety::MonitorResult changed_artifacts(safety::ReleaseRegistry& reg, const std:
   if (!mo.prometheus_file.empty()) {
     safety::Assessment none;
     none.created = safety::utc_now_iso8601();
-    safety::write_prometheus_textfile(mo.prometheus_file, safety::assessment_samples(none, id, false));
+    safety::write_monitor_textfile(mo, none, id, /*gate_passed=*/false);
   }
   if (mo.rollback_on_regression) {
     try {

@@ -4,15 +4,6 @@
 
 namespace safetune::recipes {
 
-void LoraSection::describe(ConfigVisitor& v) {
-  v.field("rank", rank, Field("LoRA rank r.").range(1, 4096));
-  v.field("alpha", alpha, Field("LoRA alpha; the scale is alpha/r (alpha/sqrt(r) with rsLoRA).").range(1e-6, 1e6));
-  v.field("dropout", dropout, Field("Dropout on the adapter input.").range(0, 0.99));
-  v.field("use_rslora", use_rslora, Field("rsLoRA scaling alpha/sqrt(r)."));
-  v.field("targets", targets, Field("Module-name suffixes to adapt, or [all-linear]."));
-  v.field("init", init, Field("Initialisation of A (B starts at zero).").one_of({"peft_default", "gaussian"}));
-}
-
 void Stage1Section::describe(ConfigVisitor& v) {
   v.field("enabled", enabled, Field("Run stage 1 (train the safety adapter)."));
   v.section("lora", lora, Field("The safety adapter."));
@@ -69,18 +60,6 @@ void TwoStageConfig::describe(ConfigVisitor& v) {
   v.section("stage2", stage2, Field("Stage 2: task LoRA under the safety regularizers."));
   v.section("safety", safety, Field("Safety assessment, gates and guard."));
   v.section("dist", dist, Field("Data-parallel runs under torchrun (docs/distributed.md)."));
-}
-
-lora::LoraConfig to_lora(const LoraSection& s) {
-  lora::LoraConfig c;
-  c.rank = s.rank;
-  c.alpha = s.alpha;
-  c.dropout = s.dropout;
-  c.use_rslora = s.use_rslora;
-  c.init = lora::parse_init(s.init);
-  if (s.targets.size() == 1 && s.targets[0] == "all-linear") c.all_linear = true;
-  else c.target_suffixes = s.targets;
-  return c;
 }
 
 SessionOptions session_options(const ModelSection& m) {

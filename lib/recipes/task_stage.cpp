@@ -20,7 +20,7 @@ std::string add_task_adapter(TwoStageRun& run) {
   const bool has_safety = adapters.has("safety");
   std::string sha = has_safety ? adapters.content_sha256("safety") : "";
   if (has_safety && s2.safety_mode == "merged") adapters.merge({"safety"}, lora::MergeCopy::keep);
-  adapters.add("task", to_lora(s2.lora), lora::AdapterRole::task, /*trainable=*/true);
+  adapters.add("task", s2.lora, lora::AdapterRole::task, /*trainable=*/true);
   return sha;
 }
 

@@ -80,7 +80,7 @@ StageOutcome train_safety_adapter(TwoStageRun& run) {
   const auto& cfg = run.config();
   auto& session = run.session();
   auto& adapters = session.adapters();
-  adapters.add("safety", to_lora(cfg.stage1.lora), lora::AdapterRole::safety, /*trainable=*/true);
+  adapters.add("safety", cfg.stage1.lora, lora::AdapterRole::safety, /*trainable=*/true);
   data::DataLoader loader(cfg.stage1.data, session.tokenizer(), session.chat_template());
   train::TrainerHooks hooks;
   hooks.micro_step = [&](train::Trainer&, std::int64_t cursor) {

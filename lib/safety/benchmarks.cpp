@@ -6,7 +6,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/safety/csv.hpp"
+#include "safety/csv.hpp"
 
 namespace safetune::safety {
 namespace {

@@ -1,5 +1,5 @@
 // RFC 4180 CSV reading for the public benchmark layouts (AdvBench, XSTest, JailbreakBench).
-#include "safetune/safety/csv.hpp"
+#include "safety/csv.hpp"
 
 #include <algorithm>
 #include <cctype>

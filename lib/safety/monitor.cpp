@@ -5,7 +5,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/log.hpp"
-#include "safetune/safety/prometheus.hpp"
+#include "safety/prometheus.hpp"
 
 namespace safetune::safety {
 
@@ -26,8 +26,7 @@ MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, S
       {"benign_compliance", r.assessment.benign_compliance.overall.value()},
       {"discrimination_accuracy", r.assessment.discrimination.overall.value()}};
   registry.append_history({"", r.regression ? "monitor_regression" : "monitor_ok", r.release, why, metrics});
-  if (!monitor.prometheus_file.empty())
-    write_prometheus_textfile(monitor.prometheus_file, assessment_samples(r.assessment, r.release, r.verdict.passed));
+  write_monitor_textfile(monitor, r.assessment, r.release, r.verdict.passed);
   if (r.regression) {
     log_warn("release " + r.release + " regressed: " + why);
     if (monitor.rollback_on_regression) {
@@ -41,6 +40,12 @@ MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, S
     }
   }
   return r;
+}
+
+void write_monitor_textfile(const MonitorOptions& monitor, const Assessment& assessment,
+                            const std::string& release, bool gate_passed) {
+  if (monitor.prometheus_file.empty()) return;
+  write_prometheus_textfile(monitor.prometheus_file, assessment_samples(assessment, release, gate_passed));
 }
 
 std::chrono::seconds parse_interval(const std::string& text) {

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "safetune/config.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/safety/csv.hpp"
+#include "util/edit_distance.hpp"
+#include "safety/csv.hpp"
 #include "safetune/safety/registry.hpp"
 
 namespace safetune::safety {

@@ -1,5 +1,5 @@
 // Prometheus text exposition format (version 0.0.4) for node_exporter's textfile collector.
-#include "safetune/safety/prometheus.hpp"
+#include "safety/prometheus.hpp"
 
 #include <cmath>
 #include <cstdio>

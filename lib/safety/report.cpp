@@ -10,6 +10,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/safety/paired.hpp"
+#include "util/svg.hpp"
 
 namespace safetune::safety {
 namespace fs = std::filesystem;
@@ -25,6 +26,18 @@ std::string num(double v, int digits = 1) {
 }
 
 const char* kPalette[] = {"#7a8ca3", "#d9822b", "#3a9d5d", "#b04a5a", "#6b5ca5", "#2d7fb8"};
+
+// The start of every report chart: the root element, its title, a white background, the heading.
+std::string chart_head(int width, int height, int left, const std::string& title) {
+  using std::to_string;
+  std::string s = svg::open(to_string(width), to_string(height),
+                            {{"font-family", "sans-serif"}, {"font-size", "11"}, {"role", "img"}});
+  s += svg::element("title", {}, svg::escape(title)) + "\n";
+  s += svg::element("rect", {{"width", "100%"}, {"height", "100%"}, {"fill", "#ffffff"}}) + "\n";
+  s += svg::element("text", {{"x", to_string(left)}, {"y", "20"}, {"font-size", "14"}, {"font-weight", "bold"}},
+                    svg::escape(title)) + "\n";
+  return s;
+}
 
 struct MetricView {
   const char* key;
@@ -146,21 +159,7 @@ std::vector<Chart> charts(const ReportInputs& in) {
 
 }  // namespace
 
-std::string html_escape(const std::string& s) {
-  std::string o;
-  o.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
+std::string html_escape(const std::string& s) { return svg::escape_entities(s); }
 
 std::string svg_grouped_bars(const std::string& title, const std::vector<std::string>& series_names,
                              const std::vector<BarGroup>& groups) {
@@ -177,23 +176,20 @@ std::string svg_grouped_bars(const std::string& title, const std::vector<std::st
   const int width = std::max(420, left + right + static_cast<int>(groups.size()) * group_w);
   const int height = top + plot_h + bottom;
   auto y_of = [&](double v) { return top + plot_h * (1.0 - std::clamp(v, 0.0, 1.0)); };
-  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) + "\" height=\"" +
-                  std::to_string(height) + "\" viewBox=\"0 0 " + std::to_string(width) + " " + std::to_string(height) +
-                  "\" font-family=\"sans-serif\" font-size=\"11\" role=\"img\">\n";
-  s += "<title>" + html_escape(title) + "</title>\n";
-  s += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
-  s += "<text x=\"" + std::to_string(left) + "\" y=\"20\" font-size=\"14\" font-weight=\"bold\">" + html_escape(title) + "</text>\n";
+  using std::to_string;
+  std::string s = chart_head(width, height, left, title);
   for (int t = 0; t <= 4; ++t) {
     double v = t / 4.0, y = y_of(v);
-    s += "<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(width - right) + "\" y1=\"" + num(y) +
-         "\" y2=\"" + num(y) + "\" stroke=\"#dddddd\"/>\n";
-    s += "<text x=\"" + std::to_string(left - 6) + "\" y=\"" + num(y + 4) + "\" text-anchor=\"end\">" +
-         std::to_string(t * 25) + "%</text>\n";
+    s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(width - right)}, {"y1", num(y)},
+                               {"y2", num(y)}, {"stroke", "#dddddd"}}) + "\n";
+    s += svg::element("text", {{"x", to_string(left - 6)}, {"y", num(y + 4)}, {"text-anchor", "end"}},
+                      to_string(t * 25) + "%") + "\n";
   }
   for (std::size_t i = 0; i < series_names.size(); ++i) {
     int x = left + static_cast<int>(i) * 110;
-    s += "<rect x=\"" + std::to_string(x) + "\" y=\"30\" width=\"10\" height=\"10\" fill=\"" + kPalette[i % 6] + "\"/>\n";
-    s += "<text x=\"" + std::to_string(x + 14) + "\" y=\"39\">" + html_escape(series_names[i]) + "</text>\n";
+    s += svg::element("rect", {{"x", to_string(x)}, {"y", "30"}, {"width", "10"}, {"height", "10"},
+                               {"fill", kPalette[i % 6]}}) + "\n";
+    s += svg::element("text", {{"x", to_string(x + 14)}, {"y", "39"}}, svg::escape(series_names[i])) + "\n";
   }
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const BarGroup& grp = groups[g];
@@ -202,28 +198,31 @@ std::string svg_grouped_bars(const std::string& title, const std::vector<std::st
       if (k >= grp.n.size() || grp.n[k] == 0) continue;
       const double x = gx + static_cast<double>(k) * bar_w;
       const double v = grp.values[k], y = y_of(v);
-      const std::string tip = html_escape(grp.label + " / " + (k < series_names.size() ? series_names[k] : "") + ": " +
-                                          num(v * 100) + "% (n=" + std::to_string(grp.n[k]) + ", 95% CI " +
-                                          num(grp.lo[k] * 100) + "-" + num(grp.hi[k] * 100) + "%)");
-      s += "<g><title>" + tip + "</title><rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" +
-           std::to_string(bar_w - 3) + "\" height=\"" + num(top + plot_h - y) + "\" fill=\"" + kPalette[k % 6] + "\"/>";
+      const std::string tip = grp.label + " / " + (k < series_names.size() ? series_names[k] : "") + ": " +
+                              num(v * 100) + "% (n=" + to_string(grp.n[k]) + ", 95% CI " + num(grp.lo[k] * 100) +
+                              "-" + num(grp.hi[k] * 100) + "%)";
       const double cx = x + (bar_w - 3) / 2.0, ylo = y_of(k < grp.lo.size() ? grp.lo[k] : v),
                    yhi = y_of(k < grp.hi.size() ? grp.hi[k] : v);
-      s += "<line x1=\"" + num(cx) + "\" x2=\"" + num(cx) + "\" y1=\"" + num(ylo) + "\" y2=\"" + num(yhi) +
-           "\" stroke=\"#222222\"/>";
-      s += "<line x1=\"" + num(cx - 4) + "\" x2=\"" + num(cx + 4) + "\" y1=\"" + num(ylo) + "\" y2=\"" + num(ylo) +
-           "\" stroke=\"#222222\"/>";
-      s += "<line x1=\"" + num(cx - 4) + "\" x2=\"" + num(cx + 4) + "\" y1=\"" + num(yhi) + "\" y2=\"" + num(yhi) +
-           "\" stroke=\"#222222\"/></g>\n";
+      auto stroke = [](double x1, double x2, double y1, double y2) {
+        return svg::element("line", {{"x1", num(x1)}, {"x2", num(x2)}, {"y1", num(y1)}, {"y2", num(y2)},
+                                     {"stroke", "#222222"}});
+      };
+      s += svg::element("g", {},
+                        svg::element("title", {}, svg::escape(tip)) +
+                            svg::element("rect", {{"x", num(x)}, {"y", num(y)}, {"width", to_string(bar_w - 3)},
+                                                  {"height", num(top + plot_h - y)}, {"fill", kPalette[k % 6]}}) +
+                            stroke(cx, cx, ylo, yhi) + stroke(cx - 4, cx + 4, ylo, ylo) +
+                            stroke(cx - 4, cx + 4, yhi, yhi)) + "\n";
     }
     const double lx = gx + n_series * bar_w / 2.0, ly = top + plot_h + 12;
-    s += "<text x=\"" + num(lx) + "\" y=\"" + num(ly) + "\" text-anchor=\"end\" transform=\"rotate(-35 " + num(lx) +
-         " " + num(ly) + ")\">" + html_escape(grp.label) + "</text>\n";
+    s += svg::element("text", {{"x", num(lx)}, {"y", num(ly)}, {"text-anchor", "end"},
+                               {"transform", "rotate(-35 " + num(lx) + " " + num(ly) + ")"}},
+                      svg::escape(grp.label)) + "\n";
   }
-  s += "<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(width - right) + "\" y1=\"" +
-       std::to_string(top + plot_h) + "\" y2=\"" + std::to_string(top + plot_h) + "\" stroke=\"#444444\"/>\n";
-  s += "</svg>\n";
-  return s;
+  s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(width - right)},
+                             {"y1", to_string(top + plot_h)}, {"y2", to_string(top + plot_h)},
+                             {"stroke", "#444444"}}) + "\n";
+  return s + svg::close();
 }
 
 std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& x_label,
@@ -243,38 +242,39 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
   if (y1 - y0 < 1e-12) { y0 -= 0.5; y1 += 0.5; }
   auto X = [&](double x) { return left + pw * (x - x0) / (x1 - x0); };
   auto Y = [&](double y) { return top + ph * (1.0 - (y - y0) / (y1 - y0)); };
-  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) + "\" height=\"" +
-                  std::to_string(height) + "\" viewBox=\"0 0 " + std::to_string(width) + " " + std::to_string(height) +
-                  "\" font-family=\"sans-serif\" font-size=\"11\" role=\"img\">\n";
-  s += "<title>" + html_escape(title) + "</title>\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
-  s += "<text x=\"" + std::to_string(left) + "\" y=\"20\" font-size=\"14\" font-weight=\"bold\">" + html_escape(title) + "</text>\n";
+  using std::to_string;
+  std::string s = chart_head(width, height, left, title);
   for (int t = 0; t <= 4; ++t) {
     double yv = y0 + (y1 - y0) * t / 4.0, xv = x0 + (x1 - x0) * t / 4.0;
-    s += "<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(left + pw) + "\" y1=\"" + num(Y(yv)) +
-         "\" y2=\"" + num(Y(yv)) + "\" stroke=\"#dddddd\"/>\n";
-    s += "<text x=\"" + std::to_string(left - 6) + "\" y=\"" + num(Y(yv) + 4) + "\" text-anchor=\"end\">" + num(yv, 2) + "</text>\n";
-    s += "<text x=\"" + num(X(xv)) + "\" y=\"" + std::to_string(top + ph + 16) + "\" text-anchor=\"middle\">" + num(xv, 0) + "</text>\n";
+    s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(left + pw)}, {"y1", num(Y(yv))},
+                               {"y2", num(Y(yv))}, {"stroke", "#dddddd"}}) + "\n";
+    s += svg::element("text", {{"x", to_string(left - 6)}, {"y", num(Y(yv) + 4)}, {"text-anchor", "end"}},
+                      num(yv, 2)) + "\n";
+    s += svg::element("text", {{"x", num(X(xv))}, {"y", to_string(top + ph + 16)}, {"text-anchor", "middle"}},
+                      num(xv, 0)) + "\n";
   }
-  s += "<text x=\"" + std::to_string(left + pw / 2) + "\" y=\"" + std::to_string(height - 8) + "\" text-anchor=\"middle\">" +
-       html_escape(x_label) + "</text>\n";
-  s += "<text x=\"14\" y=\"" + std::to_string(top + ph / 2) + "\" text-anchor=\"middle\" transform=\"rotate(-90 14 " +
-       std::to_string(top + ph / 2) + ")\">" + html_escape(y_label) + "</text>\n";
+  s += svg::element("text", {{"x", to_string(left + pw / 2)}, {"y", to_string(height - 8)}, {"text-anchor", "middle"}},
+                    svg::escape(x_label)) + "\n";
+  s += svg::element("text", {{"x", "14"}, {"y", to_string(top + ph / 2)}, {"text-anchor", "middle"},
+                             {"transform", "rotate(-90 14 " + to_string(top + ph / 2) + ")"}},
+                    svg::escape(y_label)) + "\n";
   for (std::size_t i = 0; i < series.size(); ++i) {
     const char* colour = kPalette[(i + 1) % 6];
     std::string pts;
     for (const auto& p : series[i].points)
       if (std::isfinite(p.step) && std::isfinite(p.value)) pts += num(X(p.step)) + "," + num(Y(p.value)) + " ";
-    s += "<polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"2\" points=\"" + pts + "\"/>\n";
+    s += svg::element("polyline", {{"fill", "none"}, {"stroke", colour}, {"stroke-width", "2"}, {"points", pts}}) + "\n";
     for (const auto& p : series[i].points)
       if (std::isfinite(p.step) && std::isfinite(p.value))
-        s += "<circle cx=\"" + num(X(p.step)) + "\" cy=\"" + num(Y(p.value)) + "\" r=\"3\" fill=\"" + colour +
-             "\"><title>" + html_escape(series[i].name + " @ " + num(p.step, 0) + ": " + num(p.value, 4)) + "</title></circle>\n";
+        s += svg::element("circle", {{"cx", num(X(p.step))}, {"cy", num(Y(p.value))}, {"r", "3"}, {"fill", colour}},
+                          svg::element("title", {},
+                                       svg::escape(series[i].name + " @ " + num(p.step, 0) + ": " + num(p.value, 4)))) +
+             "\n";
     int lx = left + static_cast<int>(i) * 160;
-    s += "<rect x=\"" + std::to_string(lx) + "\" y=\"30\" width=\"10\" height=\"10\" fill=\"" + colour + "\"/>";
-    s += "<text x=\"" + std::to_string(lx + 14) + "\" y=\"39\">" + html_escape(series[i].name) + "</text>\n";
+    s += svg::element("rect", {{"x", to_string(lx)}, {"y", "30"}, {"width", "10"}, {"height", "10"}, {"fill", colour}});
+    s += svg::element("text", {{"x", to_string(lx + 14)}, {"y", "39"}}, svg::escape(series[i].name)) + "\n";
   }
-  s += "</svg>\n";
-  return s;
+  return s + svg::close();
 }
 
 std::string default_risk_statement(const ReportInputs& in) {

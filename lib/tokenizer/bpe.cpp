@@ -1,6 +1,6 @@
 // Byte-level BPE: added-token split, NFC, PCRE2 pre-tokenizers, ranked merges with a word cache.
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "safetune/tokenizer/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 
 #include <pcre2.h>
 #include <unicode/normalizer2.h>
@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 
 namespace safetune::tokenizer {
 
@@ -374,14 +375,6 @@ class MergeTable {
 };
 
 bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw IoError("cannot open tokenizer file", p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
@@ -883,7 +876,7 @@ std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& text, cons
 }
 
 std::unique_ptr<Tokenizer> bpe_from_file(const std::filesystem::path& path) {
-  return bpe_from_tokenizer_json(read_all(path), path.string());
+  return bpe_from_tokenizer_json(io::read_file(path), path.string());
 }
 
 std::vector<PreTokenizerStep> pretokenizer_for(const std::string& pre) {

@@ -6,7 +6,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
-#include "safetune/tokenizer/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 
 namespace safetune::tokenizer {
 

@@ -1,5 +1,5 @@
 // SentencePiece tokenizer: a thin adapter from libsentencepiece to the Tokenizer interface.
-#include "safetune/tokenizer/sentencepiece.hpp"
+#include "tokenizer/sentencepiece.hpp"
 
 #include <sentencepiece_processor.h>
 
@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 
 namespace safetune::tokenizer {
 
@@ -150,11 +151,7 @@ std::unique_ptr<Tokenizer> sentencepiece_from_bytes(const std::string& proto, bo
 }
 
 std::unique_ptr<Tokenizer> sentencepiece_from_file(const std::filesystem::path& model, bool add_bos, bool add_eos) {
-  std::ifstream in(model, std::ios::binary);
-  if (!in) throw IoError("cannot open SentencePiece model", model.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return std::make_unique<SpmTokenizer>(ss.str(), add_bos, add_eos, model.string());
+  return std::make_unique<SpmTokenizer>(io::read_file(model), add_bos, add_eos, model.string());
 }
 
 }  // namespace safetune::tokenizer

@@ -6,11 +6,12 @@
 #include <sstream>
 
 #include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
-#include "safetune/tokenizer/bpe.hpp"
 #include "safetune/tokenizer/discovery.hpp"
+#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/gguf.hpp"
-#include "safetune/tokenizer/sentencepiece.hpp"
+#include "tokenizer/sentencepiece.hpp"
 
 namespace safetune::tokenizer {
 
@@ -94,14 +95,6 @@ std::string StreamDecoder::flush() {
 }
 
 namespace {
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw IoError("cannot open file", p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::optional<std::string> token_name(const nlohmann::json& cfg, const char* key) {
   auto it = cfg.find(key);
   if (it == cfg.end() || it->is_null()) return std::nullopt;
@@ -158,7 +151,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   bool add_bos_cfg = true;
   nlohmann::json cfg;
   if (!config.empty()) {
-    cfg = nlohmann::json::parse(read_all(config), nullptr, false);
+    cfg = nlohmann::json::parse(io::read_file(config), nullptr, false);
     if (cfg.is_discarded() || !cfg.is_object()) throw FormatError("not a JSON object", config.string());
     if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean())
       add_bos_cfg = cfg["add_bos_token"].get<bool>();

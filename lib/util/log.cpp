@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "safetune/error.hpp"
+#include "util/progress.hpp"
 
 namespace safetune {
 namespace {
@@ -111,9 +112,9 @@ void Progress::finish() {
   if (tty_ && !log_quiet()) std::fputc('\n', stderr);
 }
 
-std::string Progress::render(const std::string& label, std::int64_t done, std::int64_t total,
-                             double seconds, const std::string& unit, const std::string& postfix,
-                             int width) {
+std::string progress_line(const std::string& label, std::int64_t done, std::int64_t total,
+                          double seconds, const std::string& unit, const std::string& postfix,
+                          int width) {
   double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
   std::string out = label + "  " + std::to_string(done);
   if (total > 0) {
@@ -139,7 +140,7 @@ void Progress::draw(bool force) {
   if (!force && since < (tty_ ? std::chrono::milliseconds(100) : log_every_)) return;
   last_draw_ = now;
   double secs = std::chrono::duration<double>(now - start_).count();
-  std::string line = render(label_, done_, total_, secs, unit_, postfix_);
+  std::string line = progress_line(label_, done_, total_, secs, unit_, postfix_);
   if (tty_) {
     std::fprintf(stderr, "\r\033[K%s", line.c_str());
     std::fflush(stderr);

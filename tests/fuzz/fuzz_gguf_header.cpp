@@ -4,7 +4,7 @@
 #include <string_view>
 
 #include "safetune/error.hpp"
-#include "safetune/io/gguf_format.hpp"
+#include "io/gguf_format.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -4,7 +4,7 @@
 #include <string_view>
 
 #include "safetune/error.hpp"
-#include "safetune/io/safetensors_header.hpp"
+#include "io/safetensors_header.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

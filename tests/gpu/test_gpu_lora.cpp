@@ -1,5 +1,6 @@
 // CUDA LoRA kernels against the CPU references: every dtype, awkward shapes and ranks.
 #include "safetune/kernels/lora.hpp"
+#include "kernels/lora_reference.hpp"
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "safetune/tokenizer/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 #include "support.hpp"
 
 using namespace safetune;

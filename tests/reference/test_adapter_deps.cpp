@@ -61,7 +61,7 @@ std::string write_pair(const fs::path& base, const fs::path& dir) {
 // Rewrites one key of an adapter's safetensors metadata, leaving the tensors as they are.
 void edit_metadata(const fs::path& dir, const std::string& key, const std::string& value) {
   const fs::path file = dir / "adapter_model.safetensors";
-  auto meta = io::safetensors_read_header(file).metadata;
+  auto meta = io::safetensors_list(file).metadata;
   meta[key] = value;
   io::safetensors_save(file, io::safetensors_load(file), meta);
 }
@@ -271,16 +271,14 @@ TEST_CASE("adapter deps: the inference-policy override is logged once per adapte
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(count(r.err, "inference policy override") == 1);
-  lora::clear_policy_overrides();
   auto m = model::load(fix() / "base");
   lora::ModelAdapters ad(*m);
   ad.load_peft(tmp / "safety");
   ad.set_enabled("safety", false, "ablation");
-  auto log = lora::policy_overrides();
+  auto log = ad.policy_log().entries();
   REQUIRE(log.size() == 1);
   CHECK(log[0].modules == 8);
   CHECK(lora::describe(log[0]) == "disable of adapter 'safety' on 8 modules (ablation)");
-  lora::clear_policy_overrides();
 }
 
 TEST_CASE("adapter deps: adapter_config.json that PEFT refuses is refused, naming the file and key", "[deps][reference]") {

@@ -8,6 +8,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
+#include "safetune/model/gguf.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
@@ -105,7 +106,7 @@ TEST_CASE("gguf reference: tiny llama and qwen2 checkpoints recover the HF tenso
   for (const std::string arch : {"llama", "qwen2"}) {
     INFO(arch);
     const json& s = configs[arch];
-    io::Checkpoint ck = io::gguf_load_checkpoint(gguf_dir() / (arch + ".gguf"), at::kFloat);
+    model::Checkpoint ck = model::gguf_load_checkpoint(gguf_dir() / (arch + ".gguf"), at::kFloat);
     const auto& c = ck.config;
     CHECK(c.architecture == arch);
     CHECK(c.num_hidden_layers == s["layers"].get<int64_t>());
@@ -137,7 +138,7 @@ TEST_CASE("gguf reference: tiny llama and qwen2 checkpoints recover the HF tenso
 
 TEST_CASE("gguf reference: the real SmolLM2 Q4_1 model", "[reference][io][gguf][model]") {
   REQUIRE(fs::exists(test::smollm2_gguf()));
-  io::Checkpoint ck = io::gguf_load_checkpoint(test::smollm2_gguf(), at::kFloat);
+  model::Checkpoint ck = model::gguf_load_checkpoint(test::smollm2_gguf(), at::kFloat);
   const auto& c = ck.config;
   CHECK(c.architecture == "llama");
   CHECK(c.num_hidden_layers == 30);
@@ -183,7 +184,7 @@ TEST_CASE("gguf reference: the real SmolLM2 Q4_1 model", "[reference][io][gguf][
 
 TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equals transformers", "[reference][io][gguf]") {
   auto expected = as_map(io::safetensors_load(gguf_dir() / "llama3_rope_expected.safetensors"));
-  io::Checkpoint ck = io::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
+  model::Checkpoint ck = model::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
   REQUIRE(ck.config.rope_freq_factors.size() == 8);
   CHECK(ck.config.rope_freq_factors[0] == 1.0f);
   CHECK(ck.config.rope_freq_factors[7] == 8.0f);
@@ -196,6 +197,6 @@ TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equal
   model::CausalLM unscaled(ck);
   CHECK((unscaled.forward(ids)[0] - expected["logits"]).abs().max().item<float>() > 1e-2f);
   // A model whose rope has no config.json form refuses to be exported as a Hugging Face directory.
-  io::Checkpoint again = io::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
+  model::Checkpoint again = model::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
   CHECK_THROWS_WITH(model::to_hf_json(again.config), Catch::Contains("rope frequency factors"));
 }

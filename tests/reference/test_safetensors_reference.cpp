@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "safetune/io/atomic_file.hpp"
+#include "io/safetensors_header.hpp"  // internal: the parsed header
 #include "safetune/io/safetensors.hpp"
 #include "support.hpp"
 

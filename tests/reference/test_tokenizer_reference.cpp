@@ -5,9 +5,9 @@
 #include <sstream>
 
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/tokenizer/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
-#include "safetune/tokenizer/sentencepiece.hpp"
+#include "tokenizer/sentencepiece.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 #include "support.hpp"
 

@@ -5,6 +5,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/recipes/two_stage.hpp"
+#include "util/edit_distance.hpp"
 #include "support.hpp"
 
 using namespace safetune;

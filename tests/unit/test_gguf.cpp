@@ -8,6 +8,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/gguf.hpp"
+#include "safetune/model/gguf.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -276,10 +277,10 @@ TEST_CASE("gguf: checkpoint loading rejects unknown architectures and names", "[
   b.add_string("general.architecture", "mamba");
   fs::path p = dir / "m.gguf";
   write_bytes(p, b.bytes());
-  CHECK_THROWS_WITH(io::gguf_load_checkpoint(p, at::kFloat),
+  CHECK_THROWS_WITH(model::gguf_load_checkpoint(p, at::kFloat),
                     Catch::Contains("unknown architecture 'mamba'") && Catch::Contains("m.gguf"));
-  CHECK(io::gguf_to_hf_name("blk.12.attn_output.weight") == std::string("model.layers.12.self_attn.o_proj.weight"));
-  CHECK(io::gguf_to_hf_name("blk.0.ffn_norm.weight") == std::string("model.layers.0.post_attention_layernorm.weight"));
-  CHECK(io::gguf_to_hf_name("output.weight") == std::string("lm_head.weight"));
-  CHECK_FALSE(io::gguf_to_hf_name("blk.0.attn_qkv.weight").has_value());
+  CHECK(model::gguf_to_hf_name("blk.12.attn_output.weight") == std::string("model.layers.12.self_attn.o_proj.weight"));
+  CHECK(model::gguf_to_hf_name("blk.0.ffn_norm.weight") == std::string("model.layers.0.post_attention_layernorm.weight"));
+  CHECK(model::gguf_to_hf_name("output.weight") == std::string("lm_head.weight"));
+  CHECK_FALSE(model::gguf_to_hf_name("blk.0.attn_qkv.weight").has_value());
 }

@@ -4,6 +4,7 @@
 #include "safetune/kernels/lora.hpp"
 #include "safetune/train/autocast.hpp"
 #include "kernels/lora_autograd.hpp"
+#include "kernels/lora_reference.hpp"
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>

@@ -1,6 +1,7 @@
 // LoraConfig target selection and rank/alpha patterns on hand-checked module names.
 #include "safetune/error.hpp"
 #include "safetune/lora/config.hpp"
+#include "safetune/recipes/two_stage.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -75,4 +76,30 @@ TEST_CASE("invalid LoRA configs are ConfigErrors", "[lora][config]") {
   CHECK_THROWS_AS(pat.validate(), safetune::ConfigError);
   CHECK_THROWS_AS(safetune::lora::parse_role("admin"), safetune::ConfigError);
   CHECK(safetune::lora::parse_role("safety") == safetune::lora::AdapterRole::safety);
+}
+
+TEST_CASE("LoraConfig as a YAML section: targets and init, recipe defaults kept", "[lora][config]") {
+  LoraConfig c;  // PEFT's defaults: alpha 8, no targets
+  CHECK(c.alpha == 8);
+  safetune::config_load_string(c, "rank: 4\ntargets: [all-linear]\ninit: gaussian\n", "lora.yaml");
+  CHECK(c.rank == 4);
+  CHECK(c.all_linear);
+  CHECK(c.target_suffixes.empty());
+  CHECK(c.init == safetune::lora::InitMethod::gaussian);
+  CHECK(c.targets("model.layers.0.mlp.up_proj"));
+  CHECK_FALSE(c.targets("lm_head"));
+
+  // What stage1.lora / stage2.lora start from (docs/config.md): alpha 16 on every projection.
+  LoraConfig d = safetune::recipes::default_adapter_config();
+  CHECK(d.alpha == 16);
+  CHECK(d.target_suffixes.size() == 7);
+  const std::string dumped = safetune::config_dump(d);
+  CHECK_THAT(dumped, Catch::Contains("alpha: 16"));
+  CHECK_THAT(dumped, Catch::Contains("init: peft_default"));
+  CHECK(d.target_suffixes.size() == 7);  // dumping changes nothing
+  safetune::config_load_string(d, "targets: [q_proj, v_proj]\n", "lora.yaml");
+  CHECK(d.target_suffixes == std::vector<std::string>{"q_proj", "v_proj"});
+  CHECK_FALSE(d.all_linear);
+  CHECK(d.alpha == 16);
+  CHECK_THROWS_AS(safetune::config_load_string(d, "init: xavier\n", "lora.yaml"), safetune::ConfigError);
 }

@@ -15,7 +15,7 @@ namespace {
 // Stands in for the model's Linear: y = x W^T + b, then the hook.
 struct TinyLinear {
   at::Tensor weight, bias;
-  std::shared_ptr<LinearHook> hook;
+  std::shared_ptr<safetune::model::LinearHook> hook;
   at::Tensor forward(const at::Tensor& x) const {
     at::Tensor y = at::linear(x, weight, bias);
     return hook && hook->active() ? hook->apply(x, y) : y;
@@ -154,7 +154,6 @@ TEST_CASE("merged and unmerged forward agree and unmerge restores the base", "[l
 }
 
 TEST_CASE("required_at_inference adapters need an explicit, recorded override", "[lora]") {
-  clear_policy_overrides();
   AdapterStack st("layers.3.v_proj", torch::randn({8, 8}));
   auto s = spec("safety", 2, 4);
   s.role = AdapterRole::safety;
@@ -165,10 +164,10 @@ TEST_CASE("required_at_inference adapters need an explicit, recorded override", 
   CHECK_THROWS_AS(st.set_enabled("safety", false), safetune::AdapterError);
   CHECK_THROWS_AS(st.remove("safety"), safetune::AdapterError);
   CHECK(st.get("safety").enabled);
-  CHECK(policy_overrides().empty());
+  CHECK(st.policy_log().entries().empty());
   st.set_enabled("task", false);  // ordinary adapters need nothing
   st.remove("task");
-  CHECK(policy_overrides().empty());
+  CHECK(st.policy_log().entries().empty());
 
   st.set_enabled("safety", false, "ablation study");
   CHECK_FALSE(st.get("safety").enabled);
@@ -176,14 +175,13 @@ TEST_CASE("required_at_inference adapters need an explicit, recorded override", 
   st.set_enabled("safety", true);
   st.remove("safety", "replacing with v2");
   CHECK_FALSE(st.contains("safety"));
-  const auto log = policy_overrides();
+  const auto log = st.policy_log().entries();
   REQUIRE(log.size() == 2);
   CHECK(log[0].module == "layers.3.v_proj");
   CHECK(log[0].adapter == "safety");
   CHECK(log[0].action == "disable");
   CHECK(log[0].reason == "ablation study");
   CHECK(log[1].action == "remove");
-  clear_policy_overrides();
 }
 
 TEST_CASE("safe_merge refuses non-finite results and leaves W untouched", "[lora]") {

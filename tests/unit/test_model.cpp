@@ -26,7 +26,7 @@ std::string error_of(F&& f) {
 }
 
 // Adds a trainable low-rank term, like a LoRA adapter would.
-struct TestHook : lora::LinearHook {
+struct TestHook : model::LinearHook {
   at::Tensor A, B;
   bool on = true;
   TestHook(std::int64_t in, std::int64_t out) {

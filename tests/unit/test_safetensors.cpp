@@ -8,7 +8,8 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/io/checkpoint.hpp"
+#include "safetune/io/finite.hpp"
+#include "io/safetensors_header.hpp"  // internal: the parsed header
 #include "safetune/io/safetensors.hpp"
 #include "support.hpp"
 

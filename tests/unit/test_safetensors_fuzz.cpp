@@ -9,7 +9,9 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
-#include "safetune/io/safetensors_header.hpp"
+#include "io/gguf_format.hpp"
+#include "io/gguf_quants.hpp"
+#include "io/safetensors_header.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

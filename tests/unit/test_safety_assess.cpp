@@ -9,7 +9,7 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
-#include "safetune/safety/prometheus.hpp"
+#include "safety/prometheus.hpp"
 #include "support.hpp"
 
 using namespace safetune;

@@ -4,7 +4,7 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "safetune/safety/csv.hpp"
+#include "safety/csv.hpp"
 #include "safetune/safety/probes.hpp"
 #include "support.hpp"
 

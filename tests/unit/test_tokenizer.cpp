@@ -4,7 +4,7 @@
 #include <random>
 
 #include "safetune/error.hpp"
-#include "safetune/tokenizer/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 #include "support.hpp"

@@ -9,6 +9,7 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/dir_lock.hpp"
 #include "safetune/log.hpp"
+#include "util/progress.hpp"
 #include "support.hpp"
 
 using namespace safetune;
@@ -116,9 +117,9 @@ TEST_CASE("metrics writer emits one JSON object per line", "[util]") {
 }
 
 TEST_CASE("progress line shows count, rate and ETA", "[util]") {
-  std::string s = Progress::render("train", 25, 100, 10.0, "step", "loss 1.2", 10);
+  std::string s = progress_line("train", 25, 100, 10.0, "step", "loss 1.2", 10);
   CHECK(s == "train  25/100 [==>       ] 2.50 step/s ETA 0:30 elapsed 0:10  loss 1.2");
-  CHECK_THAT(Progress::render("gen", 5, 0, 2.0, "tok", ""), Contains("2.50 tok/s"));
+  CHECK_THAT(progress_line("gen", 5, 0, 2.0, "tok", ""), Contains("2.50 tok/s"));
   CHECK(format_duration(3725) == "1:02:05");
 }
 

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "safetune/io/gguf_format.hpp"
+#include "safetune/io/gguf_types.hpp"
 
 namespace safetune::io {
 

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "safetune/io/safetensors_header.hpp"
+#include <string_view>
 
 namespace safetune::io {
 
@@ -34,6 +34,14 @@ std::vector<std::filesystem::path> safetensors_save_sharded(
     const std::filesystem::path& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
     std::uint64_t max_shard_bytes = 5'000'000'000ULL,
     const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// What a file's header lists: tensor names in file order and its "__metadata__" (string to
+// string), reading only the header.
+struct SafetensorsListing {
+  std::vector<std::string> names;
+  std::map<std::string, std::string> metadata;
+};
+SafetensorsListing safetensors_list(const std::filesystem::path& file);
 
 // torch dtype <-> safetensors dtype name; FormatError (where = `where`) for dtypes without a match.
 at::ScalarType safetensors_scalar_type(std::string_view dtype, const std::string& where = {});

@@ -1,5 +1,5 @@
-// Fused LoRA kernels: multi-adapter weight merge and the multi-adapter forward/backward, each with
-// a plain reference implementation the tests compare against.
+// Fused LoRA kernels: multi-adapter weight merge and the multi-adapter forward/backward (each has a
+// plain reference implementation the tests compare against: lib/kernels/lora_reference.hpp).
 #pragma once
 #include <ATen/Tensor.h>
 #include <vector>
@@ -24,10 +24,6 @@ struct LoraFactors {
 // factors in any float dtype on W's device. Throws KernelError on bad shapes/devices/dtypes.
 void lora_merge_(at::Tensor& W, const std::vector<LoraFactors>& adapters, double sign = 1.0);
 
-// Plain reference: returns (W + sign * sum_i s_i B_i A_i) computed in fp64, rounded to W's dtype.
-at::Tensor lora_merge_reference(const at::Tensor& W, const std::vector<LoraFactors>& adapters,
-                                double sign = 1.0);
-
 // y = base_out + sum_i s_i * (drop_i(x) A_i^T) B_i^T for x [..., in], base_out [..., out].
 // Precision (torch.amp.custom_fwd/custom_bwd's contract, whatever the autocast state around it):
 // the adapters compute in the autocast dtype when autocast is on for x's device, else in
@@ -51,12 +47,6 @@ at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
 // view, no copy); y has the compute dtype (what at::linear gives under the same autocast state).
 at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                        const std::vector<LoraFactors>& adapters, bool training);
-
-// Plain reference of lora_linear_add (one ATen product chain per adapter in the same compute dtype;
-// autograd by ATen). Uses the given masks when dropout applies; requires them when training with
-// dropout > 0.
-at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base_out,
-                                     const std::vector<LoraFactors>& adapters, bool training);
 
 // True when this build has the CUDA kernels compiled in.
 bool cuda_kernels_built();

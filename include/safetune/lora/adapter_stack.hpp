@@ -2,11 +2,13 @@
 #pragma once
 #include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
-#include "safetune/lora/hook.hpp"
+#include "safetune/model/linear_hook.hpp"
 
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,18 +62,27 @@ struct PolicyOverride {
   std::string reason;   // what the caller passed as the override
   std::size_t modules = 1;  // Linears it was granted on
 };
-// Records an override; logs one warning the first time an (adapter, action, reason) is seen.
-void record_policy_override(const PolicyOverride& o);
-// Every override granted in this process, in order (thread-safe copy).
-std::vector<PolicyOverride> policy_overrides();
-void clear_policy_overrides();
+// The overrides granted on one model's adapters (ModelAdapters shares its log with every stack it
+// makes; a standalone AdapterStack has its own). Thread-safe.
+class PolicyLog {
+ public:
+  // Records an override; logs one warning the first time an (adapter, action, reason) is seen.
+  void record(const PolicyOverride& o);
+  // Every override recorded, in order (a copy).
+  std::vector<PolicyOverride> entries() const;
+  void clear();
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<PolicyOverride> entries_;
+};
 // One line for reports: "disable of required adapter 'safety' on 30 modules (reason)".
 std::string describe(const PolicyOverride& o);
 
 // How to restore a merge exactly: a caller that wants bit-exact unmerge asks for a saved copy.
 enum class MergeCopy { none, keep };
 
-class AdapterStack : public LinearHook {
+class AdapterStack : public model::LinearHook {
  public:
   // base_weight is the Linear's [out, in] weight; the stack keeps a handle to the same storage so
   // merge/unmerge edit the model's weight in place.
@@ -110,6 +121,10 @@ class AdapterStack : public LinearHook {
   // override), for generation-time checks.
   std::vector<std::string> inference_violations() const;
 
+  // Where this stack records policy overrides (shared with the other stacks of one model).
+  PolicyLog& policy_log() const { return *policy_log_; }
+  void set_policy_log(std::shared_ptr<PolicyLog> log) { policy_log_ = std::move(log); }
+
   void train(bool on = true) { training_ = on; }
   bool is_training() const { return training_; }
 
@@ -139,6 +154,7 @@ class AdapterStack : public LinearHook {
   std::vector<std::size_t> indices_for_merge(const std::vector<std::string>& names, bool merging) const;
   void merge_impl(const std::vector<std::string>& names, MergeCopy copy, bool safe);
   void record_override(const Adapter& a, const std::string& action, const std::string& reason);
+  std::shared_ptr<PolicyLog> policy_log_ = std::make_shared<PolicyLog>();
   std::size_t index_of(const std::string& name) const;
 
   std::string module_;

@@ -1,5 +1,7 @@
-// LoraConfig: which Linears get adapters (suffixes, regex or all-linear) and with what rank/alpha.
+// LoraConfig: which Linears get adapters (suffixes, regex or all-linear) and with what rank/alpha;
+// also the `lora` section of a YAML config (stage1.lora, stage2.lora).
 #pragma once
+#include "safetune/config.hpp"
 #include "safetune/lora/adapter_stack.hpp"
 
 #include <cstdint>
@@ -9,7 +11,9 @@
 
 namespace safetune::lora {
 
-struct LoraConfig {
+// Defaults are PEFT's (r 8, alpha 8, no targets); a recipe's YAML section starts from its own
+// (recipes::default_adapter_config).
+struct LoraConfig : ConfigSection {
   // Target selection, PEFT semantics. Exactly one of these is used, in this order of precedence:
   //   all_linear: every Linear except the output head (names ending in "lm_head");
   //   target_regex (non-empty): the full module name must match (like re.fullmatch);
@@ -29,6 +33,10 @@ struct LoraConfig {
   // matches the regex "(.*\.)?(K)$" overrides rank / alpha.
   std::vector<std::pair<std::string, std::int64_t>> rank_pattern;
   std::vector<std::pair<std::string, double>> alpha_pattern;
+
+  // YAML keys: rank, alpha, dropout, use_rslora, targets (suffixes, or [all-linear] for
+  // all_linear), init (peft_default | gaussian). Regex targets and patterns are library-only.
+  void describe(ConfigVisitor& v) override;
 
   // ConfigError when nothing selects targets, a regex is invalid or a rank/alpha is not positive.
   void validate() const;

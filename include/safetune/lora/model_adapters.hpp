@@ -106,6 +106,8 @@ class ModelAdapters {
   // enforce_dependencies pass, logging the override once and recording it for reports.
   void set_policy_override(const std::string& reason) { override_reason_ = reason; }
   const std::string& policy_override() const { return override_reason_; }
+  // Every override of the inference policy granted on this model's adapters, for its reports.
+  const PolicyLog& policy_log() const { return *policy_log_; }
   // Throws PolicyError naming the dependent adapter and the missing or different one (with its
   // hash) unless there is no problem or a policy override is set. Called wherever adapters are
   // applied: Session::chat and scoring, merge, the exports.
@@ -128,6 +130,7 @@ class ModelAdapters {
   model::CausalLM& model_;
   std::map<std::string, std::vector<AdapterDependency>> deps_;  // by adapter name
   std::string override_reason_;
+  std::shared_ptr<PolicyLog> policy_log_ = std::make_shared<PolicyLog>();  // shared with the stacks
   // weights_sha256 by adapter, with the factors' identity and version counters it was computed
   // for: the policy check runs before every generation batch, and hashing is not free on 7B.
   mutable std::map<std::string, std::pair<std::string, std::string>> weights_sha_cache_;

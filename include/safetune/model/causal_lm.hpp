@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "safetune/io/checkpoint.hpp"
-#include "safetune/lora/hook.hpp"
+#include "safetune/model/checkpoint.hpp"
 #include "safetune/model/config.hpp"
+#include "safetune/model/linear_hook.hpp"
 
 namespace safetune::model {
 
@@ -29,7 +29,7 @@ class Linear : public torch::nn::Module {
 
   at::Tensor weight;  // [out, in]
   at::Tensor bias;    // [out] or undefined
-  std::shared_ptr<lora::LinearHook> hook;
+  std::shared_ptr<LinearHook> hook;
 };
 
 // Keys and values of every layer seen so far, [B, kv_heads, S, head_dim] per layer. Storage grows
@@ -58,9 +58,9 @@ class CausalLM : public torch::nn::Module {
  public:
   // Takes the tensors as they are (no dtype/device conversion). Checks that exactly the tensors
   // the config implies are present with the right shapes: ModelError naming the tensor otherwise.
-  explicit CausalLM(const io::Checkpoint& checkpoint);
+  explicit CausalLM(const Checkpoint& checkpoint);
   // Same, converting every tensor to `dtype` on `device` first (no copy when they already match).
-  CausalLM(const io::Checkpoint& checkpoint, c10::ScalarType dtype, c10::Device device);
+  CausalLM(const Checkpoint& checkpoint, c10::ScalarType dtype, c10::Device device);
 
   // input_ids [B,T] int64. attention_mask [B, past+T] with 1 = real token, 0 = padding (optional;
   // needed for left-padded batches). position_ids [B,T] (optional: derived from the mask as
@@ -107,7 +107,7 @@ class CausalLM : public torch::nn::Module {
   struct Layer;  // one decoder block; defined in causal_lm.cpp
 
  private:
-  void build(const io::Checkpoint& checkpoint, const c10::ScalarType* dtype,
+  void build(const Checkpoint& checkpoint, const c10::ScalarType* dtype,
              const c10::Device* device);
 
   ModelConfig config_;
@@ -126,6 +126,6 @@ std::shared_ptr<CausalLM> load(const std::filesystem::path& path,
                                c10::ScalarType dtype = c10::ScalarType::Float,
                                c10::Device device = c10::Device(c10::DeviceType::CPU));
 // The checkpoint (config + HF-named tensors in file dtype) without building the model.
-io::Checkpoint load_checkpoint(const std::filesystem::path& path);
+Checkpoint load_checkpoint(const std::filesystem::path& path);
 
 }  // namespace safetune::model

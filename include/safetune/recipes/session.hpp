@@ -47,7 +47,7 @@ class Session {
   void load_adapters(const std::vector<std::filesystem::path>& dirs);
   // Refuses (AdapterError / PolicyError) while a required adapter is disabled or an applied adapter
   // lacks an adapter it depends on, unless allow_policy_override (then logged once and recorded in
-  // lora::policy_overrides()). chat() and SessionScorer call it before every use.
+  // adapters().policy_log()). chat() and SessionScorer call it before every use.
   void check_inference_policy();
   // Prompt ids for a conversation, ending with the assistant header.
   std::vector<std::int64_t> prompt_ids(const std::vector<tokenizer::ChatMessage>& messages) const;

@@ -9,6 +9,7 @@
 #include "safetune/config.hpp"
 #include "safetune/data/dataset.hpp"
 #include "safetune/dist/context.hpp"
+#include "safetune/lora/config.hpp"
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
 #include "safetune/safety/http_judge.hpp"
@@ -19,19 +20,18 @@
 
 namespace safetune::recipes {
 
-struct LoraSection : ConfigSection {
-  std::int64_t rank = 8;
-  double alpha = 16;
-  double dropout = 0.0;
-  bool use_rslora = false;
-  std::vector<std::string> targets{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  std::string init = "peft_default";
-  void describe(ConfigVisitor& v) override;
-};
+// An adapter's `lora` section as a two-stage config starts it: alpha 16 on every projection of a
+// decoder layer (rank 8, no dropout, PEFT's init).
+inline lora::LoraConfig default_adapter_config() {
+  lora::LoraConfig c;
+  c.alpha = 16;
+  c.target_suffixes = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return c;
+}
 
 struct Stage1Section : ConfigSection {
   bool enabled = true;
-  LoraSection lora;
+  lora::LoraConfig lora = default_adapter_config();
   data::DataSection data;
   train::TrainSection train;
   void describe(ConfigVisitor& v) override;
@@ -41,7 +41,7 @@ struct Stage2Section : ConfigSection {
   bool enabled = true;
   std::string safety_mode = "separate";  // separate | merged
   std::string safety_adapter;            // PEFT dir, when stage 1 is not run
-  LoraSection lora;
+  lora::LoraConfig lora = default_adapter_config();
   data::DataSection data;
   data::DataSection anchor;              // safety anchor batches; default: stage 1's data
   SectionList<train::RegularizerSection> regularizers;

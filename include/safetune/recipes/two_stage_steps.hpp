@@ -19,8 +19,7 @@
 
 namespace safetune::recipes {
 
-// The config's sections as the library's types.
-lora::LoraConfig to_lora(const LoraSection& s);
+// The model section as the session's options.
 SessionOptions session_options(const ModelSection& m);
 
 // What every step works on: the validated config, the locked run directory, the model session,

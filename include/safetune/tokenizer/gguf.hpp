@@ -6,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "safetune/tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 
@@ -16,9 +15,6 @@ class GgufFile;
 
 namespace safetune::tokenizer {
 
-// The tokenizer.ggml.* metadata of a byte-level BPE (tokenizer.ggml.model = gpt2) file;
-// TokenizerError naming the file for any other tokenizer model.
-BpeSpec bpe_spec_from_gguf(const io::GgufFile& file);
 // Byte-level BPE (tokenizer.ggml.model = gpt2). TokenizerError naming the file otherwise.
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& file);
 // Writes the file's tokenizer as Hugging Face files into `dir` (tokenizer.json, and

@@ -1,4 +1,5 @@
 // Torch-free safetensors header parsing and validation (shared by the loader and the fuzz target).
+// Internal to io/: the public API is io/safetensors.hpp.
 #pragma once
 #include <cstdint>
 #include <filesystem>

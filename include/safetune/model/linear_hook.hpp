@@ -2,10 +2,11 @@
 #pragma once
 #include <ATen/Tensor.h>
 
-namespace safetune::lora {
+namespace safetune::model {
 
-// Implemented by lora::AdapterStack. A model Linear whose hook is present and active() returns
-// hook->forward(x, W, b); without one it computes x W^T + b itself.
+// Implemented by lora::AdapterStack: model/ owns the seam, lora/ fills it (the arrow points from
+// lora to model). A model Linear whose hook is present and active() returns hook->forward(x, W, b);
+// without one it computes x W^T + b itself.
 class LinearHook {
  public:
   virtual ~LinearHook() = default;
@@ -17,4 +18,4 @@ class LinearHook {
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 };
 
-}  // namespace safetune::lora
+}  // namespace safetune::model

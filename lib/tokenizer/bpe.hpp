@@ -1,4 +1,5 @@
 // Byte-level BPE (GPT-2 family: GPT-2, Llama-3, Qwen2, SmolLM2, DeepSeek) from tokenizer.json or a spec.
+// Internal to tokenizer/: the public way in is tokenizer::load_tokenizer (tokenizer.hpp).
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -6,6 +7,10 @@
 #include <vector>
 
 #include "safetune/tokenizer/tokenizer.hpp"
+
+namespace safetune::io {
+class GgufFile;
+}
 
 namespace safetune::tokenizer {
 
@@ -58,5 +63,9 @@ std::string tokenizer_json_from_spec(const BpeSpec& spec);
 const std::string& byte_to_unicode(uint8_t b);
 // Maps a vocabulary string back to bytes; false if it holds a character outside the mapping.
 bool unicode_to_bytes(std::string_view token, std::string& out);
+
+// The tokenizer.ggml.* metadata of a byte-level BPE (tokenizer.ggml.model = gpt2) file;
+// TokenizerError naming the file for any other tokenizer model.
+BpeSpec bpe_spec_from_gguf(const io::GgufFile& file);
 
 }  // namespace safetune::tokenizer

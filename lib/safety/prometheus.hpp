@@ -1,5 +1,6 @@
 // Prometheus text-format metrics for node_exporter's textfile collector: written to a temp file
-// and renamed, so the collector never reads a half-written file.
+// and renamed, so the collector never reads a half-written file. Internal to safety/: the public
+// way to write one is safety::write_monitor_textfile (monitor.hpp).
 #pragma once
 #include <filesystem>
 #include <map>

@@ -8,16 +8,12 @@
 
 #include "safetune/model/config.hpp"
 
-namespace safetune::io {
+namespace safetune::model {
 
 struct Checkpoint {
-  model::ModelConfig config;
+  ModelConfig config;
   // HF names, e.g. "model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight".
   std::vector<std::pair<std::string, at::Tensor>> tensors;
 };
 
-// FormatError naming `file` and the first floating-point tensor holding NaN or infinite values (with
-// their count): such weights only ever produce NaN logits, so they are refused at load time.
-void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& file);
-
-}  // namespace safetune::io
+}  // namespace safetune::model

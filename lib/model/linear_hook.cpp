@@ -1,12 +1,12 @@
 // The LinearHook default: the base Linear, then the hook's own apply().
-#include "safetune/lora/hook.hpp"
+#include "safetune/model/linear_hook.hpp"
 
 #include <ATen/ATen.h>
 
-namespace safetune::lora {
+namespace safetune::model {
 
 at::Tensor LinearHook::forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   return apply(x, at::linear(x, weight, bias));
 }
 
-}  // namespace safetune::lora
+}  // namespace safetune::model

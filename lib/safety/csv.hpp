@@ -1,4 +1,5 @@
 // A small RFC 4180 CSV reader for the public benchmark layouts (quoted fields, "" escapes, CRLF).
+// Internal to safety/.
 #pragma once
 #include <cstddef>
 #include <string>

@@ -1,4 +1,5 @@
 // SentencePiece (.model) tokenizers through libsentencepiece, byte fallback included.
+// Internal to tokenizer/: the public way in is tokenizer::load_tokenizer (tokenizer.hpp).
 #pragma once
 #include <filesystem>
 #include <memory>

@@ -1,0 +1,32 @@
+# CTest script: the layering is enforced by the build. Each probe is one #include compiled with
+# exactly the include paths of an area's own sources (tests/CMakeLists.txt makes one target per
+# probe); an allowed include must compile, a forbidden one must fail on that very header.
+# PROBES: "<target>|<area>|<header>|<ALLOW or FORBID>" entries, separated by ','.
+set(failures "")
+string(REPLACE "," ";" probes "${PROBES}")
+foreach(probe IN LISTS probes)
+  string(REPLACE "|" ";" fields "${probe}")
+  list(GET fields 0 target)
+  list(GET fields 1 area)
+  list(GET fields 2 header)
+  list(GET fields 3 expect)
+  execute_process(COMMAND ${CMAKE_COMMAND} --build "${BINARY_DIR}" --target ${target}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REPLACE "." "\\." header_re "${header}")
+  if(expect STREQUAL "ALLOW")
+    if(NOT rc EQUAL 0)
+      string(APPEND failures "\n${area} -> ${header} is allowed but did not compile:\n${out}${err}")
+    else()
+      message(STATUS "ok: ${area} may include ${header}")
+    endif()
+  elseif(rc EQUAL 0)
+    string(APPEND failures "\n${area} -> ${header} is forbidden but compiled")
+  elseif(NOT "${out}${err}" MATCHES "${header_re}: No such file or directory")
+    string(APPEND failures "\n${area} -> ${header} failed for another reason:\n${out}${err}")
+  else()
+    message(STATUS "ok: ${area} cannot include ${header}")
+  endif()
+endforeach()
+if(failures)
+  message(FATAL_ERROR "layering probes failed:${failures}")
+endif()
