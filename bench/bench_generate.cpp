@@ -1,4 +1,5 @@
-// Greedy-generation throughput on CPU: safetune vs transformers on the same model, threads and prompt.
+// Greedy-generation throughput on CPU: safetune vs transformers on the same model, threads and
+// prompt.
 //
 // usage: bench_generate [--threads N] [--tokens N] [--python PATH] [MODEL...]
 // Without MODELs: the tiny fixture model (build/fixtures/model/llama_gqa_llama3) and, when GGUF
@@ -53,15 +54,17 @@ struct PyResult {
 
 PyResult run_python(const std::string& python, const fs::path& model, int threads, int tokens,
                     const std::string& prompt) {
-  fs::path script = fs::temp_directory_path() / ("safetune_bench_" + std::to_string(::getpid()) + ".py");
+  fs::path script =
+      fs::temp_directory_path() / ("safetune_bench_" + std::to_string(::getpid()) + ".py");
   fs::path out = script;
   out.replace_extension(".out");
   {
     std::ofstream f(script);
     f << kPythonBench;
   }
-  std::string cmd = "'" + python + "' '" + script.string() + "' '" + model.string() + "' " + std::to_string(threads) +
-                    " " + std::to_string(tokens) + " " + prompt + " > '" + out.string() + "' 2>/dev/null";
+  std::string cmd = "'" + python + "' '" + script.string() + "' '" + model.string() + "' " +
+                    std::to_string(threads) + " " + std::to_string(tokens) + " " + prompt + " > '" +
+                    out.string() + "' 2>/dev/null";
   int rc = std::system(cmd.c_str());
   PyResult r;
   std::ifstream in(out);
@@ -77,8 +80,8 @@ PyResult run_python(const std::string& python, const fs::path& model, int thread
 }
 
 void bench(const fs::path& model_path, int threads, int tokens, const std::string& python) {
-  std::printf("== %s (threads %d, %d new tokens, prompt 16 tokens, batch 1, fp32)\n", model_path.string().c_str(),
-              threads, tokens);
+  std::printf("== %s (threads %d, %d new tokens, prompt 16 tokens, batch 1, fp32)\n",
+              model_path.string().c_str(), threads, tokens);
   auto t0 = std::chrono::steady_clock::now();
   auto model = model::load(model_path);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -99,7 +102,8 @@ void bench(const fs::path& model_path, int threads, int tokens, const std::strin
   for (int rep = 0; rep < 3; ++rep) {
     auto s = std::chrono::steady_clock::now();
     res = model::generate(*model, {prompt}, opt);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
+    best =
+        std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
   }
   double ours = tokens / best;
   std::string our_ids;

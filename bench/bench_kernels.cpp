@@ -49,13 +49,15 @@ double peft_merge_ms(const Options& o, const std::string& device, const std::str
     f << "import sys, time, torch\n"
          "from torch import nn\n"
          "from peft import LoraConfig, get_peft_model\n"
-         "out, inn, r, iters, dev, dt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]\n"
+         "out, inn, r, iters, dev, dt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), "
+         "int(sys.argv[4]), sys.argv[5], sys.argv[6]\n"
          "torch.set_num_threads(int(sys.argv[7]))\n"
          "class M(nn.Module):\n"
          "    def __init__(s):\n"
          "        super().__init__(); s.proj = nn.Linear(inn, out, bias=False)\n"
          "m = M().to(dev, getattr(torch, dt))\n"
-         "p = get_peft_model(m, LoraConfig(r=r, lora_alpha=2*r, target_modules=['proj']), adapter_name='a')\n"
+         "p = get_peft_model(m, LoraConfig(r=r, lora_alpha=2*r, target_modules=['proj']), "
+         "adapter_name='a')\n"
          "p.add_adapter('b', LoraConfig(r=r, lora_alpha=2*r, target_modules=['proj']))\n"
          "layer = p.base_model.model.proj\n"
          "with torch.no_grad():\n"
@@ -70,10 +72,10 @@ double peft_merge_ms(const Options& o, const std::string& device, const std::str
          "sync()\n"
          "print((time.perf_counter() - t) * 1000 / iters / 2)\n";  // merge and unmerge cost alike
   }
-  const std::string cmd = std::string(SAFETUNE_BENCH_PYTHON) + " " + script.string() + " " +
-                          std::to_string(o.out) + " " + std::to_string(o.in) + " " +
-                          std::to_string(o.rank) + " " + std::to_string(o.iters) + " " + device +
-                          " " + dtype + " " + std::to_string(at::get_num_threads()) + " 2>/dev/null";
+  const std::string cmd =
+      std::string(SAFETUNE_BENCH_PYTHON) + " " + script.string() + " " + std::to_string(o.out) +
+      " " + std::to_string(o.in) + " " + std::to_string(o.rank) + " " + std::to_string(o.iters) +
+      " " + device + " " + dtype + " " + std::to_string(at::get_num_threads()) + " 2>/dev/null";
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return -1;
   char buf[256] = {0};
@@ -107,7 +109,8 @@ void naive_merge(at::Tensor& W, const std::vector<k::LoraFactors>& f) {
 
 // A Linear with two unmerged adapters (the frozen safety adapter of stage 2 and the trainable task
 // adapter), forward + backward, against the plain Linear and PEFT's per-adapter formulation.
-void bench_linear(const at::Device& dev, std::int64_t T, std::int64_t H, at::ScalarType dt, const Options& o) {
+void bench_linear(const at::Device& dev, std::int64_t T, std::int64_t H, at::ScalarType dt,
+                  const Options& o) {
   auto opts = torch::dtype(dt).device(dev);
   const auto W = torch::randn({H, H}, opts) * 0.02;
   auto x = torch::randn({T, H}, opts).set_requires_grad(true);
@@ -119,7 +122,8 @@ void bench_linear(const at::Device& dev, std::int64_t T, std::int64_t H, at::Sca
     at::Tensor y = mode == 3 ? k::lora_linear(x, W, at::Tensor(), f, true) : at::linear(x, W);
     if (mode == 1) y = k::lora_linear_add(x, y, f, true);
     if (mode == 2)  // PEFT: x cast to the adapter dtype, each adapter's product cast back and added
-      for (const auto& a : f) y = y + (at::linear(at::linear(x.to(at::kFloat), a.A), a.B) * a.scale).to(dt);
+      for (const auto& a : f)
+        y = y + (at::linear(at::linear(x.to(at::kFloat), a.A), a.B) * a.scale).to(dt);
     y.backward(gy);
     x.mutable_grad().reset();
     for (auto& a : f) {
@@ -132,14 +136,18 @@ void bench_linear(const at::Device& dev, std::int64_t T, std::int64_t H, at::Sca
   const double fused = time_ms(dev, iters, [&] { step(1); });
   const double peft_style = time_ms(dev, iters, [&] { step(2); });
   const double whole = time_ms(dev, iters, [&] { step(3); });
-  std::printf("Linear %lldx%lld, %lld tokens, 2 x rank-%lld adapters (one frozen), %s weights, fp32 adapters, "
-              "forward+backward\n",
-              (long long)H, (long long)H, (long long)T, (long long)o.rank, c10::toString(dt));
-  std::printf("  plain Linear      %9.3f ms\n  lora_linear       %9.3f ms  overhead %+.1f%% (base GEMM inside the op)\n"
-              "  lora_linear_add   %9.3f ms  overhead %+.1f%% (adapters added to a computed base output)\n"
-              "  per-adapter ATen  %9.3f ms  overhead %+.1f%% (PEFT's formulation)\n",
-              plain, whole, 100.0 * (whole / plain - 1), fused, 100.0 * (fused / plain - 1), peft_style,
-              100.0 * (peft_style / plain - 1));
+  std::printf(
+      "Linear %lldx%lld, %lld tokens, 2 x rank-%lld adapters (one frozen), %s weights, fp32 "
+      "adapters, "
+      "forward+backward\n",
+      (long long)H, (long long)H, (long long)T, (long long)o.rank, c10::toString(dt));
+  std::printf(
+      "  plain Linear      %9.3f ms\n  lora_linear       %9.3f ms  overhead %+.1f%% (base GEMM "
+      "inside the op)\n"
+      "  lora_linear_add   %9.3f ms  overhead %+.1f%% (adapters added to a computed base output)\n"
+      "  per-adapter ATen  %9.3f ms  overhead %+.1f%% (PEFT's formulation)\n",
+      plain, whole, 100.0 * (whole / plain - 1), fused, 100.0 * (fused / plain - 1), peft_style,
+      100.0 * (peft_style / plain - 1));
 }
 
 void bench_cpu_merge(const Options& o, const at::Device& dev);
@@ -158,14 +166,14 @@ void bench_cpu_merge(const Options& o, const at::Device& dev) {
               (long long)o.out, (long long)o.in, at::get_num_threads());
   const double fused = time_ms(dev, o.iters, [&] { k::lora_merge_(W, f, 1.0); });
   const double naive = time_ms(dev, o.iters, [&] { naive_merge(W, f); });
-  std::printf("  fused kernel      %9.2f ms\n  naive ATen W+=sBA %9.2f ms   ratio naive/fused %.2fx\n",
-              fused, naive, naive / fused);
+  std::printf(
+      "  fused kernel      %9.2f ms\n  naive ATen W+=sBA %9.2f ms   ratio naive/fused %.2fx\n",
+      fused, naive, naive / fused);
   if (o.peft) {
     const double peft = peft_merge_ms(o, "cpu", "float32");
     if (peft > 0)
       std::printf("  PEFT merge        %9.2f ms   ratio PEFT/fused %.2fx\n", peft, peft / fused);
-    else
-      std::printf("  PEFT merge        (could not run the venv python)\n");
+    else std::printf("  PEFT merge        (could not run the venv python)\n");
   }
 }
 
@@ -192,8 +200,12 @@ void bench_cuda(const Options& o) {
                   bytes / fused / 1e6, 100.0 * copy / fused);
       std::printf("  naive ATen        %9.3f ms  ratio naive/fused %.2fx\n", naive, naive / fused);
       if (o.peft) {
-        const double peft = peft_merge_ms(o, "cuda", dt == at::kBFloat16 ? "bfloat16" : dt == at::kHalf ? "float16" : "float32");
-        if (peft > 0) std::printf("  PEFT merge        %9.3f ms  ratio PEFT/fused %.2fx\n", peft, peft / fused);
+        const double peft = peft_merge_ms(o, "cuda",
+                                          dt == at::kBFloat16 ? "bfloat16"
+                                          : dt == at::kHalf   ? "float16"
+                                                              : "float32");
+        if (peft > 0)
+          std::printf("  PEFT merge        %9.3f ms  ratio PEFT/fused %.2fx\n", peft, peft / fused);
       }
     }
   }
@@ -221,7 +233,9 @@ int main(int argc, char** argv) {
       else if (a == "--rank") o.rank = std::stoll(next());
       else if (a == "--no-peft") o.peft = false;
       else {
-        std::fprintf(stderr, "usage: bench_kernels [--device cpu|cuda] [--iters N] [--out N] [--in N] [--rank R] [--no-peft]\n");
+        std::fprintf(stderr,
+                     "usage: bench_kernels [--device cpu|cuda] [--iters N] [--out N] [--in N] "
+                     "[--rank R] [--no-peft]\n");
         return a == "--help" ? 0 : 2;
       }
     } catch (const std::exception&) {

@@ -1,14 +1,14 @@
 // Encoding throughput (MB/s, one thread) of safetune's tokenizer vs Hugging Face `tokenizers`.
+#include <unistd.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <unistd.h>
 #include <string>
 #include <vector>
-#include <algorithm>
 
 #include "safetune/tokenizer/tokenizer.hpp"
 
@@ -24,7 +24,8 @@ std::vector<std::string> read_corpus(const std::string& path) {
   while (std::getline(in, line)) {
     std::string out;
     for (size_t i = 0; i < line.size(); ++i) {
-      if (line[i] == '\\' && i + 1 < line.size() && std::string_view("nrt\\").find(line[i + 1]) != std::string_view::npos) {
+      if (line[i] == '\\' && i + 1 < line.size() &&
+          std::string_view("nrt\\").find(line[i + 1]) != std::string_view::npos) {
         char c = line[++i];
         out.push_back(c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : '\\');
       } else {
@@ -65,7 +66,8 @@ print(nbytes / best_batch / 1e6, nbytes / best_loop / 1e6)
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string tok_path = SAFETUNE_BENCH_TOKENIZER, corpus = SAFETUNE_BENCH_CORPUS, python = SAFETUNE_BENCH_PYTHON;
+  std::string tok_path = SAFETUNE_BENCH_TOKENIZER, corpus = SAFETUNE_BENCH_CORPUS,
+              python = SAFETUNE_BENCH_PYTHON;
   int reps = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
@@ -74,7 +76,9 @@ int main(int argc, char** argv) {
     else if (k == "--python") python = argv[i + 1];
     else if (k == "--reps") reps = std::max(1, std::atoi(argv[i + 1]));
     else {
-      std::fprintf(stderr, "usage: bench_tokenizer [--tokenizer tokenizer.json] [--corpus FILE] [--python PY] [--reps N]\n");
+      std::fprintf(stderr,
+                   "usage: bench_tokenizer [--tokenizer tokenizer.json] [--corpus FILE] [--python "
+                   "PY] [--reps N]\n");
       return 2;
     }
   }
@@ -100,16 +104,19 @@ int main(int argc, char** argv) {
     if (n != ntok) return 1;
   }
   double ours = static_cast<double>(nbytes) / best / 1e6;
-  std::printf("corpus: %zu lines, %.2f MB, %zu tokens; tokenizer %s\n", lines.size(), nbytes / 1e6, ntok, tok_path.c_str());
+  std::printf("corpus: %zu lines, %.2f MB, %zu tokens; tokenizer %s\n", lines.size(), nbytes / 1e6,
+              ntok, tok_path.c_str());
   std::printf("safetune  (1 thread):                 %8.2f MB/s\n", ours);
 
-  std::string script_path =
-      (std::filesystem::temp_directory_path() / ("safetune_bench_tokenizer_" + std::to_string(::getpid()) + ".py")).string();
+  std::string script_path = (std::filesystem::temp_directory_path() /
+                             ("safetune_bench_tokenizer_" + std::to_string(::getpid()) + ".py"))
+                                .string();
   {
     std::ofstream s(script_path);
     s << kPython;
   }
-  std::string cmd = "'" + python + "' '" + script_path + "' '" + tok_path + "' '" + corpus + "' " + std::to_string(reps);
+  std::string cmd = "'" + python + "' '" + script_path + "' '" + tok_path + "' '" + corpus + "' " +
+                    std::to_string(reps);
   FILE* p = popen(cmd.c_str(), "r");
   double batch = 0, loop = 0;
   if (!p || std::fscanf(p, "%lf %lf", &batch, &loop) != 2) {
@@ -120,7 +127,9 @@ int main(int argc, char** argv) {
   }
   pclose(p);
   std::remove(script_path.c_str());
-  std::printf("tokenizers encode_batch (1 thread):   %8.2f MB/s   ratio %.2fx\n", batch, ours / batch);
-  std::printf("tokenizers encode per line (python):  %8.2f MB/s   ratio %.2fx\n", loop, ours / loop);
+  std::printf("tokenizers encode_batch (1 thread):   %8.2f MB/s   ratio %.2fx\n", batch,
+              ours / batch);
+  std::printf("tokenizers encode per line (python):  %8.2f MB/s   ratio %.2fx\n", loop,
+              ours / loop);
   return 0;
 }

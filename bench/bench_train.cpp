@@ -5,11 +5,14 @@
 //   load: load time and peak RSS of a checkpoint (each load in a fresh process) against
 //         safetensors.torch.load_file and transformers' from_pretrained.
 //
-// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]
-//                    [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--activation-checkpointing]
+// usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters
+// N]
+//                    [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F]
+//                    [--activation-checkpointing]
 //                    [--python PATH]
-// Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the bootstrap
-// cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp first.
+// Models: the tiny Llama and SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32) from the
+// bootstrap cache; `load` exports SmolLM2 as fp32 and bf16 Hugging Face directories under /tmp
+// first.
 // --device cuda --dtype bf16: both sides hold the base weights in bf16 on the GPU with fp32 adapter
 // weights and run the forward under bf16 autocast (HF Trainer's bf16=True; safetune's precision
 // auto), and both report their peak CUDA memory (torch's caching allocator, each process its own).
@@ -38,8 +41,8 @@
 #include "safetune/data/dataset.hpp"
 #include "safetune/lora/model_adapters.hpp"
 #include "safetune/model/causal_lm.hpp"
-#include "safetune/train/autocast.hpp"
 #include "safetune/model/export.hpp"
+#include "safetune/train/autocast.hpp"
 #include "safetune/train/regularizer.hpp"
 
 extern char** environ;
@@ -104,7 +107,8 @@ pid_t spawn(const std::vector<std::string>& args, posix_spawn_file_actions_t& fa
 
 // Runs argv in a fresh process, capturing stdout (the child reports its own peak RSS).
 Child run_child(const std::vector<std::string>& args) {
-  fs::path out = fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
+  fs::path out =
+      fs::temp_directory_path() / ("safetune_bench_train_" + std::to_string(::getpid()) + ".out");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -121,9 +125,9 @@ Child run_child(const std::vector<std::string>& args) {
   return c;
 }
 
-
 fs::path write_script(const std::string& name, const char* code) {
-  fs::path p = fs::temp_directory_path() / ("safetune_bench_" + name + "_" + std::to_string(::getpid()) + ".py");
+  fs::path p = fs::temp_directory_path() /
+               ("safetune_bench_" + name + "_" + std::to_string(::getpid()) + ".py");
   std::ofstream(p) << code;
   return p;
 }
@@ -220,7 +224,8 @@ class Server {
     char line[4096];
     while (out_ && std::fgets(line, sizeof line, out_)) {
       std::string l(line);
-      if (l.rfind(key, 0) == 0) return l.size() > key.size() ? std::atof(l.c_str() + key.size()) : 0.0;
+      if (l.rfind(key, 0) == 0)
+        return l.size() > key.size() ? std::atof(l.c_str() + key.size()) : 0.0;
     }
     return -1.0;
   }
@@ -255,7 +260,8 @@ void reset_peak(const c10::Device& d) {
 double peak_mb(const c10::Device& d) {
 #ifdef SAFETUNE_WITH_CUDA
   if (d.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+    const auto stats =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
     return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20);
   }
 #endif
@@ -265,7 +271,7 @@ double peak_mb(const c10::Device& d) {
 struct StepTimes {
   double plain = 0, plain_best = 0, kl = 0, two_batches = 0, nograd_forward = 0;  // kl...: best of
   double peak_mb = -1, kl_peak_mb = -1;  // CUDA: peak allocated over the plain / kl_anchor steps
-  std::vector<double> ours, theirs;  // paired plain steps: ours[i] then theirs[i]
+  std::vector<double> ours, theirs;      // paired plain steps: ours[i] then theirs[i]
 };
 
 // `partner` (optional) runs one reference step and returns its seconds; it is called after each
@@ -277,7 +283,8 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
   auto model = model::load(path, torch::kFloat);
   if (device.is_cuda() || dtype != torch::kFloat) model->to_device(device, dtype);
   model->set_activation_checkpointing(o.checkpointing);
-  lora::ModelAdapters adapters(*model);  // adapter (master) weights in fp32 whatever the model's dtype
+  lora::ModelAdapters adapters(
+      *model);  // adapter (master) weights in fp32 whatever the model's dtype
   lora::LoraConfig cfg;
   cfg.all_linear = true;
   cfg.rank = 16;
@@ -294,14 +301,16 @@ StepTimes safetune_step(const fs::path& path, const Options& o, bool with_kl,
   torch::manual_seed(0);
   auto batch = [&] {
     data::Batch b;
-    b.input_ids = torch::randint(0, model->config().vocab_size, {o.batch, o.seq}, torch::kLong).to(device);
+    b.input_ids =
+        torch::randint(0, model->config().vocab_size, {o.batch, o.seq}, torch::kLong).to(device);
     b.attention_mask = torch::ones_like(b.input_ids);
     b.labels = b.input_ids.clone();
     b.supervised_tokens = o.batch * o.seq;
     return b;
   };
   data::Batch task = batch(), anchor = batch();
-  if (const auto masked = static_cast<std::int64_t>(o.prompt_share * static_cast<double>(o.seq)); masked > 0) {
+  if (const auto masked = static_cast<std::int64_t>(o.prompt_share * static_cast<double>(o.seq));
+      masked > 0) {
     task.labels.narrow(1, 0, masked).fill_(-100);
     task.supervised_tokens = o.batch * (o.seq - masked);
   }
@@ -377,19 +386,25 @@ void report_kl(const StepTimes& ours, bool with_kl);
 
 void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with_python) {
   const double tokens = static_cast<double>(o.batch * o.seq);
-  std::printf("\n== %s  (batch %lld x seq %lld, prompt share %.2f, r 16 all-linear, %s %s%s, %d threads, %d paired steps)\n",
-              model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.prompt_share, o.device.c_str(),
-              o.dtype.c_str(), o.autocast() ? " + bf16 autocast" : "", o.threads, o.iters);
-  if (o.checkpointing) std::printf("safetune with activation checkpointing (the reference without)\n");
+  std::printf(
+      "\n== %s  (batch %lld x seq %lld, prompt share %.2f, r 16 all-linear, %s %s%s, %d threads, "
+      "%d paired steps)\n",
+      model.filename().c_str(), (long long)o.batch, (long long)o.seq, o.prompt_share,
+      o.device.c_str(), o.dtype.c_str(), o.autocast() ? " + bf16 autocast" : "", o.threads,
+      o.iters);
+  if (o.checkpointing)
+    std::printf("safetune with activation checkpointing (the reference without)\n");
   if (!with_python) {
     auto ours = safetune_step(model, o, with_kl);
-    std::printf("safetune step          %8.3f s  %9.1f tokens/s (median)\n", ours.plain, tokens / ours.plain);
+    std::printf("safetune step          %8.3f s  %9.1f tokens/s (median)\n", ours.plain,
+                tokens / ours.plain);
     return report_kl(ours, with_kl);
   }
   // The reference runs in a server process that stays loaded; the steps alternate with ours.
   auto script = write_script("step", kPythonStep);
-  Server py({o.python, script.string(), model.string(), std::to_string(o.threads), std::to_string(o.batch),
-             std::to_string(o.seq), o.device, o.dtype, std::to_string(o.prompt_share)});
+  Server py({o.python, script.string(), model.string(), std::to_string(o.threads),
+             std::to_string(o.batch), std::to_string(o.seq), o.device, o.dtype,
+             std::to_string(o.prompt_share)});
   const bool ready = py.wait_for("READY") >= 0;
   fs::remove(script);
   if (!ready) {
@@ -411,28 +426,34 @@ void bench_step(const fs::path& model, const Options& o, bool with_kl, bool with
   const double theirs = median(ours.theirs);
   std::printf("safetune step          %8.3f s  %9.1f tokens/s (median; best %.3f s)\n", ours.plain,
               tokens / ours.plain, *std::min_element(ours.ours.begin(), ours.ours.end()));
-  std::printf("transformers+PEFT step %8.3f s  %9.1f tokens/s (median; best %.3f s)\n", theirs, tokens / theirs,
-              *std::min_element(ours.theirs.begin(), ours.theirs.end()));
-  std::printf("ratio (safetune tokens/s / PEFT tokens/s): %.2fx median of %zu pairs (range %.2f-%.2f)\n",
-              median(ratios), ratios.size(), *std::min_element(ratios.begin(), ratios.end()),
-              *std::max_element(ratios.begin(), ratios.end()));
+  std::printf("transformers+PEFT step %8.3f s  %9.1f tokens/s (median; best %.3f s)\n", theirs,
+              tokens / theirs, *std::min_element(ours.theirs.begin(), ours.theirs.end()));
+  std::printf(
+      "ratio (safetune tokens/s / PEFT tokens/s): %.2fx median of %zu pairs (range %.2f-%.2f)\n",
+      median(ratios), ratios.size(), *std::min_element(ratios.begin(), ratios.end()),
+      *std::max_element(ratios.begin(), ratios.end()));
   if (ours.peak_mb >= 0) {
     const double theirs_mb = py.request("peak", "PEAK_MB");
-    std::printf("peak CUDA memory: safetune %.0f MiB, transformers+PEFT %.0f MiB (ratio %.2fx)\n", ours.peak_mb,
-                theirs_mb, theirs_mb > 0 ? ours.peak_mb / theirs_mb : -1.0);
+    std::printf("peak CUDA memory: safetune %.0f MiB, transformers+PEFT %.0f MiB (ratio %.2fx)\n",
+                ours.peak_mb, theirs_mb, theirs_mb > 0 ? ours.peak_mb / theirs_mb : -1.0);
   }
   report_kl(ours, with_kl);
 }
 
 void report_kl(const StepTimes& ours, bool with_kl) {
   if (with_kl) {
-    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step, best of both)\n", ours.kl, ours.kl / ours.plain_best);
-    if (ours.kl_peak_mb >= 0) std::printf("peak CUDA memory with kl_anchor   %8.0f MiB\n", ours.kl_peak_mb);
-    std::printf("step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
-                ours.two_batches);
+    std::printf("safetune step + kl_anchor         %8.3f s  (%.2fx the plain step, best of both)\n",
+                ours.kl, ours.kl / ours.plain_best);
+    if (ours.kl_peak_mb >= 0)
+      std::printf("peak CUDA memory with kl_anchor   %8.0f MiB\n", ours.kl_peak_mb);
+    std::printf(
+        "step on task + anchor batch (CE)  %8.3f s  (the anchor batch's own forward/backward)\n",
+        ours.two_batches);
     std::printf("one no-grad forward (anchor)      %8.3f s\n", ours.nograd_forward);
-    std::printf("kl_anchor overhead beyond the anchor batch's forward/backward: %.3f s = %.2f no-grad forwards\n",
-                ours.kl - ours.two_batches, (ours.kl - ours.two_batches) / ours.nograd_forward);
+    std::printf(
+        "kl_anchor overhead beyond the anchor batch's forward/backward: %.3f s = %.2f no-grad "
+        "forwards\n",
+        ours.kl - ours.two_batches, (ours.kl - ours.two_batches) / ours.nograd_forward);
   }
 }
 
@@ -487,7 +508,8 @@ void bench_load(const Options& o, const std::string& self) {
     std::string dtype;  // what safetune loads it as
   };
   std::vector<Case> cases;
-  for (auto [name, dt] : {std::pair{"smollm2-f32", torch::kFloat}, {"smollm2-bf16", torch::kBFloat16}}) {
+  for (auto [name, dt] :
+       {std::pair{"smollm2-f32", torch::kFloat}, {"smollm2-bf16", torch::kBFloat16}}) {
     fs::path d = dir / name;
     if (!fs::exists(d / "config.json")) {
       auto m = model::load(smollm2(), torch::kFloat);
@@ -504,27 +526,34 @@ void bench_load(const Options& o, const std::string& self) {
   };
   auto base_ours = run_child({self, "load-one", "", "float32"});
   auto base_py = py("none", ".");
-  std::printf("\n== checkpoint loading (fresh process each; peak RSS = the process's VmHWM; idle process: safetune %.0f MB, "
-              "python+torch %.0f MB)\n",
-              base_ours.max_rss_mb, base_py.max_rss_mb);
-  std::printf("(time: the load call, imports excluded; then every weight is read once, so mapped pages count in RSS)\n");
-  std::printf("%-18s %8s  %-30s %8s %8s %11s  %s\n", "file", "size MB", "loader", "load s", "touch s", "peak RSS MB",
-              "RSS - idle");
+  std::printf(
+      "\n== checkpoint loading (fresh process each; peak RSS = the process's VmHWM; idle process: "
+      "safetune %.0f MB, "
+      "python+torch %.0f MB)\n",
+      base_ours.max_rss_mb, base_py.max_rss_mb);
+  std::printf(
+      "(time: the load call, imports excluded; then every weight is read once, so mapped pages "
+      "count in RSS)\n");
+  std::printf("%-18s %8s  %-30s %8s %8s %11s  %s\n", "file", "size MB", "loader", "load s",
+              "touch s", "peak RSS MB", "RSS - idle");
   auto row = [&](const Case& c, const std::string& loader, const Child& r, double idle) {
     double t = value_of(r.out, "LOAD_S");
     if (t < 0) {
-      std::printf("%-18s %8s  %-30s  failed (status %d)\n", c.name.c_str(), "", loader.c_str(), r.status);
+      std::printf("%-18s %8s  %-30s  failed (status %d)\n", c.name.c_str(), "", loader.c_str(),
+                  r.status);
       return;
     }
-    std::printf("%-18s %8.1f  %-30s %8.3f %8.3f %11.0f  %+.0f\n", c.name.c_str(), size_of(c.path) / 1048576.0,
-                loader.c_str(), t, value_of(r.out, "TOUCH_S"), r.max_rss_mb, r.max_rss_mb - idle);
+    std::printf("%-18s %8.1f  %-30s %8.3f %8.3f %11.0f  %+.0f\n", c.name.c_str(),
+                size_of(c.path) / 1048576.0, loader.c_str(), t, value_of(r.out, "TOUCH_S"),
+                r.max_rss_mb, r.max_rss_mb - idle);
   };
   for (const auto& c : cases) {
     auto ours = run_child({self, "load-one", c.path.string(), c.dtype});
     row(c, "safetune model::load " + c.dtype, ours, base_ours.max_rss_mb);
-    if (c.dtype == "bfloat16")  // the same file converted on load: a copy, for contrast with zero-copy
-      row(c, "safetune model::load float32", run_child({self, "load-one", c.path.string(), "float32"}),
-          base_ours.max_rss_mb);
+    if (c.dtype ==
+        "bfloat16")  // the same file converted on load: a copy, for contrast with zero-copy
+      row(c, "safetune model::load float32",
+          run_child({self, "load-one", c.path.string(), "float32"}), base_ours.max_rss_mb);
     if (c.path.extension() == ".gguf") {
       row(c, "gguf GGUFReader+dequantize", py("gguf", c.path), base_py.max_rss_mb);
     } else {
@@ -544,7 +573,8 @@ long long hwm_kb() {
   return -1;
 }
 
-// Child mode: load one checkpoint as a model (or nothing, for the idle baseline) and print the time.
+// Child mode: load one checkpoint as a model (or nothing, for the idle baseline) and print the
+// time.
 int load_one(const std::string& path, const std::string& dtype) {
   auto t0 = std::chrono::steady_clock::now();
   std::int64_t n = 0;
@@ -553,12 +583,13 @@ int load_one(const std::string& path, const std::string& dtype) {
     auto m = model::load(path, dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat);
     load_s = seconds_since(t0);
     auto t1 = std::chrono::steady_clock::now();
-    for (const auto& [name, t] : m->state_dict_hf()) sum += t.to(torch::kFloat).sum().item<double>();  // touch
+    for (const auto& [name, t] : m->state_dict_hf())
+      sum += t.to(torch::kFloat).sum().item<double>();  // touch
     touch_s = seconds_since(t1);
     n = m->parameter_count();
   }
-  std::printf("LOAD_S %.6f\nTOUCH_S %.6f\nELEMENTS %lld\nHWM_KB %lld\nSUM %g\n", load_s, touch_s, (long long)n,
-              hwm_kb(), sum);
+  std::printf("LOAD_S %.6f\nTOUCH_S %.6f\nELEMENTS %lld\nHWM_KB %lld\nSUM %g\n", load_s, touch_s,
+              (long long)n, hwm_kb(), sum);
   return 0;
 }
 
@@ -581,21 +612,27 @@ int main(int argc, char** argv) {
     else if (a == "--prompt-share") o.prompt_share = std::atof(next().c_str());
     else if (a == "--activation-checkpointing") o.checkpointing = true;
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq T] [--iters N]\n"
-                  "                   [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] [--activation-checkpointing]\n"
-                  "                   [--python PATH]\n");
+      std::printf(
+          "usage: bench_train [step|kl|load|all] [--model PATH] [--threads N] [--batch B] [--seq "
+          "T] [--iters N]\n"
+          "                   [--device cpu|cuda] [--dtype fp32|bf16] [--prompt-share F] "
+          "[--activation-checkpointing]\n"
+          "                   [--python PATH]\n");
       return 0;
     } else rest.push_back(a);
   }
-  if (!rest.empty() && rest[0] == "load-one") return load_one(rest.size() > 1 ? rest[1] : "", rest.size() > 2 ? rest[2] : "float32");
+  if (!rest.empty() && rest[0] == "load-one")
+    return load_one(rest.size() > 1 ? rest[1] : "", rest.size() > 2 ? rest[2] : "float32");
   if (!rest.empty()) o.mode = rest[0];
   if (o.threads < 1 || o.batch < 1 || o.seq < 2 || o.iters < 1) {
-    std::fprintf(stderr, "error: --threads, --batch, --iters must be positive and --seq at least 2\n");
+    std::fprintf(stderr,
+                 "error: --threads, --batch, --iters must be positive and --seq at least 2\n");
     return 2;
   }
   if ((o.device != "cpu" && o.device != "cuda") || (o.dtype != "fp32" && o.dtype != "bf16") ||
       !(o.prompt_share >= 0 && o.prompt_share < 1)) {
-    std::fprintf(stderr, "error: --device is cpu or cuda, --dtype fp32 or bf16, --prompt-share in [0, 1)\n");
+    std::fprintf(
+        stderr, "error: --device is cpu or cuda, --dtype fp32 or bf16, --prompt-share in [0, 1)\n");
     return 2;
   }
   if (o.device == "cuda" && !torch::cuda::is_available()) {
@@ -610,7 +647,8 @@ int main(int argc, char** argv) {
       if (!o.model.empty()) models = {o.model};
       for (const auto& m : models) bench_step(m, o, o.mode != "step", o.mode != "kl");
     }
-    if (o.mode == "load" || o.mode == "all") bench_load(o, fs::canonical("/proc/self/exe").string());
+    if (o.mode == "load" || o.mode == "all")
+      bench_load(o, fs::canonical("/proc/self/exe").string());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -2,10 +2,10 @@
 // select it from YAML (stage2.regularizers: [{name: b_norm, lambda: 0.01}]). This one penalises
 // the squared norm of the task adapter's B factors, a cheap proxy for the size of the update.
 //   custom_regularizer configs/tiny_two_stage.yaml stage2.regularizers.0.name=b_norm
+#include <torch/torch.h>
 #include <safetune/lora/model_adapters.hpp>
 #include <safetune/recipes/two_stage.hpp>
 #include <safetune/safetune.hpp>
-#include <torch/torch.h>
 
 #include <cstdio>
 
@@ -13,7 +13,8 @@ namespace {
 class BNorm : public safetune::train::Regularizer {
  public:
   std::string name() const override { return "b_norm"; }
-  void setup(safetune::lora::ModelAdapters& adapters, const std::string& task, const std::string&) override {
+  void setup(safetune::lora::ModelAdapters& adapters, const std::string& task,
+             const std::string&) override {
     for (auto* stack : adapters.stacks(task)) factors_.push_back(stack->get(task).B);
   }
   // This term reads only the adapter, not ctx.task_logits: saying so lets the trainer skip the full

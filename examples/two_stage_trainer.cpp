@@ -32,7 +32,8 @@ int run_recipe(recipes::TwoStageConfig& cfg) {
     r.aligned = recipes::train_safety_adapter(run);
     if (recipes::note_interrupted(r, r.aligned, "stage 1", cfg.stage1.train, run.out() / "stage1"))
       return interrupted(r);
-    if (r.aligned.status != train::TrainStatus::completed) return 0;  // stopped early: nothing to tune on
+    if (r.aligned.status != train::TrainStatus::completed)
+      return 0;  // stopped early: nothing to tune on
   } else if (!cfg.stage2.safety_adapter.empty()) {
     r.aligned = recipes::load_safety_adapter(run, std::nullopt);
   }
@@ -48,7 +49,8 @@ int run_recipe(recipes::TwoStageConfig& cfg) {
   r.tuned = recipes::train_task_adapter(run, objective, guard);
   if (recipes::note_interrupted(r, r.tuned, "stage 2", cfg.stage2.train, run.out() / "stage2"))
     return interrupted(r);
-  r.safety_sha_after = recipes::finish_task_adapter(run, r.safety_sha_before);  // throws if safety moved
+  r.safety_sha_after =
+      recipes::finish_task_adapter(run, r.safety_sha_before);  // throws if safety moved
   r.tuned.seconds = recipes::seconds_since(started);
 
   // 3. Measure again, gate against the aligned model, write the report.
@@ -60,7 +62,8 @@ int run_recipe(recipes::TwoStageConfig& cfg) {
     run.session().adapters().unmerge({"safety"});
 
   // 4. Register the release (promoted only when the gates passed).
-  if (!cfg.safety.release.registry.empty() && r.tuned.assessment) r.release_id = recipes::register_release(run, r);
+  if (!cfg.safety.release.registry.empty() && r.tuned.assessment)
+    r.release_id = recipes::register_release(run, r);
   run.group()->barrier();  // data-parallel (torchrun): no rank reports before all have finished
 
   if (r.tuned.assessment) {
@@ -68,8 +71,10 @@ int run_recipe(recipes::TwoStageConfig& cfg) {
     std::printf("refusal on harmful probes after stage 2: %.1f%% (n=%lld)\n", 100 * refusal.value(),
                 static_cast<long long>(refusal.n));
   }
-  if (r.tuned.task_metric >= 0) std::printf("task exact match: %.1f%%\n", 100 * r.tuned.task_metric);
-  std::printf("gates: %s; outputs in %s\n", r.verdict.passed ? "passed" : "BREACHED", r.out_dir.c_str());
+  if (r.tuned.task_metric >= 0)
+    std::printf("task exact match: %.1f%%\n", 100 * r.tuned.task_metric);
+  std::printf("gates: %s; outputs in %s\n", r.verdict.passed ? "passed" : "BREACHED",
+              r.out_dir.c_str());
   return r.verdict.passed ? 0 : 3;
 }
 

@@ -42,8 +42,8 @@ static std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args, const std::vector<std::string>& env,
-                    const fs::path& out, const fs::path& err) {
+pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args,
+                    const std::vector<std::string>& env, const fs::path& out, const fs::path& err) {
   std::vector<std::string> argv_s{exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;

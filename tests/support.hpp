@@ -30,8 +30,9 @@ std::vector<at::Tensor> load_checkpoint_params(const std::filesystem::path& trai
 // inherited environment; stdout and stderr go to the given files. Returns the process id.
 pid_t spawn_cli(const std::vector<std::string>& args, const std::vector<std::string>& env,
                 const std::filesystem::path& out, const std::filesystem::path& err);
-pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args, const std::vector<std::string>& env,
-                    const std::filesystem::path& out, const std::filesystem::path& err);
+pid_t spawn_program(const std::string& exe, const std::vector<std::string>& args,
+                    const std::vector<std::string>& env, const std::filesystem::path& out,
+                    const std::filesystem::path& err);
 // Waits for a spawned process: its exit code, or 128 + signal number.
 int wait_exit_code(pid_t pid);
 

@@ -7,8 +7,9 @@
 int main() {
   safetune::recipes::TwoStageConfig cfg;
   try {
-    safetune::config_load_string(cfg, "model: {path: model.gguf}\nstage2:\n  regularizers: [{name: kl_anchor}]\n",
-                                 "inline.yaml", {"stage2.lora.rank=5"});
+    safetune::config_load_string(
+        cfg, "model: {path: model.gguf}\nstage2:\n  regularizers: [{name: kl_anchor}]\n",
+        "inline.yaml", {"stage2.lora.rank=5"});
   } catch (const safetune::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

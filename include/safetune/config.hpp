@@ -15,15 +15,33 @@ namespace safetune {
 // Constraints and documentation of one key. Built fluently: Field("doc").range(0, 1).required().
 struct Field {
   explicit Field(std::string doc_) : doc(std::move(doc_)) {}
-  Field& required() { is_required = true; return *this; }
+  Field& required() {
+    is_required = true;
+    return *this;
+  }
   // A filesystem path: a leading "~/" and "$SAFETUNE_HOME" / "${SAFETUNE_HOME}" are expanded.
-  Field& path() { is_path = true; return *this; }
-  Field& range(double lo, double hi) { min = lo; max = hi; return *this; }
-  Field& at_least(double lo) { min = lo; return *this; }
-  Field& one_of(std::vector<std::string> c) { choices = std::move(c); return *this; }
+  Field& path() {
+    is_path = true;
+    return *this;
+  }
+  Field& range(double lo, double hi) {
+    min = lo;
+    max = hi;
+    return *this;
+  }
+  Field& at_least(double lo) {
+    min = lo;
+    return *this;
+  }
+  Field& one_of(std::vector<std::string> c) {
+    choices = std::move(c);
+    return *this;
+  }
   // Extra check on a string value: returns an error text, or nullopt when the value is fine.
   Field& check(std::function<std::optional<std::string>(const std::string&)> fn, std::string what) {
-    checker = std::move(fn); check_doc = std::move(what); return *this;
+    checker = std::move(fn);
+    check_doc = std::move(what);
+    return *this;
   }
   std::string doc;
   bool is_required = false;

@@ -17,16 +17,36 @@ class Error : public std::runtime_error {
 };
 
 // One subclass per area, so callers can catch what they can handle.
-class UsageError : public Error { using Error::Error; };    // bad command line: exit code 2
-class ConfigError : public Error { using Error::Error; };
-class IoError : public Error { using Error::Error; };       // missing files, failed writes
-class FormatError : public Error { using Error::Error; };   // malformed safetensors/GGUF/JSON/...
-class ModelError : public Error { using Error::Error; };
-class TokenizerError : public Error { using Error::Error; };
-class DataError : public Error { using Error::Error; };
-class AdapterError : public Error { using Error::Error; };
-class KernelError : public Error { using Error::Error; };
-class SafetyError : public Error { using Error::Error; };
+class UsageError : public Error {
+  using Error::Error;
+};  // bad command line: exit code 2
+class ConfigError : public Error {
+  using Error::Error;
+};
+class IoError : public Error {
+  using Error::Error;
+};  // missing files, failed writes
+class FormatError : public Error {
+  using Error::Error;
+};  // malformed safetensors/GGUF/JSON/...
+class ModelError : public Error {
+  using Error::Error;
+};
+class TokenizerError : public Error {
+  using Error::Error;
+};
+class DataError : public Error {
+  using Error::Error;
+};
+class AdapterError : public Error {
+  using Error::Error;
+};
+class KernelError : public Error {
+  using Error::Error;
+};
+class SafetyError : public Error {
+  using Error::Error;
+};
 
 // A run stopped by SIGINT/SIGTERM after saving its checkpoint; nothing was released. The CLI prints
 // it as one line and exits 128 + signal (130 for SIGINT, 143 for SIGTERM), like a shell would.

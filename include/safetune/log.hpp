@@ -49,6 +49,7 @@ class Progress {
   void advance(std::int64_t n = 1);
   void set_postfix(std::string text);
   void finish();
+
  private:
   void draw(bool force);
   std::string label_, unit_, postfix_;

@@ -1,5 +1,6 @@
-// `safetune merge` (adapters into a Hugging Face model), `safetune export` (one adapter as a GGUF LoRA, or several
-// packed into one PEFT or GGUF LoRA adapter) and `safetune project` (post-hoc Safe LoRA on saved adapters).
+// `safetune merge` (adapters into a Hugging Face model), `safetune export` (one adapter as a GGUF
+// LoRA, or several packed into one PEFT or GGUF LoRA adapter) and `safetune project` (post-hoc Safe
+// LoRA on saved adapters).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -42,14 +43,17 @@ int run_merge(const MergeArgs& a) {
   for (const auto& n : names) {
     const auto& spec = adapters.stacks(n).front()->get(n).spec;
     std::printf("merged %s (role %s%s, %zu modules)\n", n.c_str(), lora::role_name(spec.role),
-                spec.required_at_inference ? ", required at inference" : "", adapters.stacks(n).size());
+                spec.required_at_inference ? ", required at inference" : "",
+                adapters.stacks(n).size());
   }
-  std::printf("wrote %s (%s%s%s)\n", a.out.c_str(), a.dtype.c_str(), copied.empty() ? "" : ", tokenizer files: ",
+  std::printf("wrote %s (%s%s%s)\n", a.out.c_str(), a.dtype.c_str(),
+              copied.empty() ? "" : ", tokenizer files: ",
               [&] {
                 std::string s;
                 for (const auto& c : copied) s += (s.empty() ? "" : " ") + c;
                 return s;
-              }().c_str());
+              }()
+                  .c_str());
   return 0;
 }
 
@@ -64,17 +68,21 @@ int run_export(const ExportArgs& a) {
   ExportArgs args = a;
   if (!a.adapter.empty()) args.adapters = a.adapter + (a.adapters.empty() ? "" : "," + a.adapters);
   if (recipes::split_paths(args.adapters).empty())
-    throw UsageError("name the adapter(s) to export: ADAPTER or --adapters SAFETY,TASK", "--adapters");
+    throw UsageError("name the adapter(s) to export: ADAPTER or --adapters SAFETY,TASK",
+                     "--adapters");
   auto model = model::load(a.model);
   lora::ModelAdapters adapters(*model);
-  auto names = apply_adapter_options(adapters, args, "export");  // refuses a task adapter without its safety adapter
+  auto names = apply_adapter_options(
+      adapters, args, "export");  // refuses a task adapter without its safety adapter
   const auto& c = model->config();
   if (a.format == "gguf-lora" && names.size() == 1) {
     auto s = lora::export_gguf_lora(adapters, names.front(), c.architecture, c.num_attention_heads,
                                     c.num_key_value_heads, a.out, recipes::parse_dtype(a.dtype));
-    std::printf("wrote %s: adapter %s, arch %s, %zu modules, alpha %g, %s%s\n", a.out.c_str(), names.front().c_str(),
-                c.architecture.c_str(), s.modules, s.alpha, a.dtype.c_str(),
-                s.rescaled.empty() ? "" : (", " + std::to_string(s.rescaled.size()) + " modules rescaled").c_str());
+    std::printf("wrote %s: adapter %s, arch %s, %zu modules, alpha %g, %s%s\n", a.out.c_str(),
+                names.front().c_str(), c.architecture.c_str(), s.modules, s.alpha, a.dtype.c_str(),
+                s.rescaled.empty()
+                    ? ""
+                    : (", " + std::to_string(s.rescaled.size()) + " modules rescaled").c_str());
     return 0;
   }
   std::string packed_name;
@@ -83,15 +91,16 @@ int run_export(const ExportArgs& a) {
   std::int64_t max_rank = 0;
   for (const auto& m : packed.modules) max_rank = std::max(max_rank, m.spec.rank);
   if (a.format == "peft") {
-    if (a.dtype != "float32") throw UsageError("the packed PEFT adapter is written in float32", "--dtype");
+    if (a.dtype != "float32")
+      throw UsageError("the packed PEFT adapter is written in float32", "--dtype");
     lora::write_peft(packed, a.out, a.model);
   } else {
-    lora::export_gguf_lora(packed, c.architecture, c.num_attention_heads, c.num_key_value_heads, a.out,
-                           recipes::parse_dtype(a.dtype));
+    lora::export_gguf_lora(packed, c.architecture, c.num_attention_heads, c.num_key_value_heads,
+                           a.out, recipes::parse_dtype(a.dtype));
   }
-  std::printf("wrote %s: %s packed as one %s adapter (%zu modules, ranks up to %lld, role %s%s)\n", a.out.c_str(),
-              packed_name.c_str(), a.format == "peft" ? "PEFT" : "GGUF LoRA", packed.modules.size(),
-              static_cast<long long>(max_rank), lora::role_name(packed.role),
+  std::printf("wrote %s: %s packed as one %s adapter (%zu modules, ranks up to %lld, role %s%s)\n",
+              a.out.c_str(), packed_name.c_str(), a.format == "peft" ? "PEFT" : "GGUF LoRA",
+              packed.modules.size(), static_cast<long long>(max_rank), lora::role_name(packed.role),
               packed.required_at_inference ? ", required at inference" : "");
   return 0;
 }
@@ -129,13 +138,18 @@ int run_project(const ProjectArgs& a) {
     layers.push_back({{"module", l.module}, {"cosine", l.cosine}, {"projected", p}});
   }
   adapters.save_peft("task", a.out, model_path);
-  nlohmann::json summary = {{"threshold", a.threshold},     {"safety", a.safety},
-                            {"task", a.task},               {"model", model_path},
-                            {"layers", layers},             {"projected", projected.size()},
-                            {"paired", plan.layers.size()}, {"task_layers_without_safety", plan.unpaired}};
+  nlohmann::json summary = {{"threshold", a.threshold},
+                            {"safety", a.safety},
+                            {"task", a.task},
+                            {"model", model_path},
+                            {"layers", layers},
+                            {"projected", projected.size()},
+                            {"paired", plan.layers.size()},
+                            {"task_layers_without_safety", plan.unpaired}};
   io::atomic_write(fs::path(a.out) / "safe_lora.json", summary.dump(2) + "\n");
-  std::printf("projected %zu of %zu layers (threshold %g); %zu task layers have no safety adapter\n",
-              projected.size(), plan.layers.size(), a.threshold, plan.unpaired);
+  std::printf(
+      "projected %zu of %zu layers (threshold %g); %zu task layers have no safety adapter\n",
+      projected.size(), plan.layers.size(), a.threshold, plan.unpaired);
   std::printf("wrote %s (PEFT adapter + safe_lora.json)\n", a.out.c_str());
   return 0;
 }
@@ -144,37 +158,48 @@ int run_project(const ProjectArgs& a) {
 
 void register_adapter_commands(CLI::App& app, Action& action) {
   auto m = std::make_shared<MergeArgs>();
-  auto* merge = app.add_subcommand("merge", "merge adapters into the base weights; write a Hugging Face directory");
+  auto* merge = app.add_subcommand(
+      "merge", "merge adapters into the base weights; write a Hugging Face directory");
   merge->add_option("model", m->model, "HF directory, .safetensors or .gguf")->required();
   add_adapter_options(merge, *m, /*with_disable=*/false);
   merge->get_option("--adapters")->required();
-  merge->add_option("--out", m->out, "output directory (config.json, safetensors, tokenizer files)")->required();
-  merge->add_option("--dtype", m->dtype, "float32, bfloat16 or float16 (load, merge and write)")->capture_default_str();
+  merge->add_option("--out", m->out, "output directory (config.json, safetensors, tokenizer files)")
+      ->required();
+  merge->add_option("--dtype", m->dtype, "float32, bfloat16 or float16 (load, merge and write)")
+      ->capture_default_str();
   merge->add_option("--device", m->device, "cpu or cuda[:N]")->capture_default_str();
-  merge->add_option("--max-shard-mb", m->max_shard_mb, "safetensors shard size")->capture_default_str()->check(
-      CLI::Range(1, 1 << 20));
+  merge->add_option("--max-shard-mb", m->max_shard_mb, "safetensors shard size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   merge->callback([&action, m] { action = [m] { return run_merge(*m); }; });
 
   auto e = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "write adapters in another format: one GGUF LoRA (llama.cpp), or "
-                                          "several packed into one PEFT or GGUF LoRA adapter");
+  auto* exp = app.add_subcommand("export",
+                                 "write adapters in another format: one GGUF LoRA (llama.cpp), or "
+                                 "several packed into one PEFT or GGUF LoRA adapter");
   exp->add_option("adapter", e->adapter, "PEFT adapter directory (or use --adapters)");
   add_adapter_options(exp, *e, /*with_disable=*/false);
-  exp->add_option("--format", e->format, "gguf-lora or peft (peft: the adapters packed into one)")->required();
-  exp->add_option("--model", e->model, "the base model (names, heads and the Q/K permutation come from it)")->required();
+  exp->add_option("--format", e->format, "gguf-lora or peft (peft: the adapters packed into one)")
+      ->required();
+  exp->add_option("--model", e->model,
+                  "the base model (names, heads and the Q/K permutation come from it)")
+      ->required();
   exp->add_option("--out", e->out, "output .gguf file (gguf-lora) or directory (peft)")->required();
-  exp->add_option("--dtype", e->dtype, "float32, float16 or bfloat16 tensors (gguf-lora)")->capture_default_str();
+  exp->add_option("--dtype", e->dtype, "float32, float16 or bfloat16 tensors (gguf-lora)")
+      ->capture_default_str();
   exp->callback([&action, e] { action = [e] { return run_export(*e); }; });
 
   auto p = std::make_shared<ProjectArgs>();
-  auto* proj = app.add_subcommand("project", "post-hoc Safe LoRA: project task-adapter layers onto the safety subspace");
+  auto* proj = app.add_subcommand(
+      "project", "post-hoc Safe LoRA: project task-adapter layers onto the safety subspace");
   proj->add_option("--safety", p->safety, "the safety adapter (PEFT directory)")->required();
   proj->add_option("--task", p->task, "the task adapter (PEFT directory)")->required();
   proj->add_option("--out", p->out, "output PEFT directory (+ safe_lora.json)")->required();
   proj->add_option("--threshold", p->threshold, "project layers whose cosine is below this")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  proj->add_option("--model", p->model, "base model (default: the task adapter's base_model_name_or_path)");
+  proj->add_option("--model", p->model,
+                   "base model (default: the task adapter's base_model_name_or_path)");
   proj->callback([&action, p] { action = [p] { return run_project(*p); }; });
 }
 

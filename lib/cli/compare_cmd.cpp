@@ -1,4 +1,5 @@
-// `safetune compare CONFIG`: the stage-2 regularizer matrix (variants x seeds x lambdas), resumable.
+// `safetune compare CONFIG`: the stage-2 regularizer matrix (variants x seeds x lambdas),
+// resumable.
 #include <cstdio>
 #include <iostream>
 
@@ -16,11 +17,13 @@ void register_compare_commands(CLI::App& app, Action& action) {
     bool reference = false;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand(
-      "compare", "run the stage-2 regularizer matrix (variants x seeds x lambdas) and write the table and Pareto plot");
+  auto* cmd = app.add_subcommand("compare",
+                                 "run the stage-2 regularizer matrix (variants x seeds x lambdas) "
+                                 "and write the table and Pareto plot");
   cmd->add_option("config", a->file, "YAML config (configs/compare_regularizers.yaml)");
   cmd->add_option("overrides", a->overrides, "key.path=value overrides");
-  cmd->add_flag("--reference", a->reference, "print the Markdown reference of the compare section and exit");
+  cmd->add_flag("--reference", a->reference,
+                "print the Markdown reference of the compare section and exit");
   cmd->callback([&action, a] {
     action = [a] {
       if (a->reference) {
@@ -34,8 +37,8 @@ void register_compare_commands(CLI::App& app, Action& action) {
       std::printf("\n%s\n", io::read_file(r.out_dir / "compare.md").c_str());
       std::printf("%zu cells run, %zu skipped (finished earlier)%s\n", r.cells_run, r.cells_skipped,
                   r.stage1_reused ? ", stage 1 reused" : "");
-      std::printf("written: %s, %s, %s\n", (r.out_dir / "compare.md").c_str(), (r.out_dir / "compare.csv").c_str(),
-                  (r.out_dir / "pareto.svg").c_str());
+      std::printf("written: %s, %s, %s\n", (r.out_dir / "compare.md").c_str(),
+                  (r.out_dir / "compare.csv").c_str(), (r.out_dir / "pareto.svg").c_str());
       return 0;
     };
   });

@@ -14,9 +14,11 @@ namespace {
 // A missing file falls through to the loader, which reports it as a config error.
 std::unique_ptr<recipes::TwoStageConfig> schema_for(const std::string& file) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) return std::make_unique<recipes::TwoStageConfig>();
+  if (!std::filesystem::is_regular_file(file, ec))
+    return std::make_unique<recipes::TwoStageConfig>();
   const std::string text = io::read_file(file);
-  const bool compare = text.rfind("compare:", 0) == 0 || text.find("\ncompare:") != std::string::npos;
+  const bool compare =
+      text.rfind("compare:", 0) == 0 || text.find("\ncompare:") != std::string::npos;
   if (compare) return std::make_unique<recipes::CompareConfig>();
   return std::make_unique<recipes::TwoStageConfig>();
 }
@@ -56,7 +58,8 @@ void register_config_commands(CLI::App& app, Action& action) {
     };
   });
 
-  auto* reference = config->add_subcommand("reference", "print the Markdown reference of every key");
+  auto* reference =
+      config->add_subcommand("reference", "print the Markdown reference of every key");
   reference->callback([&action] {
     action = [] {
       recipes::TwoStageConfig cfg;

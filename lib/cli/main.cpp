@@ -1,4 +1,5 @@
-// The `safetune` command: parse arguments, set up logging, run one subcommand, map errors to exit codes.
+// The `safetune` command: parse arguments, set up logging, run one subcommand, map errors to exit
+// codes.
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -7,8 +8,8 @@
 
 #include "commands.hpp"
 #include "safetune/error.hpp"
-#include "safetune/lora/adapter_stack.hpp"  // PolicyError
 #include "safetune/log.hpp"
+#include "safetune/lora/adapter_stack.hpp"  // PolicyError
 
 int main(int argc, char** argv) {
   using namespace safetune;

@@ -1,4 +1,5 @@
-// `safetune inspect MODEL` and `safetune forward MODEL --ids ...`: look at a checkpoint, run it once.
+// `safetune inspect MODEL` and `safetune forward MODEL --ids ...`: look at a checkpoint, run it
+// once.
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -49,11 +50,14 @@ int run_inspect(const std::string& path) {
   model::CausalLM model(ckpt);
   const auto& c = model.config();
   std::printf("architecture: %s\n", c.architecture.c_str());
-  std::printf("layers: %lld  hidden: %lld  intermediate: %lld  heads: %lld  kv_heads: %lld  head_dim: %lld\n",
-              (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.intermediate_size,
-              (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.head_dim);
-  std::printf("vocab: %lld  rope_theta: %g  rope_scaling: %s  tied embeddings: %s\n", (long long)c.vocab_size,
-              c.rope_theta, c.rope_scaling.type.empty() ? "none" : c.rope_scaling.type.c_str(),
+  std::printf(
+      "layers: %lld  hidden: %lld  intermediate: %lld  heads: %lld  kv_heads: %lld  head_dim: "
+      "%lld\n",
+      (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.intermediate_size,
+      (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.head_dim);
+  std::printf("vocab: %lld  rope_theta: %g  rope_scaling: %s  tied embeddings: %s\n",
+              (long long)c.vocab_size, c.rope_theta,
+              c.rope_scaling.type.empty() ? "none" : c.rope_scaling.type.c_str(),
               c.tie_word_embeddings ? "yes" : "no");
   std::printf("parameters: %lld\n", (long long)model.parameter_count());
   std::map<std::string, std::int64_t> by_dtype;
@@ -85,7 +89,8 @@ int run_forward(const ForwardArgs& a) {
   if (!names.empty()) {
     std::printf("adapters:");
     for (const auto& n : names)
-      std::printf(" %s%s", n.c_str(), adapters.stacks(n).front()->get(n).enabled ? "" : " (disabled)");
+      std::printf(" %s%s", n.c_str(),
+                  adapters.stacks(n).front()->get(n).enabled ? "" : " (disabled)");
     std::printf("\n");
   }
   torch::NoGradGuard no_grad;
@@ -98,8 +103,8 @@ int run_forward(const ForwardArgs& a) {
   auto [vals, idx] = last.topk(k);
   std::printf("top-%lld next tokens after %zu input ids:\n", (long long)k, ids.size());
   for (std::int64_t i = 0; i < k; ++i)
-    std::printf("  %lld  id %lld  logit %.6f\n", (long long)(i + 1), (long long)idx[i].item<std::int64_t>(),
-                vals[i].item<double>());
+    std::printf("  %lld  id %lld  logit %.6f\n", (long long)(i + 1),
+                (long long)idx[i].item<std::int64_t>(), vals[i].item<double>());
   if (!out.empty()) {
     io::safetensors_save(out, {{"logits", logits.contiguous()}, {"input_ids", input}});
     std::printf("logits %s written to %s\n", shape_str(logits.sizes()).c_str(), out.c_str());
@@ -112,15 +117,19 @@ int run_forward(const ForwardArgs& a) {
 void register_model_commands(CLI::App& app, Action& action) {
   auto args = std::make_shared<ForwardArgs>();
 
-  auto* inspect = app.add_subcommand("inspect", "print a model's architecture, parameter count and tensors");
+  auto* inspect =
+      app.add_subcommand("inspect", "print a model's architecture, parameter count and tensors");
   inspect->add_option("model", args->model, "HF directory, .safetensors or .gguf")->required();
   inspect->callback([&action, args] { action = [args] { return run_inspect(args->model); }; });
 
-  auto* forward = app.add_subcommand("forward", "run the model on token ids and print the top-5 next tokens");
+  auto* forward =
+      app.add_subcommand("forward", "run the model on token ids and print the top-5 next tokens");
   forward->add_option("model", args->model, "HF directory, .safetensors or .gguf")->required();
   forward->add_option("--ids", args->ids, "comma-separated token ids, e.g. 1,2,3")->required();
-  forward->add_option("--out", args->out, "write the logits [1,T,V] (fp32) to this .safetensors file");
-  forward->add_option("--dtype", args->dtype, "float32, bfloat16 or float16")->capture_default_str();
+  forward->add_option("--out", args->out,
+                      "write the logits [1,T,V] (fp32) to this .safetensors file");
+  forward->add_option("--dtype", args->dtype, "float32, bfloat16 or float16")
+      ->capture_default_str();
   forward->add_option("--device", args->device, "cpu or cuda[:N]")->capture_default_str();
   add_adapter_options(forward, *args);
   forward->callback([&action, args] { action = [args] { return run_forward(*args); }; });

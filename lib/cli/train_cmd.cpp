@@ -1,4 +1,5 @@
-// `safetune train CONFIG` (the two-stage recipe) and `safetune demo CONFIG` (its three-way comparison).
+// `safetune train CONFIG` (the two-stage recipe) and `safetune demo CONFIG` (its three-way
+// comparison).
 #include <cstdio>
 
 #include "commands.hpp"
@@ -13,12 +14,16 @@ void register_train_commands(CLI::App& app, Action& action) {
     bool resume = false, overwrite = false;
   };
   auto a = std::make_shared<Args>();
-  auto* train = app.add_subcommand("train", "run the two-stage safety-preserving trainer from a YAML config");
+  auto* train =
+      app.add_subcommand("train", "run the two-stage safety-preserving trainer from a YAML config");
   train->add_option("config", a->file, "YAML config (see docs/config.md)")->required();
   train->add_option("overrides", a->overrides, "key.path=value overrides");
-  auto* resume = train->add_flag("--resume", a->resume, "continue the run in run.output_dir from its latest checkpoints");
-  train->add_flag("--overwrite", a->overwrite,
-                  "replace the previous run in run.output_dir (refused when it holds a registered release)")
+  auto* resume = train->add_flag("--resume", a->resume,
+                                 "continue the run in run.output_dir from its latest checkpoints");
+  train
+      ->add_flag(
+          "--overwrite", a->overwrite,
+          "replace the previous run in run.output_dir (refused when it holds a registered release)")
       ->excludes(resume);
   train->callback([&action, a] {
     action = [a] {
@@ -39,7 +44,8 @@ void register_train_commands(CLI::App& app, Action& action) {
   });
 
   auto d = std::make_shared<Args>();
-  auto* demo = app.add_subcommand("demo", "baseline, stage 1, and three stage-2 variants side by side");
+  auto* demo =
+      app.add_subcommand("demo", "baseline, stage 1, and three stage-2 variants side by side");
   demo->add_option("config", d->file, "YAML config (configs/smollm2_demo.yaml)")->required();
   demo->add_option("overrides", d->overrides, "key.path=value overrides");
   demo->callback([&action, d] {

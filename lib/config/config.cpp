@@ -28,7 +28,8 @@ std::string expand_path(const std::string& p) {
   if (st_home.empty()) st_home = home + "/.cache/safetune";
   std::string out = p;
   for (const std::string key : {"${SAFETUNE_HOME}", "$SAFETUNE_HOME"}) {
-    for (auto pos = out.find(key); pos != std::string::npos; pos = out.find(key, pos + st_home.size()))
+    for (auto pos = out.find(key); pos != std::string::npos;
+         pos = out.find(key, pos + st_home.size()))
       out.replace(pos, key.size(), st_home);
   }
   if (out == "~" || out.rfind("~/", 0) == 0) out = home + out.substr(1);
@@ -42,9 +43,9 @@ Override parse_override(const std::string& text) {
     throw UsageError("bad override '" + text + "': expected key.path=value", "override");
   std::string key = text.substr(0, eq);
   if (!std::regex_match(key, key_re))
-    throw UsageError("bad override '" + text + "': '" + key +
-                         "' is not a dotted key path like model.dtype",
-                     "override");
+    throw UsageError(
+        "bad override '" + text + "': '" + key + "' is not a dotted key path like model.dtype",
+        "override");
   return Override{key, text.substr(eq + 1), text};
 }
 
@@ -78,7 +79,9 @@ class KeyLister : public ConfigVisitor {
   void field(std::string_view k, std::int64_t&, const Field&) override { keys.emplace_back(k); }
   void field(std::string_view k, double&, const Field&) override { keys.emplace_back(k); }
   void field(std::string_view k, std::string&, const Field&) override { keys.emplace_back(k); }
-  void field(std::string_view k, std::vector<std::string>&, const Field&) override { keys.emplace_back(k); }
+  void field(std::string_view k, std::vector<std::string>&, const Field&) override {
+    keys.emplace_back(k);
+  }
   void section(std::string_view k, ConfigSection&, const Field&) override { keys.emplace_back(k); }
   void list(std::string_view k, SectionListBase&, const Field&) override { keys.emplace_back(k); }
 };
@@ -88,7 +91,9 @@ class Loader : public ConfigVisitor {
  public:
   Loader(YAML::Node node, std::string prefix, const std::string& origin,
          const std::map<std::string, std::string>& overridden)
-      : node_(std::move(node)), prefix_(std::move(prefix)), origin_(origin),
+      : node_(std::move(node)),
+        prefix_(std::move(prefix)),
+        origin_(origin),
         overridden_(overridden) {}
 
   void field(std::string_view key, bool& value, const Field& f) override {
@@ -137,12 +142,14 @@ class Loader : public ConfigVisitor {
         value = {s};
         return;
       }
-      if (!n->IsSequence()) fail(*n, key, std::string("expected a list of strings, got ") + kind_name(*n));
+      if (!n->IsSequence())
+        fail(*n, key, std::string("expected a list of strings, got ") + kind_name(*n));
       std::vector<std::string> out;
       for (std::size_t i = 0; i < n->size(); ++i) {
         YAML::Node item = (*n)[i];
         std::string sub = std::string(key) + "." + std::to_string(i);
-        if (!item.IsScalar()) fail(item, sub, std::string("expected a string, got ") + kind_name(item));
+        if (!item.IsScalar())
+          fail(item, sub, std::string("expected a string, got ") + kind_name(item));
         check_string(item, sub, item.Scalar(), f);
         out.push_back(item.Scalar());
       }
@@ -168,7 +175,8 @@ class Loader : public ConfigVisitor {
     for (std::size_t i = 0; i < n->size(); ++i) {
       YAML::Node item = (*n)[i];
       std::string sub_key = std::string(key) + "." + std::to_string(i);
-      if (!item.IsMap()) fail(item, sub_key, std::string("expected a mapping, got ") + kind_name(item));
+      if (!item.IsMap())
+        fail(item, sub_key, std::string("expected a mapping, got ") + kind_name(item));
       Loader sub(item, join_path(prefix_, sub_key), origin_, overridden_);
       sub.run(value.at(i));
     }
@@ -204,7 +212,9 @@ class Loader : public ConfigVisitor {
     YAML::Node n = view[k];
     if (!n.IsDefined() || n.IsNull()) {
       if (n.IsDefined() && n.IsNull())
-        fail(key_node(k), key, "has no value" + std::string(f.is_required ? " (required)" : "; remove it to use the default"));
+        fail(key_node(k), key,
+             "has no value" +
+                 std::string(f.is_required ? " (required)" : "; remove it to use the default"));
       if (f.is_required) fail(node_, key, "missing required key: " + f.doc);
       return std::nullopt;
     }
@@ -225,20 +235,25 @@ class Loader : public ConfigVisitor {
 
   void check_range(const YAML::Node& n, std::string_view key, double x, const Field& f) {
     if ((f.min && x < *f.min) || (f.max && x > *f.max)) {
-      std::string range = f.min && f.max ? "in [" + fmt_number(*f.min) + ", " + fmt_number(*f.max) + "]"
-                          : f.min     ? ">= " + fmt_number(*f.min)
-                                      : "<= " + fmt_number(*f.max);
+      std::string range = f.min && f.max
+                              ? "in [" + fmt_number(*f.min) + ", " + fmt_number(*f.max) + "]"
+                          : f.min ? ">= " + fmt_number(*f.min)
+                                  : "<= " + fmt_number(*f.max);
       fail(n, key, "value " + fmt_number(x) + " is out of range: must be " + range);
     }
   }
 
-  void check_string(const YAML::Node& n, std::string_view key, const std::string& s, const Field& f) {
+  void check_string(const YAML::Node& n, std::string_view key, const std::string& s,
+                    const Field& f) {
     if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), s) == f.choices.end()) {
       std::string list;
       for (const auto& c : f.choices) list += (list.empty() ? "" : ", ") + c;
       std::string msg = "expected one of " + list + "; got '" + s + "'";
       for (const auto& c : f.choices)
-        if (edit_distance(s, c) <= 2) { msg += " (did you mean '" + c + "'?)"; break; }
+        if (edit_distance(s, c) <= 2) {
+          msg += " (did you mean '" + c + "'?)";
+          break;
+        }
       fail(n, key, msg);
     }
     if (f.checker)
@@ -261,7 +276,8 @@ class Loader : public ConfigVisitor {
     }
     const YAML::Mark m = n.Mark();
     std::string where = origin_;
-    if (!m.is_null()) where += ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+    if (!m.is_null())
+      where += ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
     throw ConfigError(path + ": " + msg, where);
   }
 
@@ -278,7 +294,8 @@ void apply_override(YAML::Node& root, const Override& o) {
   try {
     value = YAML::Load(o.value);
   } catch (const YAML::Exception& e) {
-    throw UsageError("bad override '" + o.text + "': value is not valid YAML: " + e.msg, "override");
+    throw UsageError("bad override '" + o.text + "': value is not valid YAML: " + e.msg,
+                     "override");
   }
   if (!value.IsDefined() || value.IsNull()) value = YAML::Node(std::string());
   std::vector<std::string> parts;
@@ -325,14 +342,19 @@ void apply_override(YAML::Node& root, const Override& o) {
 class Dumper : public ConfigVisitor {
  public:
   explicit Dumper(YAML::Emitter& out) : out_(out) {}
-  void field(std::string_view key, bool& v, const Field&) override { out_ << YAML::Key << std::string(key) << YAML::Value << v; }
-  void field(std::string_view key, std::int64_t& v, const Field&) override { out_ << YAML::Key << std::string(key) << YAML::Value << v; }
+  void field(std::string_view key, bool& v, const Field&) override {
+    out_ << YAML::Key << std::string(key) << YAML::Value << v;
+  }
+  void field(std::string_view key, std::int64_t& v, const Field&) override {
+    out_ << YAML::Key << std::string(key) << YAML::Value << v;
+  }
   void field(std::string_view key, double& v, const Field&) override {
     out_ << YAML::Key << std::string(key) << YAML::Value << fmt_number(v);
   }
   void field(std::string_view key, std::string& v, const Field&) override {
     out_ << YAML::Key << std::string(key) << YAML::Value;
-    if (v.empty()) out_ << YAML::DoubleQuoted << v; else out_ << v;
+    if (v.empty()) out_ << YAML::DoubleQuoted << v;
+    else out_ << v;
   }
   void field(std::string_view key, std::vector<std::string>& v, const Field&) override {
     out_ << YAML::Key << std::string(key) << YAML::Value << YAML::Flow << v;
@@ -368,9 +390,15 @@ std::string escape_md(std::string s) {
 class Documenter : public ConfigVisitor {
  public:
   Documenter(std::ostringstream& out, std::string prefix) : out_(out), prefix_(std::move(prefix)) {}
-  void field(std::string_view key, bool& v, const Field& f) override { row(key, "bool", v ? "true" : "false", f); }
-  void field(std::string_view key, std::int64_t& v, const Field& f) override { row(key, "int", std::to_string(v), f); }
-  void field(std::string_view key, double& v, const Field& f) override { row(key, "float", fmt_number(v), f); }
+  void field(std::string_view key, bool& v, const Field& f) override {
+    row(key, "bool", v ? "true" : "false", f);
+  }
+  void field(std::string_view key, std::int64_t& v, const Field& f) override {
+    row(key, "int", std::to_string(v), f);
+  }
+  void field(std::string_view key, double& v, const Field& f) override {
+    row(key, "float", fmt_number(v), f);
+  }
   void field(std::string_view key, std::string& v, const Field& f) override {
     row(key, "string", v.empty() ? "" : "`" + v + "`", f);
   }
@@ -411,8 +439,8 @@ class Documenter : public ConfigVisitor {
     else if (f.max) allowed = "<= " + fmt_number(*f.max);
     if (!f.check_doc.empty()) allowed += (allowed.empty() ? "" : "; ") + f.check_doc;
     out_ << "| `" << join_path(prefix_, key) << "` | " << type << " | "
-         << (f.is_required ? "**required**" : escape_md(def)) << " | " << escape_md(allowed) << " | "
-         << escape_md(f.doc) << " |\n";
+         << (f.is_required ? "**required**" : escape_md(def)) << " | " << escape_md(allowed)
+         << " | " << escape_md(f.doc) << " |\n";
   }
   std::ostringstream& out_;
   std::string prefix_;
@@ -426,13 +454,14 @@ void config_load_string(ConfigSection& out, const std::string& yaml, const std::
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::ParserException& e) {
-    throw ConfigError("malformed YAML: " + e.msg,
-                      origin + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1));
+    throw ConfigError("malformed YAML: " + e.msg, origin + ":" + std::to_string(e.mark.line + 1) +
+                                                      ":" + std::to_string(e.mark.column + 1));
   }
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
-    throw ConfigError(std::string("top level must be a mapping of sections, got ") + kind_name(root),
-                      origin + ":1:1");
+    throw ConfigError(
+        std::string("top level must be a mapping of sections, got ") + kind_name(root),
+        origin + ":1:1");
   std::map<std::string, std::string> overridden;
   for (const auto& text : overrides) {
     Override o = parse_override(text);
@@ -463,8 +492,10 @@ std::string config_dump(ConfigSection& cfg) {
 std::string config_reference_markdown(ConfigSection& prototype, const std::string& title) {
   std::ostringstream out;
   out << "# " << title << "\n\n"
-      << "Generated by `safetune config reference` from the schema in lib/config/sections.cpp; a test\n"
-         "fails when this file and the schema differ. Unknown keys are errors; any key can be set on\n"
+      << "Generated by `safetune config reference` from the schema in lib/config/sections.cpp; a "
+         "test\n"
+         "fails when this file and the schema differ. Unknown keys are errors; any key can be set "
+         "on\n"
          "the command line as `section.key=value`.\n";
   Documenter d(out, "");
   prototype.describe(d);

@@ -28,23 +28,29 @@ void DatasetSection::describe(ConfigVisitor& v) {
               .one_of({"error", "replace"}));
   v.field("system_prompt", system_prompt,
           Field("System message prepended to every conversation that has none."));
-  v.field("max_examples", max_examples, Field("Use only the first N records; 0 uses all.").at_least(0));
-  v.field("where", where,
-          Field("Keep only JSONL records whose top-level string fields match every \"field=value\" entry "
-                "(e.g. [kind=benign]); max_examples counts the kept records."));
+  v.field("max_examples", max_examples,
+          Field("Use only the first N records; 0 uses all.").at_least(0));
+  v.field(
+      "where", where,
+      Field(
+          "Keep only JSONL records whose top-level string fields match every \"field=value\" entry "
+          "(e.g. [kind=benign]); max_examples counts the kept records."));
 }
 
 void DataSection::describe(ConfigVisitor& v) {
   v.list("datasets", datasets, Field("Datasets mixed into the batches by weight."));
-  v.field("max_length", max_length, Field("Tokens per example; longer ones are truncated and counted.").range(8, 1 << 20));
+  v.field("max_length", max_length,
+          Field("Tokens per example; longer ones are truncated and counted.").range(8, 1 << 20));
   v.field("batch_size", batch_size, Field("Rows per micro-batch.").range(1, 1 << 16));
   v.field("packing", packing, Field("Concatenate examples into rows of up to max_length tokens."));
   v.field("shuffle", shuffle, Field("Shuffle each dataset every epoch (seeded)."));
   v.field("bucket_batches", bucket_batches,
-          Field("Sort by length within windows of this many batches; 1 disables bucketing.").range(1, 1 << 16));
+          Field("Sort by length within windows of this many batches; 1 disables bucketing.")
+              .range(1, 1 << 16));
   v.field("seed", seed, Field("Seed of shuffling and mixing.").at_least(0));
   v.field("chat_template", chat_template,
-          Field("auto (the model's template, see model.chat_template), Jinja source, or a built-in renderer: "
+          Field("auto (the model's template, see model.chat_template), Jinja source, or a built-in "
+                "renderer: "
                 "chatml, smollm2, qwen2, llama3, deepseek-r1, llama2."));
 }
 
@@ -59,7 +65,9 @@ std::uint64_t splitmix(std::uint64_t& s) {
 }
 double uniform01(std::uint64_t& s) { return static_cast<double>(splitmix(s) >> 11) * 0x1.0p-53; }
 
-std::string where(const fs::path& p, std::size_t line) { return p.string() + ":" + std::to_string(line); }
+std::string where(const fs::path& p, std::size_t line) {
+  return p.string() + ":" + std::to_string(line);
+}
 
 // Splits one CSV record (RFC 4180: quotes, doubled quotes, embedded newlines).
 std::vector<std::string> csv_fields(const std::string& rec, const std::string& at) {
@@ -88,7 +96,8 @@ std::vector<std::string> csv_fields(const std::string& rec, const std::string& a
   return out;
 }
 
-std::string detect_format(const fs::path& p, const std::string& first_record, const std::string& at) {
+std::string detect_format(const fs::path& p, const std::string& first_record,
+                          const std::string& at) {
   auto ext = p.extension().string();
   if (ext == ".csv") return "goal_target";
   if (ext == ".txt") return "text";
@@ -101,8 +110,10 @@ std::string detect_format(const fs::path& p, const std::string& first_record, co
     } catch (const nlohmann::json::exception&) {
       throw DataError("malformed JSON", at);
     }
-    throw DataError("cannot tell the record layout: expected a 'messages' list or 'prompt' and 'response' fields",
-                    at, "set format: in the dataset config");
+    throw DataError(
+        "cannot tell the record layout: expected a 'messages' list or 'prompt' and 'response' "
+        "fields",
+        at, "set format: in the dataset config");
   }
   throw DataError("unknown data file extension '" + ext + "'", p.string(),
                   "use .jsonl, .csv or .txt, or set format:");
@@ -111,7 +122,9 @@ std::string detect_format(const fs::path& p, const std::string& first_record, co
 }  // namespace
 
 ExampleFile::ExampleFile(const DatasetSection& cfg)
-    : path_(cfg.path), format_(cfg.format), replace_invalid_(cfg.on_invalid_utf8 == "replace"),
+    : path_(cfg.path),
+      format_(cfg.format),
+      replace_invalid_(cfg.on_invalid_utf8 == "replace"),
       system_prompt_(cfg.system_prompt) {
   // where: "field=value" pairs, checked against each JSONL record before it is indexed.
   std::vector<std::pair<std::string, std::string>> filters;
@@ -134,7 +147,8 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
       throw DataError(std::string("malformed JSON: ") + e.what(), where(path_, at_line));
     }
     for (const auto& [key, value] : filters) {
-      if (!j.is_object() || !j.contains(key) || !j[key].is_string() || j[key].get<std::string>() != value) {
+      if (!j.is_object() || !j.contains(key) || !j[key].is_string() ||
+          j[key].get<std::string>() != value) {
         ++rejected;
         return false;
       }
@@ -143,7 +157,8 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
   };
   std::error_code ec;
   if (!fs::exists(path_, ec)) throw IoError("data file not found", path_.string());
-  if (fs::is_directory(path_, ec)) throw IoError("is a directory, expected a data file", path_.string());
+  if (fs::is_directory(path_, ec))
+    throw IoError("is a directory, expected a data file", path_.string());
   io::require_regular_file(path_);  // a FIFO would block the reader
   std::ifstream in(path_, std::ios::binary);
   if (!in) throw IoError("cannot open data file", path_.string());
@@ -155,7 +170,8 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
   bool quoted = false, header_done = !csv, empty = true;
   std::string rec;
   auto finish = [&](std::uint64_t end) {
-    bool blank = std::all_of(rec.begin(), rec.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
+    bool blank = std::all_of(rec.begin(), rec.end(),
+                             [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
     if (!blank) {
       if (!header_done) {
         csv_header_ = csv_fields(rec, where(path_, rec_line));
@@ -166,13 +182,14 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
         auto col = [&](const char* name) -> std::size_t {
           for (std::size_t i = 0; i < csv_header_.size(); ++i)
             if (csv_header_[i] == name) return i;
-          throw DataError(std::string("CSV header lacks the '") + name + "' column", where(path_, rec_line),
-                          "the AdvBench layout is goal,target");
+          throw DataError(std::string("CSV header lacks the '") + name + "' column",
+                          where(path_, rec_line), "the AdvBench layout is goal,target");
         };
         goal_col_ = col("goal");
         target_col_ = col("target");
         header_done = true;
-      } else if ((cfg.max_examples == 0 || offsets_.size() < static_cast<std::size_t>(cfg.max_examples)) &&
+      } else if ((cfg.max_examples == 0 ||
+                  offsets_.size() < static_cast<std::size_t>(cfg.max_examples)) &&
                  keep(rec, rec_line)) {
         offsets_.push_back(rec_begin);
         lines_.push_back(rec_line);
@@ -204,13 +221,17 @@ ExampleFile::ExampleFile(const DatasetSection& cfg)
     }
   }
   if (csv && quoted)
-    throw DataError("unterminated quoted CSV field: the quote opened here is never closed", where(path_, quote_line),
+    throw DataError("unterminated quoted CSV field: the quote opened here is never closed",
+                    where(path_, quote_line),
                     "close the quote; a quote inside a quoted field is written twice (\"\")");
   if (!rec.empty()) finish(pos);
   if (empty && rejected > 0)
-    throw DataError("no record matches the where filters (" + std::to_string(rejected) + " records skipped)",
-                    path_.string());
-  if (empty) throw DataError("no examples in data file", path_.string(), "the file is empty or holds only a header");
+    throw DataError(
+        "no record matches the where filters (" + std::to_string(rejected) + " records skipped)",
+        path_.string());
+  if (empty)
+    throw DataError("no examples in data file", path_.string(),
+                    "the file is empty or holds only a header");
   file_size_ = pos;
   // Validate every record now, so bad data stops the run before training starts.
   for (std::size_t i = 0; i < offsets_.size(); ++i) (void)get(i);
@@ -233,7 +254,10 @@ std::string ExampleFile::read_record(std::size_t i) const {
     bool q = false;
     for (std::size_t k = 0; k < s.size(); ++k) {
       if (s[k] == '"') q = !q;
-      else if (s[k] == '\n' && !q) { s.resize(k); break; }
+      else if (s[k] == '\n' && !q) {
+        s.resize(k);
+        break;
+      }
     }
   }
   if (!s.empty() && s.back() == '\r') s.pop_back();
@@ -264,7 +288,8 @@ Example ExampleFile::get(std::size_t i) const {
     auto f = csv_fields(rec, at);
     if (f.size() != csv_header_.size())
       throw DataError("CSV record has " + std::to_string(f.size()) + " fields, header has " +
-                          std::to_string(csv_header_.size()), at);
+                          std::to_string(csv_header_.size()),
+                      at);
     ex.messages = {{"user", f[goal_col_]}, {"assistant", f[target_col_]}};
     add_system();
     return ex;
@@ -276,13 +301,15 @@ Example ExampleFile::get(std::size_t i) const {
     throw DataError(std::string("malformed JSON: ") + e.what(), at);
   }
   if (!j.is_object()) throw DataError("record is not a JSON object", at);
-  auto str_field = [&](const nlohmann::json& obj, const char* key, const std::string& ctx) -> std::string {
+  auto str_field = [&](const nlohmann::json& obj, const char* key,
+                       const std::string& ctx) -> std::string {
     if (!obj.contains(key)) throw DataError("missing field '" + ctx + key + "'", at);
     if (!obj[key].is_string()) throw DataError("field '" + ctx + key + "' must be a string", at);
     return obj[key].get<std::string>();
   };
   if (format_ == "prompt_response") {
-    ex.messages = {{"user", str_field(j, "prompt", "")}, {"assistant", str_field(j, "response", "")}};
+    ex.messages = {{"user", str_field(j, "prompt", "")},
+                   {"assistant", str_field(j, "response", "")}};
   } else {  // messages
     if (!j.contains("messages")) throw DataError("missing field 'messages'", at);
     ex.messages = parse_messages(j["messages"], at);
@@ -295,13 +322,15 @@ Example ExampleFile::get(std::size_t i) const {
         throw DataError("'harmful_prefix' is not the start of the first assistant message", at);
     }
   }
-  if (std::none_of(ex.messages.begin(), ex.messages.end(), [](const ChatMessage& m) { return m.role == "assistant"; }))
+  if (std::none_of(ex.messages.begin(), ex.messages.end(),
+                   [](const ChatMessage& m) { return m.role == "assistant"; }))
     throw DataError("conversation has no assistant message, so nothing to learn", at);
   add_system();
   return ex;
 }
 
-ExampleEncoder::ExampleEncoder(const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl, std::int64_t max_length)
+ExampleEncoder::ExampleEncoder(const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl,
+                               std::int64_t max_length)
     : tok_(tok), tmpl_(std::move(tmpl)), max_length_(max_length) {}
 
 Encoded ExampleEncoder::encode(const Example& ex) const {
@@ -310,7 +339,8 @@ Encoded ExampleEncoder::encode(const Example& ex) const {
   if (ex.messages.empty()) {  // plain text: every token is learnt, then eos
     opt.add_special = true;
     for (auto id : tok_.encode(ex.text, opt)) out.ids.push_back(id);
-    if (auto eos = tok_.eos_id(); eos && (out.ids.empty() || out.ids.back() != *eos)) out.ids.push_back(*eos);
+    if (auto eos = tok_.eos_id(); eos && (out.ids.empty() || out.ids.back() != *eos))
+      out.ids.push_back(*eos);
     out.loss.assign(out.ids.size(), 1);
   } else {
     // The template writes bos itself where the model wants one (as apply_chat_template does).
@@ -337,11 +367,13 @@ Encoded ExampleEncoder::encode(const Example& ex) const {
   return out;
 }
 
-DataLoader::DataLoader(const DataSection& cfg, const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl)
+DataLoader::DataLoader(const DataSection& cfg, const tokenizer::Tokenizer& tok,
+                       tokenizer::ChatTemplate tmpl)
     : cfg_(cfg),
       encoder_(tok,
                cfg.chat_template == "auto" ? std::move(tmpl)
-                                           : tokenizer::ChatTemplate::from_name_or_jinja(cfg.chat_template, tmpl.variables()),
+                                           : tokenizer::ChatTemplate::from_name_or_jinja(
+                                                 cfg.chat_template, tmpl.variables()),
                cfg.max_length),
       rng_state_(0x5AFE7E11ULL ^ static_cast<std::uint64_t>(cfg.seed)) {
   if (cfg_.datasets.items.empty()) throw ConfigError("no datasets configured", "data.datasets");
@@ -372,7 +404,8 @@ std::uint64_t DataLoader::draw_index(std::uint32_t d) {
     p.resize(n);
     std::iota(p.begin(), p.end(), 0);
     if (cfg_.shuffle) {
-      std::uint64_t s = static_cast<std::uint64_t>(cfg_.seed) * 1000003ULL + d * 7919ULL + epoch * 104729ULL;
+      std::uint64_t s =
+          static_cast<std::uint64_t>(cfg_.seed) * 1000003ULL + d * 7919ULL + epoch * 104729ULL;
       for (std::uint64_t i = n - 1; i > 0; --i) std::swap(p[i], p[splitmix(s) % (i + 1)]);
     }
   }
@@ -413,16 +446,19 @@ void DataLoader::extend_plan(std::int64_t batches) {
     std::vector<std::size_t> order(rows.size());
     std::iota(order.begin(), order.end(), 0);
     if (cfg_.bucket_batches > 1)
-      std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return lengths[a] < lengths[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](auto a, auto b) { return lengths[a] < lengths[b]; });
     std::vector<std::vector<std::vector<Slot>>> window;
     for (std::size_t i = 0; i < order.size(); i += static_cast<std::size_t>(cfg_.batch_size)) {
       std::vector<std::vector<Slot>> b;
-      for (std::size_t j = i; j < std::min(order.size(), i + static_cast<std::size_t>(cfg_.batch_size)); ++j)
+      for (std::size_t j = i;
+           j < std::min(order.size(), i + static_cast<std::size_t>(cfg_.batch_size)); ++j)
         b.push_back(rows[order[j]]);
       window.push_back(std::move(b));
     }
     if (cfg_.shuffle)
-      for (std::size_t i = window.size() - 1; i > 0; --i) std::swap(window[i], window[splitmix(rng_state_) % (i + 1)]);
+      for (std::size_t i = window.size() - 1; i > 0; --i)
+        std::swap(window[i], window[splitmix(rng_state_) % (i + 1)]);
     for (auto& b : window) plan_.push_back(std::move(b));
   }
 }

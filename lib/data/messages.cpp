@@ -7,7 +7,8 @@
 
 namespace safetune::data {
 
-std::vector<tokenizer::ChatMessage> parse_messages(const nlohmann::json& list, const std::string& where) {
+std::vector<tokenizer::ChatMessage> parse_messages(const nlohmann::json& list,
+                                                   const std::string& where) {
   if (!list.is_array()) throw DataError("field 'messages' must be a list", where);
   std::vector<tokenizer::ChatMessage> out;
   for (std::size_t k = 0; k < list.size(); ++k) {
@@ -22,13 +23,15 @@ std::vector<tokenizer::ChatMessage> parse_messages(const nlohmann::json& list, c
     };
     std::string role = field("role");
     if (role != "system" && role != "user" && role != "assistant")
-      throw DataError("unknown role '" + role + "' in " + at + ".role", where, "use system, user or assistant");
+      throw DataError("unknown role '" + role + "' in " + at + ".role", where,
+                      "use system, user or assistant");
     out.push_back({role, field("content")});
   }
   return out;
 }
 
-std::vector<tokenizer::ChatMessage> parse_messages_line(const std::string& line, const std::string& where) {
+std::vector<tokenizer::ChatMessage> parse_messages_line(const std::string& line,
+                                                        const std::string& where) {
   auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded()) throw DataError("not valid JSON", where);
   if (j.is_object()) {

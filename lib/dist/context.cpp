@@ -29,14 +29,18 @@ namespace safetune::dist {
 
 void DistSection::describe(ConfigVisitor& v) {
   v.field("backend", backend,
-          Field("Collective backend for data-parallel runs: auto (nccl when the model is on CUDA, else gloo), "
+          Field("Collective backend for data-parallel runs: auto (nccl when the model is on CUDA, "
+                "else gloo), "
                 "gloo or nccl. Rank and world size come from the launcher (RANK, WORLD_SIZE, ...).")
               .one_of({"auto", "gloo", "nccl"}));
   v.field("timeout_s", timeout_s,
-          Field("Seconds a rank waits for the others (rendezvous and each collective) before failing with an "
+          Field("Seconds a rank waits for the others (rendezvous and each collective) before "
+                "failing with an "
                 "error; the environment variable SAFETUNE_DIST_TIMEOUT_S overrides it.")
               .range(1, 86400));
-  v.field("bucket_mb", bucket_mb, Field("Size of the flattened gradient buckets all-reduced together (MiB).").range(0.001, 4096));
+  v.field("bucket_mb", bucket_mb,
+          Field("Size of the flattened gradient buckets all-reduced together (MiB).")
+              .range(0.001, 4096));
 }
 
 namespace {
@@ -53,8 +57,9 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   const char* end = v + std::strlen(v);
   auto [p, ec] = std::from_chars(v, end, out);
   if (ec != std::errc() || p != end || out < lo || out > hi)
-    throw ConfigError("environment variable " + std::string(name) + "='" + v + "' is not an integer in [" +
-                          std::to_string(lo) + ", " + std::to_string(hi) + "]",
+    throw ConfigError("environment variable " + std::string(name) + "='" + v +
+                          "' is not an integer in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "]",
                       name);
   return out;
 }
@@ -111,7 +116,8 @@ std::shared_ptr<Context> Context::from_env(const DistSection& cfg, bool cuda_ten
   return create(LaunchEnv::from_environment(), cfg, cuda_tensors);
 }
 
-std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection& cfg, bool cuda_tensors) {
+std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection& cfg,
+                                         bool cuda_tensors) {
   std::shared_ptr<Context> ctx(new Context());
   ctx->env_ = env;
   double timeout_s = cfg.timeout_s;
@@ -119,23 +125,27 @@ std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection
     char* end = nullptr;
     timeout_s = std::strtod(t, &end);
     if (end == t || *end || !(timeout_s > 0))
-      throw ConfigError("SAFETUNE_DIST_TIMEOUT_S='" + std::string(t) + "' is not a positive number of seconds",
-                        "SAFETUNE_DIST_TIMEOUT_S");
+      throw ConfigError(
+          "SAFETUNE_DIST_TIMEOUT_S='" + std::string(t) + "' is not a positive number of seconds",
+          "SAFETUNE_DIST_TIMEOUT_S");
   }
   ctx->timeout_ = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
-  ctx->bucket_bytes_ = std::max<std::int64_t>(4, static_cast<std::int64_t>(cfg.bucket_mb * 1024 * 1024));
+  ctx->bucket_bytes_ =
+      std::max<std::int64_t>(4, static_cast<std::int64_t>(cfg.bucket_mb * 1024 * 1024));
   const char* force = std::getenv("SAFETUNE_DIST_FORCE");
   if (env.world_size <= 1 && !(force && std::string(force) == "1")) return ctx;
 
   std::string backend = cfg.backend;
   if (backend == "auto") backend = cuda_tensors ? "nccl" : "gloo";
   if (backend == "nccl" && !cuda_tensors)
-    throw ConfigError("dist.backend nccl needs the model on CUDA", "dist.backend", "use gloo for CPU runs");
+    throw ConfigError("dist.backend nccl needs the model on CUDA", "dist.backend",
+                      "use gloo for CPU runs");
   ctx->backend_ = backend;
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
-  log_info("dist: rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (local " +
-           std::to_string(env.local_rank) + "), " + backend + ", rendezvous at " + where +
-           (env.agent_store ? " (torchrun's store)" : "") + ", timeout " + seconds_text(ctx->timeout_));
+  log_info("dist: rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+           " (local " + std::to_string(env.local_rank) + "), " + backend + ", rendezvous at " +
+           where + (env.agent_store ? " (torchrun's store)" : "") + ", timeout " +
+           seconds_text(ctx->timeout_));
   auto group = std::make_unique<Group>();
   try {
     c10d::TCPStoreOptions so;
@@ -163,12 +173,13 @@ std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
       else if (is_loopback(env.master_addr))
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-      else
-        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      group->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, env.rank, env.world_size, opts);
+      else opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      group->pg =
+          c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, env.rank, env.world_size, opts);
 #else
-      throw ConfigError("this build of safetune has no Gloo support (gloo headers were missing at build time)",
-                        "dist.backend", "install libgloo-dev (scripts/bootstrap.sh does) and rebuild");
+      throw ConfigError(
+          "this build of safetune has no Gloo support (gloo headers were missing at build time)",
+          "dist.backend", "install libgloo-dev (scripts/bootstrap.sh does) and rebuild");
 #endif
     } else {
 #if defined(SAFETUNE_WITH_CUDA) && defined(SAFETUNE_HAVE_NCCL)
@@ -176,9 +187,11 @@ std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection
       group->device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = ctx->timeout_;
-      group->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(group->store, env.rank, env.world_size, opts);
+      group->pg =
+          c10::make_intrusive<c10d::ProcessGroupNCCL>(group->store, env.rank, env.world_size, opts);
 #else
-      throw ConfigError("this build of safetune has no NCCL support (built without CUDA)", "dist.backend");
+      throw ConfigError("this build of safetune has no NCCL support (built without CUDA)",
+                        "dist.backend");
 #endif
     }
   } catch (const Error&) {
@@ -186,8 +199,9 @@ std::shared_ptr<Context> Context::create(const LaunchEnv& env, const DistSection
   } catch (const std::exception& e) {
     throw DistError("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
                         ": rendezvous failed: " + first_line(e),
-                    where, "start every rank with the same MASTER_ADDR/MASTER_PORT/WORLD_SIZE within " +
-                               seconds_text(ctx->timeout_) + " (dist.timeout_s)");
+                    where,
+                    "start every rank with the same MASTER_ADDR/MASTER_PORT/WORLD_SIZE within " +
+                        seconds_text(ctx->timeout_) + " (dist.timeout_s)");
   }
   ctx->group_ = std::move(group);
   return ctx;
@@ -198,10 +212,11 @@ void Context::run(const char* what, const std::function<void()>& body) {
   try {
     body();
   } catch (const std::exception& e) {
-    throw DistError("rank " + std::to_string(rank()) + " of " + std::to_string(world_size()) + ": " + what +
-                        " failed (a peer died or did not answer within " + seconds_text(timeout_) +
-                        "): " + first_line(e),
-                    "dist", "see the other ranks' logs; raise dist.timeout_s if steps are legitimately slow");
+    throw DistError(
+        "rank " + std::to_string(rank()) + " of " + std::to_string(world_size()) + ": " + what +
+            " failed (a peer died or did not answer within " + seconds_text(timeout_) +
+            "): " + first_line(e),
+        "dist", "see the other ranks' logs; raise dist.timeout_s if steps are legitimately slow");
   }
   comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -265,7 +280,8 @@ void Context::broadcast_bytes(std::string& bytes, int root) {
   broadcast(size, root);
   const auto n = size.item<std::int64_t>();
   at::Tensor data = at::empty({n}, at::kByte);
-  if (rank() == root && n > 0) std::memcpy(data.data_ptr(), bytes.data(), static_cast<std::size_t>(n));
+  if (rank() == root && n > 0)
+    std::memcpy(data.data_ptr(), bytes.data(), static_cast<std::size_t>(n));
   broadcast(data, root);
   bytes.assign(reinterpret_cast<const char*>(data.data_ptr()), static_cast<std::size_t>(n));
 }

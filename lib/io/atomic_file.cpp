@@ -23,7 +23,8 @@ std::string errno_text() { return std::strerror(errno); }
 std::string random_suffix() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%d-%016llx", static_cast<int>(::getpid()), static_cast<unsigned long long>(rng()));
+  std::snprintf(buf, sizeof buf, "%d-%016llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(rng()));
   return buf;
 }
 
@@ -36,7 +37,8 @@ void fsync_directory(const fs::path& dir) {
 }  // namespace
 
 // A write through a symbolic link must update the file it points to: rename() onto the link would
-// replace the link itself by a regular file and leave its target (say, the real registry) as it was.
+// replace the link itself by a regular file and leave its target (say, the real registry) as it
+// was.
 fs::path final_target(fs::path p) {
   for (int hops = 0; hops < 40; ++hops) {
     std::error_code ec;
@@ -113,7 +115,8 @@ void require_regular_file(const fs::path& path) {
   if (!fs::exists(st)) throw IoError("no such file", path.string());
   if (fs::is_directory(st)) throw IoError("is a directory, expected a file", path.string());
   if (!fs::is_regular_file(st))
-    throw IoError("not a regular file (a FIFO, socket or device); refusing to read it", path.string());
+    throw IoError("not a regular file (a FIFO, socket or device); refusing to read it",
+                  path.string());
 }
 
 std::string read_file(const fs::path& path) {

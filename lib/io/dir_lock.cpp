@@ -1,5 +1,5 @@
-// DirectoryLock: flock(LOCK_EX | LOCK_NB) on a lock file; the kernel drops it when the process dies,
-// so a killed run never leaves a stale lock behind (the file stays, the lock does not).
+// DirectoryLock: flock(LOCK_EX | LOCK_NB) on a lock file; the kernel drops it when the process
+// dies, so a killed run never leaves a stale lock behind (the file stays, the lock does not).
 #include "safetune/io/dir_lock.hpp"
 
 #include <fcntl.h>
@@ -20,7 +20,9 @@ DirectoryLock::DirectoryLock(const fs::path& dir) : file_(dir / kFileName) {
   std::error_code ec;
   created_ = !fs::exists(file_, ec);
   fd_ = ::open(file_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw IoError(std::string("cannot create the run lock: ") + std::strerror(errno), file_.string());
+  if (fd_ < 0)
+    throw IoError(std::string("cannot create the run lock: ") + std::strerror(errno),
+                  file_.string());
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     std::string holder;
@@ -33,11 +35,13 @@ DirectoryLock::DirectoryLock(const fs::path& dir) : file_(dir / kFileName) {
       throw IoError("run directory is in use by another safetune run" +
                         (holder.empty() ? std::string() : " (pid " + holder + ")"),
                     dir.string(), "wait for it to finish or choose another run.output_dir");
-    throw IoError(std::string("cannot lock the run directory: ") + std::strerror(err), file_.string());
+    throw IoError(std::string("cannot lock the run directory: ") + std::strerror(err),
+                  file_.string());
   }
   // Only the holder writes its pid, and only now that it holds the lock.
   const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+  if (::ftruncate(fd_, 0) != 0 ||
+      ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
     // The pid is a courtesy for the error message of a second run; the lock itself holds.
   }
 }

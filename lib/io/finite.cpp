@@ -6,7 +6,8 @@
 
 namespace safetune::io {
 
-void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& file) {
+void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                    const std::string& file) {
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : tensors) {
     if (!t.defined() || !t.is_floating_point() || t.numel() == 0) continue;
@@ -14,7 +15,8 @@ void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tenso
     if (bad > 0)
       throw FormatError("tensor has " + std::to_string(bad) + " of " + std::to_string(t.numel()) +
                             " values that are NaN or infinite",
-                        file + ": " + name, "the file is damaged, or was saved from a diverged run");
+                        file + ": " + name,
+                        "the file is damaged, or was saved from a diverged run");
   }
 }
 

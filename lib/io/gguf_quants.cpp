@@ -89,7 +89,8 @@ void k_scale_min(const std::uint8_t* sc, int j, int& scale, int& min) {
 // 8 sub-blocks of 32, then 128 bytes of nibbles (sub-blocks 2c and 2c+1 share byte row c).
 // Q5_K is the same layout with 32 bytes of high bits (bit j of byte e belongs to sub-block j)
 // between the scales and the nibbles; `qh` is null for Q4_K.
-void k_quant_4or5_block(const std::uint8_t* in, const std::uint8_t* qh, const std::uint8_t* qs, float* out) {
+void k_quant_4or5_block(const std::uint8_t* in, const std::uint8_t* qh, const std::uint8_t* qs,
+                        float* out) {
   const float d = fp16(in), dmin = fp16(in + 2);
   const std::uint8_t* sc = in + 4;
   for (int j = 0; j < 8; ++j) {
@@ -106,8 +107,12 @@ void k_quant_4or5_block(const std::uint8_t* in, const std::uint8_t* qh, const st
     }
   }
 }
-void q5_k_block(const std::uint8_t* in, float* out) { k_quant_4or5_block(in, in + 16, in + 48, out); }
-void q4_k_block(const std::uint8_t* in, float* out) { k_quant_4or5_block(in, nullptr, in + 16, out); }
+void q5_k_block(const std::uint8_t* in, float* out) {
+  k_quant_4or5_block(in, in + 16, in + 48, out);
+}
+void q4_k_block(const std::uint8_t* in, float* out) {
+  k_quant_4or5_block(in, nullptr, in + 16, out);
+}
 
 // Q6_K super-block: 128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, fp16 d.
 void q6_k_block(const std::uint8_t* in, float* out) {
@@ -146,16 +151,19 @@ BlockFn block_decoder(std::uint32_t type) {
 
 bool gguf_type_supported(std::uint32_t t) {
   switch (static_cast<GgmlType>(t)) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: return true;
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16: return true;
     default: return block_decoder(t) != nullptr;
   }
 }
 
-at::Tensor gguf_dequantize(const gguf::TensorInfo& info, const std::uint8_t* data, at::ScalarType dtype,
-                           const std::string& where) {
+at::Tensor gguf_dequantize(const gguf::TensorInfo& info, const std::uint8_t* data,
+                           at::ScalarType dtype, const std::string& where) {
   if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
     throw FormatError(std::string("cannot dequantize to ") + c10::toString(dtype) +
-                          " (float32, bfloat16 or float16 only)", where);
+                          " (float32, bfloat16 or float16 only)",
+                      where);
   const std::vector<int64_t> shape = info.torch_shape();
   const auto n = static_cast<int64_t>(info.n_elements);
   auto cpu = at::TensorOptions().device(at::kCPU);
@@ -173,8 +181,10 @@ at::Tensor gguf_dequantize(const gguf::TensorInfo& info, const std::uint8_t* dat
   }
   BlockFn fn = block_decoder(info.type);
   if (!fn)
-    throw FormatError("unsupported ggml type " + gguf::ggml_type_name(info.type) +
-                          " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", where);
+    throw FormatError(
+        "unsupported ggml type " + gguf::ggml_type_name(info.type) +
+            " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+        where);
   const gguf::GgmlTypeTraits* tr = gguf::ggml_type_traits(info.type);
   const int64_t block = tr->block_size, bytes = tr->type_size;
   const int64_t n_blocks = n / block;

@@ -11,7 +11,8 @@
 #include "safetune/io/atomic_file.hpp"
 
 namespace safetune::io {
-static_assert(std::endian::native == std::endian::little, "the GGUF writer assumes a little-endian host");
+static_assert(std::endian::native == std::endian::little,
+              "the GGUF writer assumes a little-endian host");
 
 namespace {
 constexpr std::uint64_t kAlignment = 32;
@@ -34,7 +35,8 @@ gguf::GgmlType ggml_type_of(const at::Tensor& t, const std::string& name) {
     case at::kHalf: return gguf::GgmlType::F16;
     case at::kBFloat16: return gguf::GgmlType::BF16;
     default:
-      throw FormatError(std::string("cannot store ") + c10::toString(t.scalar_type()) + " in GGUF (F32, F16 or BF16)",
+      throw FormatError(std::string("cannot store ") + c10::toString(t.scalar_type()) +
+                            " in GGUF (F32, F16 or BF16)",
                         "tensor '" + name + "'");
   }
 }
@@ -68,7 +70,8 @@ void GgufWriter::add_bool(const std::string& key, bool value) {
 
 void GgufWriter::add_tensor(const std::string& name, const at::Tensor& tensor) {
   ggml_type_of(tensor, name);
-  if (tensor.dim() < 1 || tensor.dim() > 4) throw FormatError("GGUF tensors have 1 to 4 dimensions", "tensor '" + name + "'");
+  if (tensor.dim() < 1 || tensor.dim() > 4)
+    throw FormatError("GGUF tensors have 1 to 4 dimensions", "tensor '" + name + "'");
   for (const auto& [n, t] : tensors_)
     if (n == name) throw FormatError("duplicate GGUF tensor", "tensor '" + name + "'");
   tensors_.emplace_back(name, tensor.detach().to(at::kCPU).contiguous());
@@ -89,7 +92,8 @@ void GgufWriter::write(const std::filesystem::path& path) const {
   for (const auto& [name, t] : tensors_) {
     put_string(head, name);
     put<std::uint32_t>(head, static_cast<std::uint32_t>(t.dim()));
-    for (std::int64_t d = t.dim() - 1; d >= 0; --d) put<std::uint64_t>(head, static_cast<std::uint64_t>(t.size(d)));
+    for (std::int64_t d = t.dim() - 1; d >= 0; --d)
+      put<std::uint64_t>(head, static_cast<std::uint64_t>(t.size(d)));
     put<std::uint32_t>(head, static_cast<std::uint32_t>(ggml_type_of(t, name)));
     put<std::uint64_t>(head, offset);
     offset = aligned(offset + t.nbytes());

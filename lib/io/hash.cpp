@@ -19,7 +19,8 @@ struct Sha256::Ctx {
 
 Sha256::Sha256() : ctx_(std::make_unique<Ctx>()) {
   ctx_->md = EVP_MD_CTX_new();
-  if (!ctx_->md || EVP_DigestInit_ex(ctx_->md, EVP_sha256(), nullptr) != 1) throw IoError("cannot initialise SHA-256");
+  if (!ctx_->md || EVP_DigestInit_ex(ctx_->md, EVP_sha256(), nullptr) != 1)
+    throw IoError("cannot initialise SHA-256");
 }
 Sha256::~Sha256() = default;
 

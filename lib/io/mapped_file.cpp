@@ -18,7 +18,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) 
   require_regular_file(path);
   // O_NONBLOCK too: should the path become a FIFO between the check and here, open() still returns.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw IoError(std::string("cannot open file: ") + std::strerror(errno), path.string());
+  if (fd < 0)
+    throw IoError(std::string("cannot open file: ") + std::strerror(errno), path.string());
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -21,11 +21,21 @@ struct DtypeName {
   at::ScalarType type;
 };
 constexpr DtypeName kDtypes[] = {
-    {"BOOL", at::kBool},         {"U8", at::kByte},          {"I8", at::kChar},
-    {"I16", at::kShort},         {"U16", at::kUInt16},       {"I32", at::kInt},
-    {"U32", at::kUInt32},        {"I64", at::kLong},         {"U64", at::kUInt64},
-    {"F16", at::kHalf},          {"BF16", at::kBFloat16},    {"F32", at::kFloat},
-    {"F64", at::kDouble},        {"F8_E4M3", at::kFloat8_e4m3fn}, {"F8_E5M2", at::kFloat8_e5m2},
+    {"BOOL", at::kBool},
+    {"U8", at::kByte},
+    {"I8", at::kChar},
+    {"I16", at::kShort},
+    {"U16", at::kUInt16},
+    {"I32", at::kInt},
+    {"U32", at::kUInt32},
+    {"I64", at::kLong},
+    {"U64", at::kUInt64},
+    {"F16", at::kHalf},
+    {"BF16", at::kBFloat16},
+    {"F32", at::kFloat},
+    {"F64", at::kDouble},
+    {"F8_E4M3", at::kFloat8_e4m3fn},
+    {"F8_E5M2", at::kFloat8_e5m2},
 };
 
 std::string tensor_where(const fs::path& file, const std::string& name) {
@@ -44,7 +54,8 @@ std::vector<std::pair<std::string, at::Tensor>> load_file(const fs::path& file) 
     auto options = at::TensorOptions().dtype(type).device(at::kCPU);
     at::Tensor tensor;
     if (reinterpret_cast<std::uintptr_t>(ptr) % elem == 0) {
-      tensor = at::from_blob(ptr, t.shape, [map](void*) {}, options);
+      tensor = at::from_blob(
+          ptr, t.shape, [map](void*) {}, options);
     } else {
       // Misaligned for its dtype (odd header padding): the kernels expect aligned data, so copy.
       tensor = at::empty(t.shape, options);
@@ -69,7 +80,8 @@ void check_shard_name(const std::string& shard, const fs::path& index, const std
 std::vector<std::pair<std::string, at::Tensor>> load_index(const fs::path& index) {
   std::string text = read_file(index);
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) throw FormatError("malformed index JSON", index.string());
+  if (root.is_discarded() || !root.is_object())
+    throw FormatError("malformed index JSON", index.string());
   auto wm = root.find("weight_map");
   if (wm == root.end() || !wm->is_object())
     throw FormatError("index has no weight_map object", index.string());
@@ -78,7 +90,8 @@ std::vector<std::pair<std::string, at::Tensor>> load_index(const fs::path& index
   std::map<std::string, std::vector<std::string>> wanted;  // shard -> tensor names
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (!it.value().is_string())
-      throw FormatError("weight_map value is not a string", index.string() + ": tensor '" + it.key() + "'");
+      throw FormatError("weight_map value is not a string",
+                        index.string() + ": tensor '" + it.key() + "'");
     std::string shard = it.value().get<std::string>();
     check_shard_name(shard, index, it.key());
     if (!wanted.count(shard)) shards.push_back(shard);
@@ -118,7 +131,8 @@ at::ScalarType safetensors_scalar_type(std::string_view dtype, const std::string
 std::string safetensors_dtype_name(at::ScalarType type, const std::string& where) {
   for (const auto& d : kDtypes)
     if (type == d.type) return d.name;
-  throw FormatError(std::string("dtype ") + c10::toString(type) + " has no safetensors equivalent", where);
+  throw FormatError(std::string("dtype ") + c10::toString(type) + " has no safetensors equivalent",
+                    where);
 }
 
 SafetensorsListing safetensors_list(const fs::path& file) {
@@ -131,7 +145,8 @@ SafetensorsListing safetensors_list(const fs::path& file) {
 
 std::vector<std::pair<std::string, at::Tensor>> safetensors_load(const fs::path& path) {
   if (fs::is_directory(path)) {
-    if (fs::is_regular_file(path / "model.safetensors")) return load_file(path / "model.safetensors");
+    if (fs::is_regular_file(path / "model.safetensors"))
+      return load_file(path / "model.safetensors");
     if (fs::is_regular_file(path / "model.safetensors.index.json"))
       return load_index(path / "model.safetensors.index.json");
     throw IoError("directory holds neither model.safetensors nor model.safetensors.index.json",
@@ -166,7 +181,8 @@ void safetensors_save(const fs::path& path,
     safetensors_dtype_name(t.scalar_type(), where);  // validates the dtype
     items.push_back({&name, t, static_cast<std::size_t>(t.element_size())});
   }
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.elem > b.elem; });
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.elem > b.elem; });
   std::uint64_t offset = 0;
   for (const Item& it : items) {
     const std::uint64_t bytes = static_cast<std::uint64_t>(it.data.nbytes());
@@ -191,7 +207,9 @@ void safetensors_save(const fs::path& path,
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(text.size()) >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    len[i] =
+        static_cast<unsigned char>((static_cast<std::uint64_t>(text.size()) >> (8 * i)) & 0xff);
   AtomicFile out(path);
   out.write(len, 8);
   out.write(text);
@@ -200,16 +218,16 @@ void safetensors_save(const fs::path& path,
   out.commit();
 }
 
-std::vector<fs::path> safetensors_save_sharded(const fs::path& dir,
-                                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                               std::uint64_t max_shard_bytes,
-                                               const std::map<std::string, std::string>& metadata) {
+std::vector<fs::path> safetensors_save_sharded(
+    const fs::path& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+    std::uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
   if (max_shard_bytes == 0) throw IoError("max_shard_bytes must be positive", dir.string());
   // Greedy fill in the given order; a tensor larger than the limit gets a shard of its own.
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
   std::uint64_t in_shard = 0, total = 0;
   for (const auto& [name, t] : tensors) {
-    const std::uint64_t bytes = t.defined() ? static_cast<std::uint64_t>(t.numel() * t.element_size()) : 0;
+    const std::uint64_t bytes =
+        t.defined() ? static_cast<std::uint64_t>(t.numel() * t.element_size()) : 0;
     if (!shards.back().empty() && in_shard + bytes > max_shard_bytes) {
       shards.emplace_back();
       in_shard = 0;

@@ -6,9 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/safetensors_header.hpp"
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "io/safetensors_header.hpp"
 
 namespace safetune::io {
 namespace {
@@ -58,21 +58,22 @@ std::size_t safetensors_dtype_size(std::string_view d) {
 SafetensorsHeader safetensors_parse_header(std::string_view bytes, std::uint64_t file_size,
                                            const std::string& file) {
   if (file_size < 8 || bytes.size() < 8)
-    throw FormatError("file is shorter than the 8-byte header length (" +
-                          std::to_string(file_size) + " bytes)", file);
+    throw FormatError(
+        "file is shorter than the 8-byte header length (" + std::to_string(file_size) + " bytes)",
+        file);
   const std::uint64_t header_len = read_u64_le(bytes.data());
   if (header_len > kSafetensorsMaxHeader)
-    throw FormatError("header length " + std::to_string(header_len) +
-                          " exceeds the 100 MB header size limit", file);
+    throw FormatError(
+        "header length " + std::to_string(header_len) + " exceeds the 100 MB header size limit",
+        file);
   if (header_len > file_size - 8)
     throw FormatError("header length " + std::to_string(header_len) +
                           " runs past the end of the file (" + std::to_string(file_size) +
-                          " bytes)", file);
-  if (bytes.size() < 8 + header_len)
-    throw FormatError("header truncated", file);
+                          " bytes)",
+                      file);
+  if (bytes.size() < 8 + header_len) throw FormatError("header truncated", file);
   std::string_view text = bytes.substr(8, header_len);
-  if (!nesting_within(text, 8))
-    throw FormatError("malformed JSON header: nested too deeply", file);
+  if (!nesting_within(text, 8)) throw FormatError("malformed JSON header: nested too deeply", file);
 
   std::set<std::string> seen;
   std::string duplicate;
@@ -109,8 +110,10 @@ SafetensorsHeader safetensors_parse_header(std::string_view bytes, std::uint64_t
     auto dt = entry.find("dtype");
     auto sh = entry.find("shape");
     auto off = entry.find("data_offsets");
-    if (dt == entry.end() || !dt->is_string()) throw FormatError("missing or non-string dtype", where);
-    if (sh == entry.end() || !sh->is_array()) throw FormatError("missing or non-array shape", where);
+    if (dt == entry.end() || !dt->is_string())
+      throw FormatError("missing or non-string dtype", where);
+    if (sh == entry.end() || !sh->is_array())
+      throw FormatError("missing or non-array shape", where);
     if (off == entry.end() || !off->is_array() || off->size() != 2)
       throw FormatError("data_offsets must be an array of two offsets", where);
     TensorInfo info;
@@ -122,42 +125,50 @@ SafetensorsHeader safetensors_parse_header(std::string_view bytes, std::uint64_t
     unsigned __int128 bytes_needed = elem;
     for (const json& d : *sh) {
       if (d.is_number_integer() && !d.is_number_unsigned() && d.get<std::int64_t>() < 0)
-        throw FormatError("negative dimension " + std::to_string(d.get<std::int64_t>()) + " in shape",
-                          where);
-      if (!d.is_number_unsigned()) throw FormatError("shape entry is not a non-negative integer", where);
+        throw FormatError(
+            "negative dimension " + std::to_string(d.get<std::int64_t>()) + " in shape", where);
+      if (!d.is_number_unsigned())
+        throw FormatError("shape entry is not a non-negative integer", where);
       std::uint64_t v = d.get<std::uint64_t>();
-      if (v > static_cast<std::uint64_t>(INT64_MAX)) throw FormatError("dimension too large", where);
+      if (v > static_cast<std::uint64_t>(INT64_MAX))
+        throw FormatError("dimension too large", where);
       info.shape.push_back(static_cast<int64_t>(v));
       bytes_needed *= v;
       if (bytes_needed > static_cast<unsigned __int128>(INT64_MAX))
         bytes_needed = static_cast<unsigned __int128>(INT64_MAX) + 1;  // saturate; mismatch below
     }
     for (const json& o : *off)
-      if (!o.is_number_unsigned()) throw FormatError("data_offsets entry is not a non-negative integer", where);
+      if (!o.is_number_unsigned())
+        throw FormatError("data_offsets entry is not a non-negative integer", where);
     info.begin = (*off)[0].get<std::uint64_t>();
     info.end = (*off)[1].get<std::uint64_t>();
     if (info.end < info.begin)
       throw FormatError("data_offsets end " + std::to_string(info.end) + " is before begin " +
-                            std::to_string(info.begin), where);
+                            std::to_string(info.begin),
+                        where);
     if (info.end > data_size)
-      throw FormatError("byte range [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
-                            ") is outside the data buffer (" + std::to_string(data_size) + " bytes)",
+      throw FormatError("byte range [" + std::to_string(info.begin) + ", " +
+                            std::to_string(info.end) + ") is outside the data buffer (" +
+                            std::to_string(data_size) + " bytes)",
                         where);
     if (bytes_needed != static_cast<unsigned __int128>(info.end - info.begin))
       throw FormatError("shape x dtype size does not match the byte range (" +
-                            std::to_string(info.end - info.begin) + " bytes for dtype " + info.dtype +
-                            ")", where);
+                            std::to_string(info.end - info.begin) + " bytes for dtype " +
+                            info.dtype + ")",
+                        where);
     out.tensors.push_back(std::move(info));
   }
-  std::stable_sort(out.tensors.begin(), out.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::stable_sort(out.tensors.begin(), out.tensors.end(),
+                   [](const TensorInfo& a, const TensorInfo& b) {
+                     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+                   });
   // Sorted by begin, an overlap can only be with the previous non-empty range.
   const TensorInfo* prev = nullptr;
   for (const TensorInfo& t : out.tensors) {
     if (t.begin == t.end) continue;
     if (prev && t.begin < prev->end)
-      throw FormatError("byte range overlaps tensor '" + prev->name + "'", tensor_where(file, t.name));
+      throw FormatError("byte range overlaps tensor '" + prev->name + "'",
+                        tensor_where(file, t.name));
     prev = &t;
   }
   return out;

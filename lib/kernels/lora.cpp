@@ -40,11 +40,13 @@ void check_factors(const std::vector<LoraFactors>& adapters, std::int64_t out, s
     const std::string where = std::string(what) + " adapter #" + std::to_string(i);
     if (!f.A.defined() || !f.B.defined()) throw KernelError("adapter factor is undefined", where);
     if (f.A.dim() != 2 || f.B.dim() != 2)
-      throw KernelError("A and B must be 2-D, got A " + shape_str(f.A) + " B " + shape_str(f.B), where);
+      throw KernelError("A and B must be 2-D, got A " + shape_str(f.A) + " B " + shape_str(f.B),
+                        where);
     const auto r = f.A.size(0);
     if (r <= 0 || f.A.size(1) != in || f.B.size(0) != out || f.B.size(1) != r)
       throw KernelError("factor shapes A " + shape_str(f.A) + " B " + shape_str(f.B) +
-                            " do not fit [out=" + std::to_string(out) + ", in=" + std::to_string(in) + "]",
+                            " do not fit [out=" + std::to_string(out) +
+                            ", in=" + std::to_string(in) + "]",
                         where, "A must be [r, in] and B [out, r]");
     if (f.A.device() != device || f.B.device() != device)
       throw KernelError("factors live on another device than the weight/input", where);
@@ -134,7 +136,8 @@ using torch::autograd::variable_list;
 
 // The dtype the adapters compute in: the autocast dtype when autocast is on for x's device (as
 // PEFT under torch.autocast), else the activation dtype of the base output. fp64 is never lowered
-// (autocast leaves fp64 alone too). Factors are cast to it (they are small); x only when it differs.
+// (autocast leaves fp64 alone too). Factors are cast to it (they are small); x only when it
+// differs.
 at::ScalarType compute_dtype_for(const at::Tensor& x, const at::Tensor& base_out) {
   const auto dev = x.device().type();
   if (base_out.scalar_type() != at::kDouble && at::autocast::is_autocast_enabled(dev))
@@ -220,7 +223,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     }
     const bool keep_narrow_x = static_cast<std::size_t>(x.element_size()) < at::elementSize(c);
     variable_list saved{any_A ? (keep_narrow_x ? x : xc) : at::Tensor(), any_B ? H : at::Tensor()};
-    for (std::int64_t i = 2; i < static_cast<std::int64_t>(inputs.size()); ++i) saved.push_back(inputs[i]);
+    for (std::int64_t i = 2; i < static_cast<std::int64_t>(inputs.size()); ++i)
+      saved.push_back(inputs[i]);
     if (meta->fused) saved.push_back(base);  // the weight itself (no copy), for dx = g W
     ctx->save_for_backward(saved);
     ctx->saved_data["x_dtype"] = static_cast<std::int64_t>(x.scalar_type());
@@ -262,7 +266,10 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
       std::int64_t off = 0;
       for (auto i : need_B) {
         const auto& Bi = saved[2 + n + i];
-        result[2 + n + i] = gB.narrow(1, off, meta->ranks[i]).to(Bi.scalar_type()).contiguous().mul_(meta->scales[i]);
+        result[2 + n + i] = gB.narrow(1, off, meta->ranks[i])
+                                .to(Bi.scalar_type())
+                                .contiguous()
+                                .mul_(meta->scales[i]);
         off += meta->ranks[i];
       }
     }
@@ -278,7 +285,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
       if (meta->mask_index[i] < 0) {
         plain_A.push_back(i);
       } else {
-        result[2 + i] = at::mm(cols(G, *meta, i).t(), apply_mask(xc, saved, *meta, i)).to(Ai.scalar_type());
+        result[2 + i] =
+            at::mm(cols(G, *meta, i).t(), apply_mask(xc, saved, *meta, i)).to(Ai.scalar_type());
       }
     }
     if (!plain_A.empty()) {
@@ -342,7 +350,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
     ctx->saved_data["has_bias"] = meta.has_bias;
   }
   static LoraMeta load_meta(AutogradContext* ctx) {
-    return make_meta(ctx->saved_data["scales"].toDoubleVector(), ctx->saved_data["ranks"].toIntVector(),
+    return make_meta(ctx->saved_data["scales"].toDoubleVector(),
+                     ctx->saved_data["ranks"].toIntVector(),
                      ctx->saved_data["mask_index"].toIntVector(),
                      ctx->saved_data["mask_scales"].toDoubleVector(),
                      static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt()),
@@ -353,11 +362,13 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
   // [s_0 B_0, s_1 B_1, ...] in dtype `dt`: the scales ride on the small factors.
   static at::Tensor scaled_B(at::TensorList t, const LoraMeta& meta, at::ScalarType dt) {
     std::vector<at::Tensor> bs;
-    for (std::int64_t i = 0; i < meta.n; ++i) bs.push_back(t[2 + meta.n + i].to(dt) * meta.scales[i]);
+    for (std::int64_t i = 0; i < meta.n; ++i)
+      bs.push_back(t[2 + meta.n + i].to(dt) * meta.scales[i]);
     return concat(bs, 1);
   }
   // v ⊙ mask_i (× 1/(1-p) for a bool mask): adapter i's dropout on x, or on dx in backward.
-  static at::Tensor apply_mask(const at::Tensor& v, at::TensorList t, const LoraMeta& meta, std::int64_t i) {
+  static at::Tensor apply_mask(const at::Tensor& v, at::TensorList t, const LoraMeta& meta,
+                               std::int64_t i) {
     at::Tensor out = v * t[2 + 2 * meta.n + meta.mask_index[i]];
     if (meta.mask_scales[i] != 1.0) out.mul_(meta.mask_scales[i]);
     return out;
@@ -378,8 +389,8 @@ class LoraAddFunction : public torch::autograd::Function<LoraAddFunction> {
 // Builds the op's inputs and meta (dropout masks included) and applies it; `second` is the base
 // output [N, out] or, when fused, the weight [out, in]. Returns y as [N, out].
 at::Tensor apply_lora(const at::Tensor& x2, const at::Tensor& second, const at::Tensor& bias,
-                      const std::vector<LoraFactors>& adapters, bool training, at::ScalarType compute,
-                      bool fused, const at::Tensor& x_shape_for_errors) {
+                      const std::vector<LoraFactors>& adapters, bool training,
+                      at::ScalarType compute, bool fused, const at::Tensor& x_shape_for_errors) {
   const auto N = x2.size(0), in = x2.size(1);
   std::vector<at::Tensor> inputs{x2, second};
   std::vector<double> scales, mask_scales;
@@ -402,7 +413,8 @@ at::Tensor apply_lora(const at::Tensor& x2, const at::Tensor& second, const at::
     double mscale = 1.0;
     if (f.mask.defined()) {
       if (f.mask.numel() != N * in)
-        throw KernelError("dropout mask " + shape_str(f.mask) + " does not match x " + shape_str(x_shape_for_errors),
+        throw KernelError("dropout mask " + shape_str(f.mask) + " does not match x " +
+                              shape_str(x_shape_for_errors),
                           "lora_linear_add");
       m = f.mask.reshape({N, in}).to(x2.device(), compute).detach();
     } else if (f.dropout >= 1.0) {
@@ -417,15 +429,17 @@ at::Tensor apply_lora(const at::Tensor& x2, const at::Tensor& second, const at::
     mask_scales.push_back(mscale);
   }
   if (bias.defined()) inputs.push_back(bias);
-  const LoraMeta meta = LoraAddFunction::make_meta(std::move(scales), std::move(ranks), std::move(mask_index),
-                                                   std::move(mask_scales), compute, fused, bias.defined());
+  const LoraMeta meta =
+      LoraAddFunction::make_meta(std::move(scales), std::move(ranks), std::move(mask_index),
+                                 std::move(mask_scales), compute, fused, bias.defined());
   return LoraAddFunction::apply(at::TensorList(inputs), &meta)[0];
 }
 
 void check_input(const at::Tensor& x, const at::Tensor& other, const char* what) {
   if (!x.defined() || !other.defined() || x.dim() < 1)
     throw KernelError(std::string("needs x [..., in] and ") + what, "input");
-  if (x.device() != other.device()) throw KernelError(std::string("x and ") + what + " on different devices", "input");
+  if (x.device() != other.device())
+    throw KernelError(std::string("x and ") + what + " on different devices", "input");
   if (!is_float_dtype(x.scalar_type()) || !is_float_dtype(other.scalar_type()))
     throw KernelError(std::string("x and ") + what + " must be floating point", "input");
 }
@@ -441,11 +455,13 @@ at::Tensor lora_linear_add(const at::Tensor& x, const at::Tensor& base_out,
   const auto lead = x.sizes().slice(0, x.dim() - 1);
   if (lead != base_out.sizes().slice(0, base_out.dim() - 1))
     throw KernelError("x " + shape_str(x) + " and base output " + shape_str(base_out) +
-                          " disagree on their leading dimensions", "input");
+                          " disagree on their leading dimensions",
+                      "input");
   check_factors(adapters, out, in, x.device(), "lora_linear_add");
   const auto N = x.numel() / std::max<std::int64_t>(in, 1);
-  const at::Tensor y = apply_lora(x.reshape({N, in}), base_out.reshape({N, out}), at::Tensor(), adapters, training,
-                                  compute_dtype_for(x, base_out), /*fused=*/false, x);
+  const at::Tensor y =
+      apply_lora(x.reshape({N, in}), base_out.reshape({N, out}), at::Tensor(), adapters, training,
+                 compute_dtype_for(x, base_out), /*fused=*/false, x);
   return y.view(base_out.sizes());
 }
 
@@ -455,7 +471,8 @@ at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::
   if (weight.dim() != 2 || weight.size(1) != x.size(-1))
     throw KernelError("weight " + shape_str(weight) + " does not fit x " + shape_str(x), "weight");
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
-    throw KernelError("bias " + shape_str(bias) + " does not fit weight " + shape_str(weight), "bias");
+    throw KernelError("bias " + shape_str(bias) + " does not fit weight " + shape_str(weight),
+                      "bias");
   // A trainable base weight or bias needs their gradients, which the fused op does not compute.
   if (adapters.empty() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))
     return lora_linear_add(x, at::linear(x, weight, bias), adapters, training);
@@ -464,8 +481,9 @@ at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::
   const auto N = x.numel() / std::max<std::int64_t>(in, 1);
   std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out;
-  const at::Tensor y = apply_lora(x.reshape({N, in}), weight, bias, adapters, training, compute_dtype_for(x, weight),
-                                  /*fused=*/true, x);
+  const at::Tensor y =
+      apply_lora(x.reshape({N, in}), weight, bias, adapters, training, compute_dtype_for(x, weight),
+                 /*fused=*/true, x);
   return y.view(shape);
 }
 
@@ -480,7 +498,8 @@ at::Tensor lora_linear_add_reference(const at::Tensor& x, const at::Tensor& base
     at::Tensor xi = xc;
     if (training && f.dropout > 0.0) {
       if (!f.mask.defined())
-        throw KernelError("the reference needs explicit dropout masks", "lora_linear_add_reference");
+        throw KernelError("the reference needs explicit dropout masks",
+                          "lora_linear_add_reference");
       xi = xc * f.mask.reshape(xc.sizes()).to(compute);
     }
     y = y + at::matmul(at::matmul(xi, f.A.to(compute).t()), f.B.to(compute).t()) * f.scale;

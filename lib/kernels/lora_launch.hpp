@@ -10,8 +10,9 @@ namespace safetune::kernels {
 
 enum class DType { f32, f16, bf16 };
 
-// W[out, in] (row stride ldw elements) += Bc[out, R] · Ac[R, in]. Bc and Ac are contiguous fp32 with
-// the adapters' scales (and sign) already folded into Bc. Returns "" on success, else the reason.
+// W[out, in] (row stride ldw elements) += Bc[out, R] · Ac[R, in]. Bc and Ac are contiguous fp32
+// with the adapters' scales (and sign) already folded into Bc. Returns "" on success, else the
+// reason.
 std::string lora_merge_cuda_launch(void* W, DType dtype, std::int64_t out, std::int64_t in,
                                    std::int64_t ldw, const float* Bc, const float* Ac,
                                    std::int64_t R, cudaStream_t stream);

@@ -1,4 +1,5 @@
-// CUDA multi-adapter merge: W += Bc·Ac computed tile by tile in registers, one read + one write of W.
+// CUDA multi-adapter merge: W += Bc·Ac computed tile by tile in registers, one read + one write of
+// W.
 #include "kernels/lora_launch.hpp"
 
 #include <cuda_bf16.h>
@@ -87,10 +88,12 @@ std::string launch(void* W, std::int64_t out, std::int64_t in, std::int64_t ldw,
                    const float* Ac, std::int64_t R, cudaStream_t stream) {
   const std::int64_t gx = (in + kBN - 1) / kBN, gy = (out + kBM - 1) / kBM;
   if (gx > 2147483647LL || gy > 65535LL) return "weight too large for the merge grid";
-  merge_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0,
-                    stream>>>(static_cast<T*>(W), out, in, ldw, Bc, Ac, R);
+  merge_kernel<T>
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0, stream>>>(
+          static_cast<T*>(W), out, in, ldw, Bc, Ac, R);
   const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return std::string("merge kernel launch failed: ") + cudaGetErrorString(err);
+  if (err != cudaSuccess)
+    return std::string("merge kernel launch failed: ") + cudaGetErrorString(err);
   return {};
 }
 

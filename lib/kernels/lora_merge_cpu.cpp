@@ -27,7 +27,8 @@ constexpr std::int64_t kColBlock = 128;
 
 SAFETUNE_CPU_CLONES
 void accumulate_tile(float* __restrict__ acc, const float* __restrict__ Bc, std::int64_t R,
-                     const float* __restrict__ Ac, std::int64_t in, std::int64_t nr, std::int64_t nc) {
+                     const float* __restrict__ Ac, std::int64_t in, std::int64_t nr,
+                     std::int64_t nc) {
   for (std::int64_t k = 0; k < R; ++k) {
     const float* __restrict__ a = Ac + k * in;
     for (std::int64_t rr = 0; rr < nr; ++rr) {

@@ -43,7 +43,8 @@ AdapterRole parse_role(const std::string& name) {
 }
 
 InitMethod parse_init(const std::string& name) {
-  if (name == "peft_default" || name == "default" || name == "true") return InitMethod::peft_default;
+  if (name == "peft_default" || name == "default" || name == "true")
+    return InitMethod::peft_default;
   if (name == "gaussian") return InitMethod::gaussian;
   throw ConfigError("unknown LoRA init '" + name + "'", "init", "use peft_default or gaussian");
 }
@@ -63,7 +64,8 @@ void PolicyLog::record(const PolicyOverride& o) {
       }
     entries_.push_back(o);
   }
-  log_warn("inference policy override: " + o.action + " of adapter '" + o.adapter + "' (" + o.reason + ")");
+  log_warn("inference policy override: " + o.action + " of adapter '" + o.adapter + "' (" +
+           o.reason + ")");
 }
 
 std::string describe(const PolicyOverride& o) {
@@ -93,7 +95,8 @@ void AdapterStack::rebind_weight(at::Tensor base_weight) {
   if (!base_weight.defined() || base_weight.dim() != 2 ||
       (weight_.defined() && base_weight.sizes() != weight_.sizes()))
     throw AdapterError("the new weight must have the old shape [" + std::to_string(out_features()) +
-                           ", " + std::to_string(in_features()) + "]", module_);
+                           ", " + std::to_string(in_features()) + "]",
+                       module_);
   if (!merged_names().empty())
     throw AdapterError("cannot rebind the weight while adapters are merged into it", module_,
                        "unmerge first");
@@ -118,7 +121,9 @@ bool AdapterStack::contains(const std::string& name) const {
                      [&](const Adapter& a) { return a.spec.name == name; });
 }
 Adapter& AdapterStack::get(const std::string& name) { return adapters_[index_of(name)]; }
-const Adapter& AdapterStack::get(const std::string& name) const { return adapters_[index_of(name)]; }
+const Adapter& AdapterStack::get(const std::string& name) const {
+  return adapters_[index_of(name)];
+}
 
 std::vector<std::string> AdapterStack::names() const {
   std::vector<std::string> out;
@@ -137,7 +142,8 @@ static void check_spec(const AdapterSpec& spec, const std::string& module) {
 
 Adapter& AdapterStack::add(const AdapterSpec& spec, std::optional<at::ScalarType> dtype) {
   check_spec(spec, module_);
-  if (contains(spec.name)) throw AdapterError("adapter '" + spec.name + "' already exists", module_);
+  if (contains(spec.name))
+    throw AdapterError("adapter '" + spec.name + "' already exists", module_);
   at::NoGradGuard no_grad;
   const auto opts = weight_.options().dtype(dtype.value_or(at::kFloat)).requires_grad(false);
   at::Tensor A = at::empty({spec.rank, in_features()}, opts);
@@ -155,11 +161,13 @@ Adapter& AdapterStack::add(const AdapterSpec& spec, std::optional<at::ScalarType
 Adapter& AdapterStack::add(const AdapterSpec& spec, const at::Tensor& A, const at::Tensor& B) {
   check_spec(spec, module_);
   const std::string where = module_ + ":" + spec.name;
-  if (contains(spec.name)) throw AdapterError("adapter '" + spec.name + "' already exists", module_);
+  if (contains(spec.name))
+    throw AdapterError("adapter '" + spec.name + "' already exists", module_);
   if (!A.defined() || !B.defined() || A.dim() != 2 || B.dim() != 2 || A.size(0) != spec.rank ||
       A.size(1) != in_features() || B.size(0) != out_features() || B.size(1) != spec.rank)
-    throw AdapterError("adapter factors do not match rank " + std::to_string(spec.rank) + " and weight [" +
-                           std::to_string(out_features()) + ", " + std::to_string(in_features()) + "]",
+    throw AdapterError("adapter factors do not match rank " + std::to_string(spec.rank) +
+                           " and weight [" + std::to_string(out_features()) + ", " +
+                           std::to_string(in_features()) + "]",
                        where, "A must be [r, in] and B [out, r]");
   if (A.scalar_type() != B.scalar_type() || !at::isFloatingType(A.scalar_type()))
     throw AdapterError("A and B must share one floating-point dtype", where);
@@ -183,7 +191,8 @@ void AdapterStack::remove(const std::string& name, const std::string& override_r
   const auto i = index_of(name);
   const Adapter& a = adapters_[i];
   if (a.merged)
-    throw AdapterError("adapter '" + name + "' is merged into the weight", module_, "unmerge it first");
+    throw AdapterError("adapter '" + name + "' is merged into the weight", module_,
+                       "unmerge it first");
   if (a.spec.required_at_inference) {
     if (override_reason.empty())
       throw AdapterError("adapter '" + name + "' is required at inference and cannot be removed",
@@ -193,11 +202,13 @@ void AdapterStack::remove(const std::string& name, const std::string& override_r
   adapters_.erase(adapters_.begin() + static_cast<std::ptrdiff_t>(i));
 }
 
-void AdapterStack::set_enabled(const std::string& name, bool enabled, const std::string& override_reason) {
+void AdapterStack::set_enabled(const std::string& name, bool enabled,
+                               const std::string& override_reason) {
   Adapter& a = get(name);
   if (a.enabled == enabled) return;
   if (a.merged)
-    throw AdapterError("adapter '" + name + "' is merged into the weight", module_, "unmerge it first");
+    throw AdapterError("adapter '" + name + "' is merged into the weight", module_,
+                       "unmerge it first");
   if (!enabled && a.spec.required_at_inference) {
     if (override_reason.empty())
       throw AdapterError("adapter '" + name + "' is required at inference and cannot be disabled",
@@ -257,7 +268,8 @@ at::Tensor AdapterStack::apply(const at::Tensor& x, const at::Tensor& base_out) 
   }
 }
 
-at::Tensor AdapterStack::forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor AdapterStack::forward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias) {
   const auto factors = active_factors();
   if (factors.empty()) return at::linear(x, weight, bias);
   try {
@@ -276,7 +288,8 @@ std::vector<std::size_t> AdapterStack::indices_for_merge(const std::vector<std::
     const auto i = index_of(n);
     const Adapter& a = adapters_[i];
     if (merging && a.merged) throw AdapterError("adapter '" + n + "' is already merged", module_);
-    if (merging && !a.enabled) throw AdapterError("adapter '" + n + "' is disabled", module_, "enable it before merging");
+    if (merging && !a.enabled)
+      throw AdapterError("adapter '" + n + "' is disabled", module_, "enable it before merging");
     if (!merging && !a.merged) throw AdapterError("adapter '" + n + "' is not merged", module_);
     idx.push_back(i);
   }
@@ -307,9 +320,11 @@ void AdapterStack::merge_impl(const std::vector<std::string>& names, MergeCopy c
           if (!one.isfinite().all().item<bool>()) bad.push_back(adapters_[i].spec.name);
         }
         std::string list;
-        for (const auto& n : bad.empty() ? names : bad) list += (list.empty() ? "'" : ", '") + n + "'";
-        throw AdapterError("merging adapter " + list + " gives non-finite weights; weight left unchanged",
-                           module_, "check the adapter for NaN/Inf or overflow in the weight's dtype");
+        for (const auto& n : bad.empty() ? names : bad)
+          list += (list.empty() ? "'" : ", '") + n + "'";
+        throw AdapterError(
+            "merging adapter " + list + " gives non-finite weights; weight left unchanged", module_,
+            "check the adapter for NaN/Inf or overflow in the weight's dtype");
       }
       weight_.copy_(trial);
     } else {

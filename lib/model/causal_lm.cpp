@@ -1,4 +1,5 @@
-// The Llama/Qwen2 decoder: weights checked against the config, RoPE, GQA attention via SDPA, SwiGLU.
+// The Llama/Qwen2 decoder: weights checked against the config, RoPE, GQA attention via SDPA,
+// SwiGLU.
 #include "safetune/model/causal_lm.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -50,17 +51,21 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
     double high_freq_wavelen = old_ctx / s.high_freq_factor;
     auto wavelen = 2 * M_PI / inv_freq;
     auto scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
-    auto smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    auto smooth =
+        (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
     auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-    auto medium = (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
+    auto medium =
+        (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
     inv_freq = at::where(medium, smoothed, scaled);
   }
   if (!c.rope_freq_factors.empty()) {
     if (static_cast<std::int64_t>(c.rope_freq_factors.size()) != inv_freq.size(0))
-      throw ModelError("rope frequency factors: " + std::to_string(c.rope_freq_factors.size()) + " values for " +
-                       std::to_string(inv_freq.size(0)) + " rotary frequencies (head_dim / 2)");
-    auto factors = at::from_blob(const_cast<float*>(c.rope_freq_factors.data()),
-                                 {static_cast<std::int64_t>(c.rope_freq_factors.size())}, at::kFloat);
+      throw ModelError("rope frequency factors: " + std::to_string(c.rope_freq_factors.size()) +
+                       " values for " + std::to_string(inv_freq.size(0)) +
+                       " rotary frequencies (head_dim / 2)");
+    auto factors =
+        at::from_blob(const_cast<float*>(c.rope_freq_factors.data()),
+                      {static_cast<std::int64_t>(c.rope_freq_factors.size())}, at::kFloat);
     inv_freq = inv_freq / factors;
   }
   return inv_freq.contiguous();
@@ -78,16 +83,16 @@ class TensorTable {
   bool has(const std::string& name) const { return map_.count(name) != 0; }
   at::Tensor take(const std::string& name, std::vector<std::int64_t> shape) {
     auto it = map_.find(name);
-    if (it == map_.end())
-      throw ModelError("missing tensor (the config implies it)", name);
+    if (it == map_.end()) throw ModelError("missing tensor (the config implies it)", name);
     const at::Tensor& t = it->second;
     if (!t.defined()) throw ModelError("tensor is undefined", name);
     if (t.sizes() != at::IntArrayRef(shape))
-      throw ModelError("wrong shape " + shape_str(t.sizes()) + ", the config implies " + shape_str(shape),
-                       name);
+      throw ModelError(
+          "wrong shape " + shape_str(t.sizes()) + ", the config implies " + shape_str(shape), name);
     if (!at::isFloatingType(t.scalar_type()))
-      throw ModelError("tensor must be floating point, got " + std::string(c10::toString(t.scalar_type())),
-                       name);
+      throw ModelError(
+          "tensor must be floating point, got " + std::string(c10::toString(t.scalar_type())),
+          name);
     used_.insert(name);
     at::Tensor r = t;
     if (dtype_ && device_) r = r.to(*device_, *dtype_);
@@ -96,7 +101,8 @@ class TensorTable {
   void ignore(const std::string& name) { used_.insert(name); }
   void check_all_used() const {
     for (const auto& [name, t] : map_)
-      if (!used_.count(name)) throw ModelError("unexpected tensor (not part of this architecture)", name);
+      if (!used_.count(name))
+        throw ModelError("unexpected tensor (not part of this architecture)", name);
   }
 
  private:
@@ -108,7 +114,8 @@ class TensorTable {
 
 }  // namespace
 
-// ---- Linear --------------------------------------------------------------------------------------
+// ---- Linear
+// --------------------------------------------------------------------------------------
 
 Linear::Linear(at::Tensor w, at::Tensor b) : weight(std::move(w)), bias(std::move(b)) {
   register_buffer("weight", weight);
@@ -120,7 +127,8 @@ at::Tensor Linear::forward(const at::Tensor& x) {
   return at::linear(x, weight, bias);
 }
 
-// ---- KvCache -------------------------------------------------------------------------------------
+// ---- KvCache
+// -------------------------------------------------------------------------------------
 
 KvCache::KvCache(std::int64_t num_layers) : k_(num_layers), v_(num_layers) {}
 
@@ -132,7 +140,8 @@ void KvCache::clear() {
 
 std::pair<at::Tensor, at::Tensor> KvCache::update(std::int64_t layer, const at::Tensor& k,
                                                   const at::Tensor& v) {
-  if (layer < 0 || layer >= num_layers()) throw ModelError("KV cache has no layer " + std::to_string(layer));
+  if (layer < 0 || layer >= num_layers())
+    throw ModelError("KV cache has no layer " + std::to_string(layer));
   auto& K = k_[layer];
   auto& V = v_[layer];
   const std::int64_t add = k.size(2);
@@ -156,7 +165,8 @@ std::pair<at::Tensor, at::Tensor> KvCache::update(std::int64_t layer, const at::
   return {K.narrow(2, 0, need), V.narrow(2, 0, need)};
 }
 
-// ---- decoder layer -------------------------------------------------------------------------------
+// ---- decoder layer
+// -------------------------------------------------------------------------------
 
 struct CausalLM::Layer : torch::nn::Module {
   std::shared_ptr<Linear> q, k, v, o, gate, up, down;
@@ -167,8 +177,8 @@ struct CausalLM::Layer : torch::nn::Module {
 namespace {
 
 struct AttnInputs {
-  at::Tensor cos, sin;   // [B,T,head_dim] in activation dtype
-  at::Tensor mask;       // [B,1,T,S] bool, or undefined
+  at::Tensor cos, sin;  // [B,T,head_dim] in activation dtype
+  at::Tensor mask;      // [B,1,T,S] bool, or undefined
   bool is_causal = false;
 };
 
@@ -186,8 +196,8 @@ at::Tensor layer_forward(CausalLM::Layer& L, const ModelConfig& c, const at::Ten
   const bool gqa = c.num_key_value_heads != c.num_attention_heads;
   std::optional<at::Tensor> mask;
   if (a.mask.defined()) mask = a.mask;
-  auto attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, a.is_causal,
-                                               1.0 / std::sqrt(static_cast<double>(c.head_dim)), gqa);
+  auto attn = at::scaled_dot_product_attention(
+      q, k, v, mask, 0.0, a.is_causal, 1.0 / std::sqrt(static_cast<double>(c.head_dim)), gqa);
   attn = attn.transpose(1, 2).reshape({B, T, c.num_attention_heads * c.head_dim});
   auto out = x + L.o->forward(attn);
   h = rms_norm(out, L.post_norm, c.rms_norm_eps);
@@ -212,9 +222,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     // does the same): the trainer's autocast region has ended by the time backward runs.
     const auto dev = x.device().type();
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(dev);
-    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(at::autocast::get_autocast_dtype(dev));
+    ctx->saved_data["autocast_dtype"] =
+        static_cast<std::int64_t>(at::autocast::get_autocast_dtype(dev));
     ctx->saved_data["cpu_rng"] = at::detail::getDefaultCPUGenerator().get_state();
-    if (x.is_cuda()) ctx->saved_data["dev_rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
+    if (x.is_cuda())
+      ctx->saved_data["dev_rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
     auto* L = reinterpret_cast<CausalLM::Layer*>(layer_ptr);
     auto* c = reinterpret_cast<const ModelConfig*>(config_ptr);
     return layer_forward(*L, *c, x, AttnInputs{cos, sin, or_undefined(mask), is_causal}, nullptr);
@@ -244,7 +256,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
       const auto was_dtype = at::autocast::get_autocast_dtype(dev);
       const bool on = ctx->saved_data["autocast"].toBool();
       at::autocast::set_autocast_enabled(dev, on);
-      at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
+      at::autocast::set_autocast_dtype(
+          dev, static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
       struct Restore {
         at::DeviceType dev;
         bool on;
@@ -255,7 +268,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
         }
       } restore{dev, was_on, was_dtype};
       out = layer_forward(*L, *c, x,
-                          AttnInputs{saved[1], saved[2], or_undefined(saved[3]), ctx->saved_data["is_causal"].toBool()},
+                          AttnInputs{saved[1], saved[2], or_undefined(saved[3]),
+                                     ctx->saved_data["is_causal"].toBool()},
                           nullptr);
     }
     cpu_gen.set_state(cpu_state_now);
@@ -264,8 +278,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
       g.set_state(dev_state_now);
     }
     torch::autograd::backward({out}, {grads[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    return {x.grad(),     at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -276,7 +290,8 @@ at::Tensor checkpoint_anchor() {
 
 }  // namespace
 
-// ---- CausalLM ------------------------------------------------------------------------------------
+// ---- CausalLM
+// ------------------------------------------------------------------------------------
 
 CausalLM::CausalLM(const Checkpoint& checkpoint) { build(checkpoint, nullptr, nullptr); }
 
@@ -284,11 +299,13 @@ CausalLM::CausalLM(const Checkpoint& checkpoint, c10::ScalarType dtype, c10::Dev
   build(checkpoint, &dtype, &device);
 }
 
-void CausalLM::build(const Checkpoint& ckpt, const c10::ScalarType* dtype, const c10::Device* device) {
+void CausalLM::build(const Checkpoint& ckpt, const c10::ScalarType* dtype,
+                     const c10::Device* device) {
   config_ = ckpt.config;
   validate_config(config_, "config");
   if (dtype && !at::isFloatingType(*dtype))
-    throw ModelError(std::string("model dtype must be floating point, got ") + c10::toString(*dtype));
+    throw ModelError(std::string("model dtype must be floating point, got ") +
+                     c10::toString(*dtype));
   const auto& c = config_;
   TensorTable tt(ckpt, dtype, device);
   const auto H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
@@ -395,7 +412,8 @@ std::int64_t CausalLM::parameter_count() const {
 at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                    const at::Tensor& position_ids, KvCache* cache) {
   const auto& c = config_;
-  if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 || input_ids.size(1) < 1)
+  if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 ||
+      input_ids.size(1) < 1)
     throw ModelError("input_ids must be a non-empty [batch, seq] tensor");
   if (input_ids.scalar_type() != at::kLong && input_ids.scalar_type() != at::kInt)
     throw ModelError("input_ids must be int64 or int32");
@@ -409,8 +427,8 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
   {
     auto mn = ids.min().item<std::int64_t>(), mx = ids.max().item<std::int64_t>();
     if (mn < 0 || mx >= c.vocab_size)
-      throw ModelError("token id " + std::to_string(mn < 0 ? mn : mx) + " outside the vocabulary [0, " +
-                       std::to_string(c.vocab_size) + ")");
+      throw ModelError("token id " + std::to_string(mn < 0 ? mn : mx) +
+                       " outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
   }
   at::Tensor mask;  // [B,S] bool, undefined = no padding
   if (attention_mask.defined()) {
@@ -429,7 +447,9 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
     // transformers' generate: positions count real tokens only; padding gets position 1.
     pos = (mask.to(at::kLong).cumsum(-1) - 1).masked_fill(mask.logical_not(), 1).narrow(1, past, T);
   } else {
-    pos = at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+    pos = at::arange(past, S, at::TensorOptions().dtype(at::kLong).device(dev))
+              .unsqueeze(0)
+              .expand({B, T});
   }
 
   auto x = at::embedding(embed_, ids);
@@ -444,9 +464,9 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
     // It may always see itself, so rows of padding queries are never fully masked (which would
     // make NaNs that leak through later layers).
     auto opts = at::TensorOptions().dtype(at::kLong).device(dev);
-    auto qpos = at::arange(past, S, opts).unsqueeze(1);  // [T,1]
-    auto kpos = at::arange(0, S, opts).unsqueeze(0);      // [1,S]
-    auto causal = kpos.le(qpos);                          // [T,S]
+    auto qpos = at::arange(past, S, opts).unsqueeze(1);      // [T,1]
+    auto kpos = at::arange(0, S, opts).unsqueeze(0);         // [1,S]
+    auto causal = kpos.le(qpos);                             // [T,S]
     auto allowed = causal.unsqueeze(0) & mask.unsqueeze(1);  // [B,T,S]
     allowed = allowed | kpos.eq(qpos).unsqueeze(0);
     a.mask = allowed.unsqueeze(1);
@@ -455,7 +475,10 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
     if (T > 1 && past > 0) {
       // SDPA's is_causal aligns the triangle top-left; with a cache the queries sit at the end.
       auto opts = at::TensorOptions().dtype(at::kLong).device(dev);
-      a.mask = at::arange(0, S, opts).unsqueeze(0).le(at::arange(past, S, opts).unsqueeze(1)).view({1, 1, T, S});
+      a.mask = at::arange(0, S, opts)
+                   .unsqueeze(0)
+                   .le(at::arange(past, S, opts).unsqueeze(1))
+                   .view({1, 1, T, S});
       a.is_causal = false;
     }
   }
@@ -464,7 +487,8 @@ at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const at::Tensor
   for (auto& L : layers_) {
     if (ckpt) {
       // autograd inputs must be defined: "no mask" travels as an empty tensor
-      const at::Tensor mask = a.mask.defined() ? a.mask : at::empty({0}, x.options().dtype(at::kBool));
+      const at::Tensor mask =
+          a.mask.defined() ? a.mask : at::empty({0}, x.options().dtype(at::kBool));
       x = CheckpointedLayer::apply(x, checkpoint_anchor(), a.cos, a.sin, mask, a.is_causal,
                                    reinterpret_cast<std::int64_t>(L.get()),
                                    reinterpret_cast<std::int64_t>(&config_));
@@ -484,7 +508,8 @@ at::Tensor CausalLM::plain_projection_weight() const {
 }
 
 at::Tensor CausalLM::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                             const at::Tensor& position_ids, KvCache* cache, std::int64_t logits_to_keep) {
+                             const at::Tensor& position_ids, KvCache* cache,
+                             std::int64_t logits_to_keep) {
   auto h = hidden_states(input_ids, attention_mask, position_ids, cache);
   if (logits_to_keep > 0 && logits_to_keep < h.size(1))
     h = h.narrow(1, h.size(1) - logits_to_keep, logits_to_keep);

@@ -14,13 +14,15 @@ namespace {
 using nlohmann::json;
 
 // Typed getters: a wrong JSON type is a ModelError naming the key, never a json exception.
-std::int64_t get_int(const json& j, const char* key, std::int64_t fallback, const std::string& where) {
+std::int64_t get_int(const json& j, const char* key, std::int64_t fallback,
+                     const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   if (it->is_number_integer() || it->is_number_unsigned()) return it->get<std::int64_t>();
   if (it->is_number_float()) {
     double d = it->get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<std::int64_t>(d);
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15)
+      return static_cast<std::int64_t>(d);
   }
   throw ModelError(std::string("'") + key + "' must be an integer", where);
 }
@@ -75,7 +77,8 @@ void read_rope_scaling(const json& r, RopeScaling& s, const std::string& where) 
     return;
   }
   if (type != "llama3" && type != "linear")
-    throw ModelError("unsupported rope type '" + type + "'", where, "supported: default, linear, llama3");
+    throw ModelError("unsupported rope type '" + type + "'", where,
+                     "supported: default, linear, llama3");
   s.type = type;
   s.factor = get_double(r, "factor", 1.0, where);
   if (type == "llama3") {
@@ -102,8 +105,10 @@ ModelConfig config_from_json(const std::string& json_text, const std::string& wh
   c.num_attention_heads = get_int(j, "num_attention_heads", 0, where);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, where);
   c.head_dim = get_int(j, "head_dim", 0, where);
-  if (c.head_dim == 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings, where);
+  if (c.head_dim == 0 && c.num_attention_heads > 0)
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.max_position_embeddings =
+      get_int(j, "max_position_embeddings", c.max_position_embeddings, where);
   c.rms_norm_eps = get_double(j, "rms_norm_eps", c.rms_norm_eps, where);
   c.rope_theta = get_double(j, "rope_theta", c.rope_theta, where);
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
@@ -128,13 +133,15 @@ ModelConfig config_from_json(const std::string& json_text, const std::string& wh
   }
   std::string act = get_string(j, "hidden_act", where);
   if (!act.empty() && act != "silu")
-    throw ModelError("unsupported hidden_act '" + act + "'", where, "only silu (SwiGLU) is supported");
+    throw ModelError("unsupported hidden_act '" + act + "'", where,
+                     "only silu (SwiGLU) is supported");
   c.bos_token_id = get_int(j, "bos_token_id", -1, where);
   c.pad_token_id = get_int(j, "pad_token_id", -1, where);
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
     if (it->is_array()) {
       for (const auto& e : *it) {
-        if (!e.is_number_integer()) throw ModelError("'eos_token_id' entries must be integers", where);
+        if (!e.is_number_integer())
+          throw ModelError("'eos_token_id' entries must be integers", where);
         c.eos_token_ids.push_back(e.get<std::int64_t>());
       }
     } else {
@@ -147,9 +154,10 @@ ModelConfig config_from_json(const std::string& json_text, const std::string& wh
   if (auto it = j.find("safetune_merged_adapters"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) throw ModelError("'safetune_merged_adapters' must be an array", where);
     for (const auto& e : *it) {
-      if (!e.is_object()) throw ModelError("'safetune_merged_adapters' entries must be objects", where);
-      c.merged_adapters.push_back(
-          {get_string(e, "name", where), get_string(e, "role", where), get_string(e, "weights_sha256", where)});
+      if (!e.is_object())
+        throw ModelError("'safetune_merged_adapters' entries must be objects", where);
+      c.merged_adapters.push_back({get_string(e, "name", where), get_string(e, "role", where),
+                                   get_string(e, "weights_sha256", where)});
     }
   }
   validate_config(c, where);
@@ -158,7 +166,9 @@ ModelConfig config_from_json(const std::string& json_text, const std::string& wh
 
 void validate_config(const ModelConfig& c, const std::string& where) {
   auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(std::string("'") + key + "' must be positive, got " + std::to_string(v), where);
+    if (v <= 0)
+      throw ModelError(std::string("'") + key + "' must be positive, got " + std::to_string(v),
+                       where);
   };
   positive("vocab_size", c.vocab_size);
   positive("hidden_size", c.hidden_size);
@@ -170,12 +180,15 @@ void validate_config(const ModelConfig& c, const std::string& where) {
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw ModelError("num_attention_heads (" + std::to_string(c.num_attention_heads) +
                          ") is not a multiple of num_key_value_heads (" +
-                         std::to_string(c.num_key_value_heads) + ")", where);
+                         std::to_string(c.num_key_value_heads) + ")",
+                     where);
   if (c.head_dim % 2 != 0) throw ModelError("head_dim must be even for rotary embeddings", where);
   // Bounds that keep size arithmetic far from overflow; real models are orders of magnitude below.
   const std::int64_t limit = std::int64_t{1} << 24;
-  for (auto v : {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim})
-    if (v > limit) throw ModelError("model dimension " + std::to_string(v) + " is implausibly large", where);
+  for (auto v :
+       {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim})
+    if (v > limit)
+      throw ModelError("model dimension " + std::to_string(v) + " is implausibly large", where);
   if (c.num_hidden_layers > 4096) throw ModelError("num_hidden_layers is implausibly large", where);
   if (!(c.rms_norm_eps > 0)) throw ModelError("'rms_norm_eps' must be positive", where);
   if (!(c.rope_theta > 0)) throw ModelError("'rope_theta' must be positive", where);
@@ -183,9 +196,12 @@ void validate_config(const ModelConfig& c, const std::string& where) {
     throw ModelError("rope scaling 'factor' must be positive", where);
   if (c.rope_scaling.type == "llama3" &&
       (!(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor) ||
-       !(c.rope_scaling.low_freq_factor > 0) || c.rope_scaling.original_max_position_embeddings <= 0))
-    throw ModelError("llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor and "
-                     "original_max_position_embeddings > 0", where);
+       !(c.rope_scaling.low_freq_factor > 0) ||
+       c.rope_scaling.original_max_position_embeddings <= 0))
+    throw ModelError(
+        "llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor and "
+        "original_max_position_embeddings > 0",
+        where);
 }
 
 ModelConfig load_config(const std::filesystem::path& path) {
@@ -201,7 +217,8 @@ ModelConfig load_config(const std::filesystem::path& path) {
 std::string to_hf_json(const ModelConfig& c) {
   if (!c.rope_freq_factors.empty())
     throw ModelError("rope frequency factors (a GGUF rope_freqs tensor) have no config.json form",
-                     "config.rope_freq_factors", "export from the original Hugging Face checkpoint instead");
+                     "config.rope_freq_factors",
+                     "export from the original Hugging Face checkpoint instead");
   json j = json::object();
   bool qwen = c.architecture == "qwen2";
   j["architectures"] = json::array({qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM"});

@@ -23,7 +23,8 @@ std::string dtype_config_name(c10::ScalarType t) {
 }
 }  // namespace
 
-void export_hf(const CausalLM& model, const std::filesystem::path& dir, const ExportOptions& options) {
+void export_hf(const CausalLM& model, const std::filesystem::path& dir,
+               const ExportOptions& options) {
   if (options.max_shard_bytes == 0) throw ModelError("max_shard_bytes must be positive");
   const c10::ScalarType dtype = options.dtype.value_or(model.dtype());
   ModelConfig config = model.config();
@@ -36,7 +37,8 @@ void export_hf(const CausalLM& model, const std::filesystem::path& dir, const Ex
   std::filesystem::remove(dir / "config.json", ec);
 
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto [name, t] : model.state_dict_hf()) tensors.emplace_back(name, t.detach().to(at::kCPU, dtype).contiguous());
+  for (auto [name, t] : model.state_dict_hf())
+    tensors.emplace_back(name, t.detach().to(at::kCPU, dtype).contiguous());
   std::set<std::string> written;
   for (const auto& f : io::safetensors_save_sharded(dir, tensors, options.max_shard_bytes))
     written.insert(f.filename().string());

@@ -14,7 +14,8 @@ namespace {
 
 void check_options(const GenerateOptions& o) {
   if (o.max_new_tokens < 0) throw ModelError("max_new_tokens must be >= 0");
-  if (o.do_sample && !(o.temperature > 0) ) throw ModelError("temperature must be > 0 when sampling");
+  if (o.do_sample && !(o.temperature > 0))
+    throw ModelError("temperature must be > 0 when sampling");
   if (o.top_k < 0) throw ModelError("top_k must be >= 0");
   if (!(o.top_p > 0 && o.top_p <= 1)) throw ModelError("top_p must be in (0, 1]");
   if (!(o.repetition_penalty > 0)) throw ModelError("repetition_penalty must be > 0");
@@ -48,17 +49,20 @@ void apply_top_k_top_p(at::Tensor& scores, std::int64_t top_k, double top_p) {
 
 }  // namespace
 
-GenerateResult generate(CausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                        const GenerateOptions& opt) {
+GenerateResult generate(CausalLM& model, const at::Tensor& input_ids,
+                        const at::Tensor& attention_mask, const GenerateOptions& opt) {
   check_options(opt);
-  if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 || input_ids.size(1) < 1)
+  if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 ||
+      input_ids.size(1) < 1)
     throw ModelError("generate: input_ids must be a non-empty [batch, seq] tensor");
   const auto& cfg = model.config();
   std::vector<std::int64_t> stops = opt.stop_tokens ? *opt.stop_tokens : cfg.eos_token_ids;
-  std::int64_t pad = opt.pad_token_id >= 0 ? opt.pad_token_id
+  std::int64_t pad = opt.pad_token_id >= 0   ? opt.pad_token_id
                      : cfg.pad_token_id >= 0 ? cfg.pad_token_id
-                     : !stops.empty() ? stops[0] : 0;
-  if (pad >= cfg.vocab_size) throw ModelError("pad token id " + std::to_string(pad) + " outside the vocabulary");
+                     : !stops.empty()        ? stops[0]
+                                             : 0;
+  if (pad >= cfg.vocab_size)
+    throw ModelError("pad token id " + std::to_string(pad) + " outside the vocabulary");
 
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
@@ -66,9 +70,10 @@ GenerateResult generate(CausalLM& model, const at::Tensor& input_ids, const at::
   const auto dev = model.device();
   const auto B = input_ids.size(0);
   at::Tensor seq = input_ids.to(dev, at::kLong);
-  at::Tensor mask = attention_mask.defined() ? attention_mask.to(dev, at::kLong)
-                                             : at::ones_like(seq);
-  if (mask.sizes() != seq.sizes()) throw ModelError("generate: attention_mask must match input_ids");
+  at::Tensor mask =
+      attention_mask.defined() ? attention_mask.to(dev, at::kLong) : at::ones_like(seq);
+  if (mask.sizes() != seq.sizes())
+    throw ModelError("generate: attention_mask must match input_ids");
   at::Tensor stop_ids = at::tensor(stops, at::TensorOptions().dtype(at::kLong)).to(dev);
   at::Tensor unfinished = at::ones({B}, at::TensorOptions().dtype(at::kBool).device(dev));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
@@ -79,7 +84,8 @@ GenerateResult generate(CausalLM& model, const at::Tensor& input_ids, const at::
   for (std::int64_t step = 0; step < opt.max_new_tokens; ++step) {
     at::Tensor logits = model.forward(step_ids, mask, {}, &cache, 1);
     at::Tensor scores = logits.select(1, logits.size(1) - 1).to(at::kFloat).clone();
-    if (opt.repetition_penalty != 1.0) apply_repetition_penalty(scores, seq, opt.repetition_penalty);
+    if (opt.repetition_penalty != 1.0)
+      apply_repetition_penalty(scores, seq, opt.repetition_penalty);
     at::Tensor next;
     if (opt.do_sample) {
       if (opt.temperature != 1.0) scores = scores / opt.temperature;
@@ -114,9 +120,10 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
     longest = std::max(longest, p.size());
   }
   const auto& cfg = model.config();
-  std::int64_t pad = opt.pad_token_id >= 0 ? opt.pad_token_id
-                     : cfg.pad_token_id >= 0 ? cfg.pad_token_id
-                     : !cfg.eos_token_ids.empty() ? cfg.eos_token_ids[0] : 0;
+  std::int64_t pad = opt.pad_token_id >= 0        ? opt.pad_token_id
+                     : cfg.pad_token_id >= 0      ? cfg.pad_token_id
+                     : !cfg.eos_token_ids.empty() ? cfg.eos_token_ids[0]
+                                                  : 0;
   auto B = static_cast<std::int64_t>(prompts.size()), T = static_cast<std::int64_t>(longest);
   auto ids = at::full({B, T}, pad, at::TensorOptions().dtype(at::kLong));
   auto mask = at::zeros({B, T}, at::TensorOptions().dtype(at::kLong));

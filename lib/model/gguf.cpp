@@ -1,5 +1,5 @@
-// GGUF -> Hugging Face checkpoint: llama/qwen2 metadata to ModelConfig, llama.cpp tensor names to HF
-// names, and llama.cpp's Q/K row permutation undone.
+// GGUF -> Hugging Face checkpoint: llama/qwen2 metadata to ModelConfig, llama.cpp tensor names to
+// HF names, and llama.cpp's Q/K row permutation undone.
 #include "safetune/model/gguf.hpp"
 
 #include <ATen/ATen.h>
@@ -22,10 +22,14 @@ constexpr std::pair<const char*, const char*> kGlobalNames[] = {
     {"output.bias", "lm_head.bias"},
 };
 constexpr std::pair<const char*, const char*> kLayerParts[] = {
-    {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
-    {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},        {"attn_norm", "input_layernorm"},
+    {"attn_q", "self_attn.q_proj"},
+    {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},
+    {"attn_output", "self_attn.o_proj"},
+    {"ffn_gate", "mlp.gate_proj"},
+    {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
+    {"attn_norm", "input_layernorm"},
     {"ffn_norm", "post_attention_layernorm"},
 };
 }  // namespace
@@ -44,7 +48,8 @@ std::optional<std::string> gguf_to_hf_name(const std::string& name) {
 std::optional<std::string> hf_to_gguf_name(const std::string& name) {
   for (const auto& [g, h] : kGlobalNames)
     if (name == h) return std::string(g);
-  static const std::regex layer(R"(model\.layers\.(\d{1,6})\.([a-z_]+\.[a-z_]+|[a-z_]+)\.(weight|bias))");
+  static const std::regex layer(
+      R"(model\.layers\.(\d{1,6})\.([a-z_]+\.[a-z_]+|[a-z_]+)\.(weight|bias))");
   std::smatch m;
   if (!std::regex_match(name, m, layer)) return std::nullopt;
   for (const auto& [g, h] : kLayerParts)
@@ -52,11 +57,13 @@ std::optional<std::string> hf_to_gguf_name(const std::string& name) {
   return std::nullopt;
 }
 
-at::Tensor gguf_permute_qk_rows(const at::Tensor& w, std::int64_t n_head, bool inverse, const std::string& where) {
+at::Tensor gguf_permute_qk_rows(const at::Tensor& w, std::int64_t n_head, bool inverse,
+                                const std::string& where) {
   const std::int64_t rows = w.size(0);
   if (n_head <= 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0)
     throw ModelError(std::to_string(rows) + " rows cannot be split into " + std::to_string(n_head) +
-                         " heads of even size", where);
+                         " heads of even size",
+                     where);
   // Forward: rows of each head go from [half0 | half1] to interleaved pairs, i.e.
   // w.reshape(n_head, 2, hd/2, ...).swapaxes(1, 2); the inverse reads the pairs back.
   std::vector<std::int64_t> shape{n_head, 2, rows / n_head / 2};
@@ -93,7 +100,8 @@ Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
   c.mlp_bias = f.find_tensor("blk.0.ffn_gate.bias") != nullptr;
   c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
   c.bos_token_id = f.get_int("tokenizer.ggml.bos_token_id", -1);
-  if (f.has("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
+  if (f.has("tokenizer.ggml.eos_token_id"))
+    c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
   c.pad_token_id = f.get_int("tokenizer.ggml.padding_token_id", -1);
   c.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   const io::gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
@@ -107,10 +115,12 @@ Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
     if (info.name == "rope_freqs.weight") {  // llama3-style scaling as per-frequency divisors
       at::Tensor factors = f.tensor(info.name, at::kFloat).contiguous();
       if (factors.dim() != 1 || factors.size(0) * 2 != c.head_dim)
-        throw ModelError("expected head_dim / 2 = " + std::to_string(c.head_dim / 2) + " values", where);
+        throw ModelError("expected head_dim / 2 = " + std::to_string(c.head_dim / 2) + " values",
+                         where);
       if (!at::isfinite(factors).all().item<bool>() || (factors <= 0).any().item<bool>())
         throw ModelError("rope frequency factors must be finite and positive", where);
-      c.rope_freq_factors.assign(factors.data_ptr<float>(), factors.data_ptr<float>() + factors.numel());
+      c.rope_freq_factors.assign(factors.data_ptr<float>(),
+                                 factors.data_ptr<float>() + factors.numel());
       continue;
     }
     auto hf = gguf_to_hf_name(info.name);
@@ -118,7 +128,8 @@ Checkpoint gguf_load_checkpoint(const fs::path& path, at::ScalarType dtype) {
     at::Tensor t = f.tensor(info.name, dtype);
     std::smatch m;
     if (arch == "llama" && std::regex_match(info.name, m, q_or_k))
-      t = gguf_permute_qk_rows(t, m[1] == "q" ? c.num_attention_heads : c.num_key_value_heads, true, where);
+      t = gguf_permute_qk_rows(t, m[1] == "q" ? c.num_attention_heads : c.num_key_value_heads, true,
+                               where);
     ck.tensors.emplace_back(std::move(*hf), std::move(t));
   }
   return ck;

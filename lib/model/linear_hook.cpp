@@ -5,7 +5,8 @@
 
 namespace safetune::model {
 
-at::Tensor LinearHook::forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor LinearHook::forward(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias) {
   return apply(x, at::linear(x, weight, bias));
 }
 

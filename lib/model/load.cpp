@@ -33,15 +33,18 @@ Checkpoint load_checkpoint(const std::filesystem::path& path) {
   }
   if (has_suffix(path, ".safetensors") || has_suffix(path, ".json")) {
     // A single file or the shard index: config.json lives beside it.
-    ckpt.config = load_config(path.parent_path().empty() ? std::filesystem::path(".") / "config.json"
-                                                         : path.parent_path() / "config.json");
+    ckpt.config =
+        load_config(path.parent_path().empty() ? std::filesystem::path(".") / "config.json"
+                                               : path.parent_path() / "config.json");
     ckpt.tensors = io::safetensors_load(path);
     return ckpt;
   }
-  throw ModelError("unrecognised model path: expected a directory, .safetensors or .gguf", path.string());
+  throw ModelError("unrecognised model path: expected a directory, .safetensors or .gguf",
+                   path.string());
 }
 
-std::shared_ptr<CausalLM> load(const std::filesystem::path& path, c10::ScalarType dtype, c10::Device device) {
+std::shared_ptr<CausalLM> load(const std::filesystem::path& path, c10::ScalarType dtype,
+                               c10::Device device) {
   Checkpoint ckpt = load_checkpoint(path);
   io::require_finite(ckpt.tensors, path.string());
   try {

@@ -9,13 +9,15 @@
 namespace safetune::recipes {
 namespace fs = std::filesystem;
 
-safety::AssessOptions assess_options(Session& session, std::int64_t max_new_tokens, std::int64_t batch_size,
-                                     const std::string& dtype, const safety::HttpJudgeSection& judge) {
+safety::AssessOptions assess_options(Session& session, std::int64_t max_new_tokens,
+                                     std::int64_t batch_size, const std::string& dtype,
+                                     const safety::HttpJudgeSection& judge) {
   safety::AssessOptions o;
   o.max_new_tokens = static_cast<int>(max_new_tokens);
   o.batch_size = static_cast<int>(batch_size);
   o.decoding_extra = "template:" + session.chat_template().name() + " dtype:" + dtype;
-  if (!judge.endpoint.empty()) o.response_scorer = safety::use_http_judge(judge);  // keyword scoring otherwise
+  if (!judge.endpoint.empty())
+    o.response_scorer = safety::use_http_judge(judge);  // keyword scoring otherwise
   return o;
 }
 
@@ -25,9 +27,12 @@ safety::Assessment assess_sharded(const safety::ProbeSuite& suite, safety::Scori
   if (!group.distributed() || world <= 1) return safety::assess(suite, scorer, opt);
   safety::ProbeSuite part = suite;
   part.probes.clear();
-  for (std::size_t i = static_cast<std::size_t>(rank); i < suite.probes.size(); i += static_cast<std::size_t>(world))
+  for (std::size_t i = static_cast<std::size_t>(rank); i < suite.probes.size();
+       i += static_cast<std::size_t>(world))
     part.probes.push_back(suite.probes[i]);
-  const std::string mine = part.probes.empty() ? std::string() : safety::assessment_to_json(safety::assess(part, scorer, opt));
+  const std::string mine = part.probes.empty()
+                               ? std::string()
+                               : safety::assessment_to_json(safety::assess(part, scorer, opt));
   safety::Assessment full;
   full.results.resize(suite.probes.size());
   for (int q = 0; q < world; ++q) {
@@ -41,7 +46,8 @@ safety::Assessment assess_sharded(const safety::ProbeSuite& suite, safety::Scori
       full.created = a.created;
     }
     for (std::size_t k = 0; k < a.results.size(); ++k)
-      full.results[static_cast<std::size_t>(q) + k * static_cast<std::size_t>(world)] = a.results[k];
+      full.results[static_cast<std::size_t>(q) + k * static_cast<std::size_t>(world)] =
+          a.results[k];
   }
   full.suite_name = suite.name;
   full.suite_sha256 = suite.sha256();
@@ -51,7 +57,8 @@ safety::Assessment assess_sharded(const safety::ProbeSuite& suite, safety::Scori
 
 safety::ReportInputs report_inputs(Session& session, const std::string& title,
                                    const std::optional<safety::Assessment>& reference,
-                                   const std::optional<safety::Assessment>& after, const safety::SafetyGates& gates,
+                                   const std::optional<safety::Assessment>& after,
+                                   const safety::SafetyGates& gates,
                                    const safety::GateVerdict& verdict) {
   safety::ReportInputs in;
   in.title = title;
@@ -62,22 +69,28 @@ safety::ReportInputs report_inputs(Session& session, const std::string& title,
   in.after = after;
   in.gates = gates;
   in.verdict = verdict;
-  for (const auto& o : session.adapters().policy_log().entries()) in.policy_overrides.push_back(lora::describe(o));
+  for (const auto& o : session.adapters().policy_log().entries())
+    in.policy_overrides.push_back(lora::describe(o));
   return in;
 }
 
-AssessResult assess_model(Session& session, const safety::ProbeSuite& suite, const AssessConfig& cfg) {
+AssessResult assess_model(Session& session, const safety::ProbeSuite& suite,
+                          const AssessConfig& cfg) {
   SessionScorer scorer(session);
   AssessResult r;
-  r.assessment = safety::assess(suite, scorer, assess_options(session, cfg.max_new_tokens, cfg.batch_size, cfg.dtype, cfg.judge));
+  r.assessment = safety::assess(
+      suite, scorer,
+      assess_options(session, cfg.max_new_tokens, cfg.batch_size, cfg.dtype, cfg.judge));
   safety::save_assessment(r.assessment, cfg.out / "assessment.json");
   if (!cfg.baseline.empty()) r.baseline = safety::load_assessment(cfg.baseline);
   r.verdict = safety::evaluate_gates(cfg.gates, r.assessment, r.baseline ? &*r.baseline : nullptr);
 
-  auto in = report_inputs(session, "Safety assessment", r.baseline, r.assessment, cfg.gates, r.verdict);
+  auto in =
+      report_inputs(session, "Safety assessment", r.baseline, r.assessment, cfg.gates, r.verdict);
   auto& adapters = session.adapters();
   for (const auto& name : adapters.names())
-    in.adapters.push_back({name, lora::role_name(adapters.stacks(name).front()->get(name).spec.role), {}, {}});
+    in.adapters.push_back(
+        {name, lora::role_name(adapters.stacks(name).front()->get(name).spec.role), {}, {}});
   safety::write_safety_report(cfg.out / "report", in);
   return r;
 }

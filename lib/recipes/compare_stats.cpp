@@ -59,7 +59,8 @@ std::string cell_result_to_json(const CellResult& c) {
   auto paired = [](const safety::PairedCounts& t) {
     return json{{"both", t.both}, {"lost", t.lost}, {"gained", t.gained}, {"neither", t.neither}};
   };
-  j["paired"] = {{"refusal", paired(c.refusal_paired)}, {"benign_compliance", paired(c.benign_paired)}};
+  j["paired"] = {{"refusal", paired(c.refusal_paired)},
+                 {"benign_compliance", paired(c.benign_paired)}};
   return j.dump(2) + "\n";
 }
 
@@ -71,7 +72,8 @@ CellResult read_cell_result(const fs::path& path) {
   };
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw damaged("not a JSON object");
-  if (j.value("format", "") != "safetune.compare.cell/1") throw damaged("missing or unknown 'format'");
+  if (j.value("format", "") != "safetune.compare.cell/1")
+    throw damaged("missing or unknown 'format'");
   CellResult c;
   try {
     auto num = [&](const char* k) { return j.at(k).is_null() ? kNaN : j.at(k).get<double>(); };
@@ -100,8 +102,9 @@ CellResult read_cell_result(const fs::path& path) {
     if (j.contains("paired")) {  // absent in results written before paired counts were kept
       auto paired = [&](const char* k) {
         const json& t = j.at("paired").at(k);
-        return safety::PairedCounts{t.at("both").get<std::int64_t>(), t.at("lost").get<std::int64_t>(),
-                                    t.at("gained").get<std::int64_t>(), t.at("neither").get<std::int64_t>()};
+        return safety::PairedCounts{
+            t.at("both").get<std::int64_t>(), t.at("lost").get<std::int64_t>(),
+            t.at("gained").get<std::int64_t>(), t.at("neither").get<std::int64_t>()};
       };
       c.refusal_paired = paired("refusal");
       c.benign_paired = paired("benign_compliance");
@@ -157,7 +160,8 @@ std::vector<CompareRow> summarise_cells(const std::vector<CellResult>& cells) {
     if (!std::isfinite(x) || !std::isfinite(y)) continue;
     r.pareto = std::none_of(rows.begin(), rows.end(), [&](const CompareRow& o) {
       const double ox = o.refusal_retention.mean, oy = o.task_metric.mean;
-      return o.task_mix == r.task_mix && std::isfinite(ox) && std::isfinite(oy) && ox >= x && oy >= y && (ox > x || oy > y);
+      return o.task_mix == r.task_mix && std::isfinite(ox) && std::isfinite(oy) && ox >= x &&
+             oy >= y && (ox > x || oy > y);
     });
   }
   return rows;

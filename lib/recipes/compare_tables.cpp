@@ -15,28 +15,37 @@ std::string pct_pm(const MeanStd& m) {
 
 std::string compare_table_markdown(const std::vector<CompareRow>& rows) {
   std::string md =
-      "| variant | regularizer | lambda | safety adapter | seeds | n harmful / benign | task metric (%) | "
-      "refusal retention (%) | over-refusal (%) | discrimination (%) | stage-2 time (s) | Pareto |\n"
+      "| variant | regularizer | lambda | safety adapter | seeds | n harmful / benign | task "
+      "metric (%) | "
+      "refusal retention (%) | over-refusal (%) | discrimination (%) | stage-2 time (s) | Pareto "
+      "|\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
-    md += "| " + row_name(r) + " | " + r.regularizer + " | " + (uses_lambda(r.regularizer) ? fmt("%g", r.lambda) : "-") +
-          " | " + r.safety_mode + " | " + std::to_string(r.seeds) + " | " + std::to_string(r.harmful_n) + " / " +
+    md += "| " + row_name(r) + " | " + r.regularizer + " | " +
+          (uses_lambda(r.regularizer) ? fmt("%g", r.lambda) : "-") + " | " + r.safety_mode + " | " +
+          std::to_string(r.seeds) + " | " + std::to_string(r.harmful_n) + " / " +
           std::to_string(r.benign_n) + " | " + pct_pm(r.task_metric) + " | " +
-          pct_pm(r.refusal_retention) + " | " + pct_pm(r.over_refusal) + " | " + pct_pm(r.discrimination) + " | " +
-          fmt("%.0f", r.train_seconds.mean) + " ± " + fmt("%.0f", r.train_seconds.std) + " | " +
-          (r.pareto ? "yes" : "") + " |\n";
+          pct_pm(r.refusal_retention) + " | " + pct_pm(r.over_refusal) + " | " +
+          pct_pm(r.discrimination) + " | " + fmt("%.0f", r.train_seconds.mean) + " ± " +
+          fmt("%.0f", r.train_seconds.std) + " | " + (r.pareto ? "yes" : "") + " |\n";
   }
-  md += "\nMean ± sample standard deviation over seeds. Refusal retention = refusal rate on harmful probes "
-        "after stage 2 / the aligned model's; over-refusal = 1 - benign compliance; task metric = exact match on "
-        "stage2.task_eval; n = probes per kind in each cell's assessment. Pareto: not dominated in (task metric, refusal "
-        "retention) among the rows on the same task data.\n";
+  md +=
+      "\nMean ± sample standard deviation over seeds. Refusal retention = refusal rate on harmful "
+      "probes "
+      "after stage 2 / the aligned model's; over-refusal = 1 - benign compliance; task metric = "
+      "exact match on "
+      "stage2.task_eval; n = probes per kind in each cell's assessment. Pareto: not dominated in "
+      "(task metric, refusal "
+      "retention) among the rows on the same task data.\n";
   return md;
 }
 
 std::string compare_table_csv(const std::vector<CompareRow>& rows) {
   std::string csv =
-      "variant,regularizer,lambda,safety_mode,seeds,task_metric_mean,task_metric_std,refusal_retention_mean,"
-      "refusal_retention_std,over_refusal_mean,over_refusal_std,discrimination_mean,discrimination_std,"
+      "variant,regularizer,lambda,safety_mode,seeds,task_metric_mean,task_metric_std,refusal_"
+      "retention_mean,"
+      "refusal_retention_std,over_refusal_mean,over_refusal_std,discrimination_mean,discrimination_"
+      "std,"
       "train_seconds_mean,train_seconds_std,pareto,task_mix,harmful_n,benign_n\n";
   auto quote = [](const std::string& s) {
     if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -46,29 +55,35 @@ std::string compare_table_csv(const std::vector<CompareRow>& rows) {
   };
   auto num = [](double x) { return std::isfinite(x) ? fmt("%.6f", x) : std::string("nan"); };
   for (const auto& r : rows) {
-    csv += quote(r.variant) + "," + r.regularizer + "," + fmt("%g", r.lambda) + "," + r.safety_mode + "," +
-           std::to_string(r.seeds);
-    for (const auto* m : {&r.task_metric, &r.refusal_retention, &r.over_refusal, &r.discrimination, &r.train_seconds})
+    csv += quote(r.variant) + "," + r.regularizer + "," + fmt("%g", r.lambda) + "," +
+           r.safety_mode + "," + std::to_string(r.seeds);
+    for (const auto* m : {&r.task_metric, &r.refusal_retention, &r.over_refusal, &r.discrimination,
+                          &r.train_seconds})
       csv += "," + num(m->mean) + "," + num(m->std);
-    csv += std::string(",") + (r.pareto ? "1" : "0") + "," + quote(r.task_mix) + "," + std::to_string(r.harmful_n) + "," +
-           std::to_string(r.benign_n) + "\n";
+    csv += std::string(",") + (r.pareto ? "1" : "0") + "," + quote(r.task_mix) + "," +
+           std::to_string(r.harmful_n) + "," + std::to_string(r.benign_n) + "\n";
   }
   return csv;
 }
 
 std::string compare_paired_markdown(const std::vector<CellResult>& cells) {
   std::string md =
-      "| cell | n harmful | refusal drop (pp) [95% CI] | McNemar p (mid-p) | n benign | benign-compliance drop (pp) "
+      "| cell | n harmful | refusal drop (pp) [95% CI] | McNemar p (mid-p) | n benign | "
+      "benign-compliance drop (pp) "
       "[95% CI] | McNemar p (mid-p) |\n|---|---|---|---|---|---|---|\n";
   auto cols = [](const safety::PairedCounts& t) {
     if (t.n() == 0) return std::string("0 | n/a | n/a");
     const auto d = safety::paired_drop("", t);
-    return std::to_string(t.n()) + " | " + fmt("%+.1f", d.drop_pp) + " [" + fmt("%+.1f", d.ci_pp.lo) + ", " +
-           fmt("%+.1f", d.ci_pp.hi) + "] | " + fmt("%.3g", d.p_exact) + " (" + fmt("%.3g", d.p_mid) + ")";
+    return std::to_string(t.n()) + " | " + fmt("%+.1f", d.drop_pp) + " [" +
+           fmt("%+.1f", d.ci_pp.lo) + ", " + fmt("%+.1f", d.ci_pp.hi) + "] | " +
+           fmt("%.3g", d.p_exact) + " (" + fmt("%.3g", d.p_mid) + ")";
   };
-  for (const auto& c : cells) md += "| " + c.cell + " | " + cols(c.refusal_paired) + " | " + cols(c.benign_paired) + " |\n";
-  md += "\nDrop = aligned - this cell on the same probes (positive = worse); interval: Newcombe's paired method 10; "
-        "McNemar's test on the discordant probes (exact, two-sided; mid-p in brackets).\n";
+  for (const auto& c : cells)
+    md += "| " + c.cell + " | " + cols(c.refusal_paired) + " | " + cols(c.benign_paired) + " |\n";
+  md +=
+      "\nDrop = aligned - this cell on the same probes (positive = worse); interval: Newcombe's "
+      "paired method 10; "
+      "McNemar's test on the discordant probes (exact, two-sided; mid-p in brackets).\n";
   return md;
 }
 

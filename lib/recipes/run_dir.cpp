@@ -26,7 +26,8 @@ bool inside(const fs::path& p, const fs::path& dir) {
   return !rel.empty() && *rel.begin() != "..";
 }
 
-// What in `dir` belongs to `registry`: the registry file itself, or a release's adapter or assessment.
+// What in `dir` belongs to `registry`: the registry file itself, or a release's adapter or
+// assessment.
 std::string registry_holding(const fs::path& dir, const fs::path& registry) {
   if (registry.empty()) return {};
   std::error_code ec;
@@ -59,7 +60,8 @@ void parse_all(const data::DataSection& s, const std::string& key, std::set<std:
 }  // namespace
 
 RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
-  if (requested.empty()) throw ConfigError("no output directory", "run.output_dir", "set run.output_dir");
+  if (requested.empty())
+    throw ConfigError("no output directory", "run.output_dir", "set run.output_dir");
   std::error_code ec;
   fs::create_directories(requested, ec);
   if (ec) throw IoError("cannot create the run directory: " + ec.message(), requested.string());
@@ -70,7 +72,9 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
   // Logged once the directory is accepted (a refusal is one error line naming the resolved path).
   auto log_accepted = [&] {
     log_info("run directory: " + rd.path.string() +
-             (rd.path == fs::absolute(requested).lexically_normal() ? "" : " (run.output_dir " + requested.string() + ")"));
+             (rd.path == fs::absolute(requested).lexically_normal()
+                  ? ""
+                  : " (run.output_dir " + requested.string() + ")"));
   };
 
   std::vector<fs::path> entries;
@@ -100,8 +104,9 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
     return rd;
   }
   if (!o.overwrite)
-    refuse("run.output_dir already holds a run", "continue it with --resume, replace it with --overwrite, "
-                                                 "or choose another run.output_dir");
+    refuse("run.output_dir already holds a run",
+           "continue it with --resume, replace it with --overwrite, "
+           "or choose another run.output_dir");
   log_warn("--overwrite: removing the previous run in " + rd.path.string());
   for (const auto& e : fs::directory_iterator(rd.path))
     if (e.path().filename() != io::DirectoryLock::kFileName) fs::remove_all(e.path());
@@ -110,13 +115,16 @@ RunDir open_run_dir(const fs::path& requested, const RunDirOptions& o) {
 }
 
 void validate_run_inputs(const TwoStageConfig& cfg) {
-  if (cfg.run.output_dir.empty()) throw ConfigError("no output directory", "run.output_dir", "set run.output_dir");
+  if (cfg.run.output_dir.empty())
+    throw ConfigError("no output directory", "run.output_dir", "set run.output_dir");
   std::set<std::string> seen;
   if (cfg.stage1.enabled) parse_all(cfg.stage1.data, "stage1.data", seen);
   if (cfg.stage2.enabled) {
     parse_all(cfg.stage2.data, "stage2.data", seen);
-    // Regularizers read anchor batches (stage2.anchor, else stage 1's data) or replay stage 1's data.
-    if (!cfg.stage2.anchor.datasets.items.empty()) parse_all(cfg.stage2.anchor, "stage2.anchor", seen);
+    // Regularizers read anchor batches (stage2.anchor, else stage 1's data) or replay stage 1's
+    // data.
+    if (!cfg.stage2.anchor.datasets.items.empty())
+      parse_all(cfg.stage2.anchor, "stage2.anchor", seen);
     if (!cfg.stage2.regularizers.items.empty()) parse_all(cfg.stage1.data, "stage1.data", seen);
     if (!cfg.stage2.task_eval.empty()) {
       data::DatasetSection d;
@@ -135,8 +143,9 @@ void validate_run_inputs(const TwoStageConfig& cfg) {
   if (cfg.safety.assess) {
     const auto suite = safety::load_suite_spec(cfg.safety.suite);
     if (cfg.stage2.enabled && cfg.safety.guard.every_n_steps > 0) {
-      const fs::path subset = cfg.safety.guard.subset.empty() ? fs::path(cfg.safety.suite) / "guard_subset.txt"
-                                                              : fs::path(cfg.safety.guard.subset);
+      const fs::path subset = cfg.safety.guard.subset.empty()
+                                  ? fs::path(cfg.safety.suite) / "guard_subset.txt"
+                                  : fs::path(cfg.safety.guard.subset);
       (void)safety::select_probes(suite, safety::load_id_list(subset), "guard");
     }
   }

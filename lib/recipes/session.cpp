@@ -23,7 +23,8 @@ c10::ScalarType parse_dtype(const std::string& name) {
 
 c10::Device parse_device(const std::string& name) {
   static const std::regex re("cpu|cuda(:[0-9]+)?");
-  if (!std::regex_match(name, re)) throw UsageError("unknown device '" + name + "'", "device", "cpu, cuda or cuda:N");
+  if (!std::regex_match(name, re))
+    throw UsageError("unknown device '" + name + "'", "device", "cpu, cuda or cuda:N");
   c10::Device d(name);
   if (d.is_cuda() && !torch::cuda::is_available())
     throw Error("CUDA requested but no CUDA device is visible", "device " + name);
@@ -35,7 +36,8 @@ std::vector<fs::path> split_paths(const std::string& s) {
   std::size_t start = 0;
   while (start <= s.size()) {
     auto comma = s.find(',', start);
-    std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::string part =
+        s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!part.empty()) out.emplace_back(part);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -73,9 +75,10 @@ TextSide load_text_side(const fs::path& path, const SessionOptions& opt) {
     tmpl = tokenizer::ChatTemplate::from_name_or_jinja(opt.chat_template, vars);
   }
   if (!tmpl)
-    throw TokenizerError("the model ships no chat template", path.string(),
-                         "name a built-in one (chatml, smollm2, qwen2, llama3, deepseek-r1, llama2) or give Jinja "
-                         "source in model.chat_template");
+    throw TokenizerError(
+        "the model ships no chat template", path.string(),
+        "name a built-in one (chatml, smollm2, qwen2, llama3, deepseek-r1, llama2) or give Jinja "
+        "source in model.chat_template");
   t.chat_template = std::make_unique<tokenizer::ChatTemplate>(*tmpl);
   return t;
 }
@@ -104,15 +107,17 @@ void Session::check_inference_policy() {
   adapters_->enforce_dependencies();
 }
 
-std::vector<std::int64_t> Session::prompt_ids(const std::vector<tokenizer::ChatMessage>& messages) const {
+std::vector<std::int64_t> Session::prompt_ids(
+    const std::vector<tokenizer::ChatMessage>& messages) const {
   tokenizer::EncodeOptions opt;
   opt.add_special = false;  // the template writes bos where the model wants it
   auto ids = tokenizer_->encode(template_->render(messages, /*add_generation_prompt=*/true), opt);
   return {ids.begin(), ids.end()};
 }
 
-std::vector<std::string> Session::chat(const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
-                                       const model::GenerateOptions& options) {
+std::vector<std::string> Session::chat(
+    const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
+    const model::GenerateOptions& options) {
   check_inference_policy();
   std::vector<std::vector<std::int64_t>> prompts;
   for (const auto& c : conversations) prompts.push_back(prompt_ids(c));
@@ -130,7 +135,8 @@ std::vector<std::string> Session::chat(const std::vector<std::vector<tokenizer::
   std::vector<std::string> out;
   for (const auto& ids : result.new_tokens) {
     std::vector<tokenizer::TokenId> t(ids.begin(), ids.end());
-    out.push_back(tokenizer::decode_whole_characters(*tokenizer_, t, /*skip_special=*/true));  // cut by max_new_tokens
+    out.push_back(tokenizer::decode_whole_characters(
+        *tokenizer_, t, /*skip_special=*/true));  // cut by max_new_tokens
   }
   return out;
 }
@@ -148,8 +154,8 @@ std::vector<tokenizer::ChatMessage> to_chat(const std::vector<safety::Message>& 
 }
 }  // namespace
 
-std::vector<std::string> SessionScorer::generate(const std::vector<std::vector<safety::Message>>& conversations,
-                                                 int max_new_tokens) {
+std::vector<std::string> SessionScorer::generate(
+    const std::vector<std::vector<safety::Message>>& conversations, int max_new_tokens) {
   std::vector<std::vector<tokenizer::ChatMessage>> convs;
   for (const auto& c : conversations) convs.push_back(to_chat(c));
   model::GenerateOptions opt;
@@ -190,7 +196,8 @@ std::vector<double> SessionScorer::choice_logprobs(const std::vector<safety::Mes
   std::vector<double> out;
   for (std::int64_t b = 0; b < B; ++b) {
     double sum = 0;
-    for (std::size_t t = prompt.size(); t < rows[b].size(); ++t) sum += lp[b][static_cast<std::int64_t>(t) - 1][rows[b][t]];
+    for (std::size_t t = prompt.size(); t < rows[b].size(); ++t)
+      sum += lp[b][static_cast<std::int64_t>(t) - 1][rows[b][t]];
     out.push_back(sum);
   }
   return out;

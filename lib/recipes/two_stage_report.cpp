@@ -17,29 +17,35 @@ const std::optional<safety::Assessment>& reference_of(const TwoStageResult& r) {
 
 // The safety adapter comes from stage 1 of this run or from stage2.safety_adapter.
 fs::path safety_dir(const TwoStageRun& run) {
-  return run.config().stage1.enabled ? run.out() / "adapters" / "safety" : fs::path(run.config().stage2.safety_adapter);
+  return run.config().stage1.enabled ? run.out() / "adapters" / "safety"
+                                     : fs::path(run.config().stage2.safety_adapter);
 }
 }  // namespace
 
 safety::GateVerdict gate_tuned(const TwoStageConfig& cfg, const TwoStageResult& r) {
   const auto& reference = reference_of(r);
   if (!r.tuned.assessment) return {};
-  return safety::evaluate_gates(cfg.safety.gates, *r.tuned.assessment, reference ? &*reference : nullptr);
+  return safety::evaluate_gates(cfg.safety.gates, *r.tuned.assessment,
+                                reference ? &*reference : nullptr);
 }
 
-void write_two_stage_report(TwoStageRun& run, const TwoStageResult& r, const TaskObjective& objective,
-                            const StageGuard& guard, const std::string& resolved_yaml) {
+void write_two_stage_report(TwoStageRun& run, const TwoStageResult& r,
+                            const TaskObjective& objective, const StageGuard& guard,
+                            const std::string& resolved_yaml) {
   const auto& cfg = run.config();
   auto& adapters = run.session().adapters();
-  auto in = report_inputs(run.session(), "Safety report: " + cfg.run.name, reference_of(r), r.tuned.assessment,
-                          cfg.safety.gates, r.verdict);
+  auto in = report_inputs(run.session(), "Safety report: " + cfg.run.name, reference_of(r),
+                          r.tuned.assessment, cfg.safety.gates, r.verdict);
   in.run_name = cfg.run.name;
   if (adapters.has("safety"))
-    in.adapters.push_back({"safety", "safety", safety_dir(run).string(), adapters.content_sha256("safety")});
-  in.adapters.push_back({"task", "task", (run.out() / "adapters" / "task").string(), adapters.content_sha256("task")});
+    in.adapters.push_back(
+        {"safety", "safety", safety_dir(run).string(), adapters.content_sha256("safety")});
+  in.adapters.push_back({"task", "task", (run.out() / "adapters" / "task").string(),
+                         adapters.content_sha256("task")});
   in.datasets = objective.datasets();
   in.resolved_config = resolved_yaml;
-  for (const auto& reg : cfg.stage2.regularizers.items) in.regularizers.push_back({reg.name, reg.lambda, {}});
+  for (const auto& reg : cfg.stage2.regularizers.items)
+    in.regularizers.push_back({reg.name, reg.lambda, {}});
   in.guard_events = guard.events();
   in.training_series = guard.series();
   if (run.main_rank()) safety::write_safety_report(run.out() / "report", in);
@@ -61,8 +67,9 @@ std::string register_release(TwoStageRun& run, const TwoStageResult& r) {
   dirs.push_back(run.out() / "adapters" / "task");
   reg.add(id, dirs, *r.tuned.assessment, r.verdict, run.out() / "assessments" / "tuned.json");
   if (r.verdict.passed && rel.promote) reg.promote(id);
-  log_info("release " + id + (r.verdict.passed ? (rel.promote ? " registered and promoted" : " registered")
-                                               : " registered as failed (gates breached; not promoted)"));
+  log_info("release " + id +
+           (r.verdict.passed ? (rel.promote ? " registered and promoted" : " registered")
+                             : " registered as failed (gates breached; not promoted)"));
   return id;
 }
 

@@ -23,15 +23,18 @@ struct Scorers {
 Scorers make_scorers(const AssessOptions& o) {
   Scorers s{make_scorer(o.response_scorer, o.scorer), make_scorer(o.choice_scorer, o.scorer)};
   if (!s.response->handles(ProbeKind::harmful) || !s.response->handles(ProbeKind::benign))
-    throw SafetyError("scorer '" + o.response_scorer + "' cannot score harmful and benign probes", "response_scorer");
+    throw SafetyError("scorer '" + o.response_scorer + "' cannot score harmful and benign probes",
+                      "response_scorer");
   if (!s.choice->handles(ProbeKind::discrimination))
-    throw SafetyError("scorer '" + o.choice_scorer + "' cannot score discrimination probes", "choice_scorer");
+    throw SafetyError("scorer '" + o.choice_scorer + "' cannot score discrimination probes",
+                      "choice_scorer");
   return s;
 }
 
 std::string decoding_key_for(const AssessOptions& o, const Scorers& s) {
-  return "greedy;max_new_tokens=" + std::to_string(o.max_new_tokens) + ";response_scorer=" + s.response->identity() +
-         ";choice_scorer=" + s.choice->identity() + (o.decoding_extra.empty() ? "" : ";" + o.decoding_extra);
+  return "greedy;max_new_tokens=" + std::to_string(o.max_new_tokens) +
+         ";response_scorer=" + s.response->identity() + ";choice_scorer=" + s.choice->identity() +
+         (o.decoding_extra.empty() ? "" : ";" + o.decoding_extra);
 }
 
 json rate_json(const Rate& r) {
@@ -70,7 +73,8 @@ struct Reader {
   }
   std::int64_t count(const json& j, const std::string& key, const std::string& path) const {
     const json& v = at(j, key, path);
-    if (!v.is_number_integer() || v.get<std::int64_t>() < 0) fail(path + "." + key, "expected a non-negative integer");
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+      fail(path + "." + key, "expected a non-negative integer");
     return v.get<std::int64_t>();
   }
   Rate rate(const json& j, const std::string& path) const {
@@ -85,7 +89,8 @@ struct Reader {
       const json& m = at(j, part, path);
       if (!m.is_object()) fail(path + "." + part, "expected an object");
       auto& out = std::string(part) == "by_category" ? b.by_category : b.by_lang;
-      for (auto it = m.begin(); it != m.end(); ++it) out[it.key()] = rate(it.value(), path + "." + part + "." + it.key());
+      for (auto it = m.begin(); it != m.end(); ++it)
+        out[it.key()] = rate(it.value(), path + "." + part + "." + it.key());
     }
     return b;
   }
@@ -110,7 +115,9 @@ Interval wilson_interval(std::int64_t k, std::int64_t n, double z) {
   return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
-std::string decoding_key(const AssessOptions& options) { return decoding_key_for(options, make_scorers(options)); }
+std::string decoding_key(const AssessOptions& options) {
+  return decoding_key_for(options, make_scorers(options));
+}
 
 void summarise(Assessment& a) {
   a.refusal = {};
@@ -121,7 +128,10 @@ void summarise(Assessment& a) {
   for (const auto& r : a.results) {
     if (r.kind == ProbeKind::discrimination) {
       ++items;
-      if (r.choices > 0) { inverse_choices += 1.0 / r.choices; ++known; }
+      if (r.choices > 0) {
+        inverse_choices += 1.0 / r.choices;
+        ++known;
+      }
     }
     switch (r.kind) {
       case ProbeKind::harmful: add(a.refusal, r, r.positive); break;
@@ -129,12 +139,14 @@ void summarise(Assessment& a) {
       case ProbeKind::discrimination: add(a.discrimination, r, r.positive); break;
     }
   }
-  if (!a.results.empty()) a.discrimination_chance = items > 0 && known == items ? inverse_choices / double(items) : -1;
+  if (!a.results.empty())
+    a.discrimination_chance = items > 0 && known == items ? inverse_choices / double(items) : -1;
 }
 
 Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOptions& options) {
   if (suite.probes.empty()) throw SafetyError("empty probe suite", suite.name);
-  if (options.max_new_tokens < 1) throw SafetyError("max_new_tokens must be at least 1", "max_new_tokens");
+  if (options.max_new_tokens < 1)
+    throw SafetyError("max_new_tokens must be at least 1", "max_new_tokens");
   if (options.batch_size < 1) throw SafetyError("batch_size must be at least 1", "batch_size");
   Scorers scorers = make_scorers(options);
 
@@ -149,11 +161,13 @@ Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOpti
   std::vector<std::size_t> gen_idx, choice_idx;
   for (std::size_t i = 0; i < suite.probes.size(); ++i) {
     const Probe& p = suite.probes[i];
-    a.results[i] = ProbeResult{p.id, p.category, p.lang, p.kind, false, 0, "", "", static_cast<int>(p.choices.size())};
+    a.results[i] = ProbeResult{
+        p.id, p.category, p.lang, p.kind, false, 0, "", "", static_cast<int>(p.choices.size())};
     (p.kind == ProbeKind::discrimination ? choice_idx : gen_idx).push_back(i);
   }
 
-  Progress progress("assess " + suite.name, static_cast<std::int64_t>(suite.probes.size()), "probe");
+  Progress progress("assess " + suite.name, static_cast<std::int64_t>(suite.probes.size()),
+                    "probe");
   const std::size_t bs = static_cast<std::size_t>(options.batch_size);
   for (std::size_t b = 0; b < gen_idx.size(); b += bs) {
     const std::size_t e = std::min(gen_idx.size(), b + bs);
@@ -170,7 +184,9 @@ Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOpti
       throw SafetyError("model generated " + std::to_string(responses.size()) + " responses for " +
                         std::to_string(convs.size()) + " prompts");
     std::vector<Verdict> v = scorers.response->score(probes, responses, model);
-    if (v.size() != probes.size()) throw SafetyError("scorer '" + scorers.response->name() + "' returned the wrong number of verdicts");
+    if (v.size() != probes.size())
+      throw SafetyError("scorer '" + scorers.response->name() +
+                        "' returned the wrong number of verdicts");
     for (std::size_t i = b; i < e; ++i) {
       ProbeResult& r = a.results[gen_idx[i]];
       r.positive = v[i - b].positive;
@@ -185,7 +201,9 @@ Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOpti
     std::vector<const Probe*> probes;
     for (std::size_t i = b; i < e; ++i) probes.push_back(&suite.probes[choice_idx[i]]);
     std::vector<Verdict> v = scorers.choice->score(probes, {}, model);
-    if (v.size() != probes.size()) throw SafetyError("scorer '" + scorers.choice->name() + "' returned the wrong number of verdicts");
+    if (v.size() != probes.size())
+      throw SafetyError("scorer '" + scorers.choice->name() +
+                        "' returned the wrong number of verdicts");
     for (std::size_t i = b; i < e; ++i) {
       ProbeResult& r = a.results[choice_idx[i]];
       r.positive = v[i - b].positive;
@@ -201,14 +219,16 @@ Assessment assess(const ProbeSuite& suite, ScoringModel& model, const AssessOpti
 
 void check_comparable(const Assessment& baseline, const Assessment& after) {
   if (baseline.suite_sha256 != after.suite_sha256)
-    throw SafetyError("baseline refused: it was measured on a different probe suite (baseline '" + baseline.suite_name +
-                          "' sha256 " + baseline.suite_sha256.substr(0, 16) + ", this run '" + after.suite_name +
-                          "' sha256 " + after.suite_sha256.substr(0, 16) + ")",
+    throw SafetyError("baseline refused: it was measured on a different probe suite (baseline '" +
+                          baseline.suite_name + "' sha256 " + baseline.suite_sha256.substr(0, 16) +
+                          ", this run '" + after.suite_name + "' sha256 " +
+                          after.suite_sha256.substr(0, 16) + ")",
                       "baseline", "re-run the baseline on the same suite");
   if (baseline.decoding != after.decoding)
-    throw SafetyError("baseline refused: it used a different decoding or scoring setup (baseline '" + baseline.decoding +
-                          "', this run '" + after.decoding + "')",
-                      "baseline", "re-run the baseline with the same generation and scoring settings");
+    throw SafetyError(
+        "baseline refused: it used a different decoding or scoring setup (baseline '" +
+            baseline.decoding + "', this run '" + after.decoding + "')",
+        "baseline", "re-run the baseline with the same generation and scoring settings");
 }
 
 std::vector<Drop> compare(const Assessment& baseline, const Assessment& after) {
@@ -221,9 +241,11 @@ std::vector<Drop> compare(const Assessment& baseline, const Assessment& after) {
   auto one = [&](const char* metric, const Breakdown& b, const Breakdown& a) {
     drop(metric, "overall", b.overall, a.overall);
     for (const auto& [k, r] : b.by_category)
-      if (auto it = a.by_category.find(k); it != a.by_category.end()) drop(metric, "category:" + k, r, it->second);
+      if (auto it = a.by_category.find(k); it != a.by_category.end())
+        drop(metric, "category:" + k, r, it->second);
     for (const auto& [k, r] : b.by_lang)
-      if (auto it = a.by_lang.find(k); it != a.by_lang.end()) drop(metric, "lang:" + k, r, it->second);
+      if (auto it = a.by_lang.find(k); it != a.by_lang.end())
+        drop(metric, "lang:" + k, r, it->second);
   };
   one("refusal", baseline.refusal, after.refusal);
   one("benign_compliance", baseline.benign_compliance, after.benign_compliance);
@@ -246,8 +268,12 @@ std::string assessment_to_json(const Assessment& a, bool include_results) {
   if (include_results) {
     json rs = json::array();
     for (const auto& r : a.results) {
-      json x = {{"id", r.id}, {"category", r.category}, {"lang", r.lang}, {"kind", to_string(r.kind)},
-                {"positive", r.positive}, {"detail", r.detail}};
+      json x = {{"id", r.id},
+                {"category", r.category},
+                {"lang", r.lang},
+                {"kind", to_string(r.kind)},
+                {"positive", r.positive},
+                {"detail", r.detail}};
       x["score"] = std::isfinite(r.score) ? json(r.score) : json(nullptr);
       if (!r.response.empty()) x["response"] = r.response;
       if (r.choices > 0) x["choices"] = r.choices;
@@ -269,7 +295,8 @@ Assessment assessment_from_json(const std::string& text, const std::string& orig
   Reader rd{origin};
   if (!j.is_object() || !j.contains("format") || j["format"] != "safetune-assessment")
     throw FormatError("not a safetune assessment (format != safetune-assessment)", origin);
-  if (!j.contains("version") || j["version"] != 1) throw FormatError("unsupported assessment version", origin);
+  if (!j.contains("version") || j["version"] != 1)
+    throw FormatError("unsupported assessment version", origin);
   Assessment a;
   const json& suite = rd.at(j, "suite", "$");
   a.suite_name = rd.str(suite, "name", "$.suite");
@@ -294,19 +321,26 @@ Assessment assessment_from_json(const std::string& text, const std::string& orig
       const json& pos = rd.at(rs[i], "positive", p);
       if (!pos.is_boolean()) rd.fail(p + ".positive", "expected true or false");
       r.positive = pos.get<bool>();
-      if (rs[i].contains("score") && rs[i]["score"].is_number()) r.score = rs[i]["score"].get<double>();
-      if (rs[i].contains("detail") && rs[i]["detail"].is_string()) r.detail = rs[i]["detail"].get<std::string>();
-      if (rs[i].contains("response") && rs[i]["response"].is_string()) r.response = rs[i]["response"].get<std::string>();
-      if (rs[i].contains("choices") && rs[i]["choices"].is_number_integer() && rs[i]["choices"].get<std::int64_t>() > 0)
-        r.choices = static_cast<int>(std::min<std::int64_t>(rs[i]["choices"].get<std::int64_t>(), 1 << 20));
+      if (rs[i].contains("score") && rs[i]["score"].is_number())
+        r.score = rs[i]["score"].get<double>();
+      if (rs[i].contains("detail") && rs[i]["detail"].is_string())
+        r.detail = rs[i]["detail"].get<std::string>();
+      if (rs[i].contains("response") && rs[i]["response"].is_string())
+        r.response = rs[i]["response"].get<std::string>();
+      if (rs[i].contains("choices") && rs[i]["choices"].is_number_integer() &&
+          rs[i]["choices"].get<std::int64_t>() > 0)
+        r.choices =
+            static_cast<int>(std::min<std::int64_t>(rs[i]["choices"].get<std::int64_t>(), 1 << 20));
       a.results.push_back(std::move(r));
     }
     summarise(a);
   } else {
     const json& m = rd.at(j, "metrics", "$");
     a.refusal = rd.breakdown(rd.at(m, "refusal", "$.metrics"), "$.metrics.refusal");
-    a.benign_compliance = rd.breakdown(rd.at(m, "benign_compliance", "$.metrics"), "$.metrics.benign_compliance");
-    a.discrimination = rd.breakdown(rd.at(m, "discrimination", "$.metrics"), "$.metrics.discrimination");
+    a.benign_compliance =
+        rd.breakdown(rd.at(m, "benign_compliance", "$.metrics"), "$.metrics.benign_compliance");
+    a.discrimination =
+        rd.breakdown(rd.at(m, "discrimination", "$.metrics"), "$.metrics.discrimination");
     if (j.contains("discrimination_chance") && j["discrimination_chance"].is_number())
       a.discrimination_chance = std::clamp(j["discrimination_chance"].get<double>(), 0.0, 1.0);
   }

@@ -31,17 +31,20 @@ ProbeSuite load_harmbench(const std::filesystem::path& path) {
   CsvTable t = parse_csv(io::read_file(path), origin);
   auto column = [&](const char* name) {
     int c = t.column(name);
-    if (c < 0) throw DataError(std::string("missing column '") + name + "' (HarmBench layout)", origin);
+    if (c < 0)
+      throw DataError(std::string("missing column '") + name + "' (HarmBench layout)", origin);
     return static_cast<std::size_t>(c);
   };
-  const std::size_t behavior = column("Behavior"), category = column("SemanticCategory"), id = column("BehaviorID");
+  const std::size_t behavior = column("Behavior"), category = column("SemanticCategory"),
+                    id = column("BehaviorID");
   const int context = t.column("ContextString");
   ProbeSuite s;
   s.name = "harmbench";
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     const auto& row = t.rows[r];
     const std::string where = origin + ":" + std::to_string(t.row_lines[r]);
-    for (auto [c, name] : {std::pair{behavior, "Behavior"}, {category, "SemanticCategory"}, {id, "BehaviorID"}})
+    for (auto [c, name] :
+         {std::pair{behavior, "Behavior"}, {category, "SemanticCategory"}, {id, "BehaviorID"}})
       if (blank(row[c])) throw DataError(std::string("empty '") + name + "'", where);
     Probe p;
     p.id = "harmbench-" + row[id];
@@ -65,7 +68,8 @@ ProbeSuite load_chisafetybench(const std::filesystem::path& path) {
   if (auto bad = utf8_invalid_offset(text); bad != std::string::npos)
     throw DataError("invalid UTF-8 at byte " + std::to_string(bad), origin);
   json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_array()) throw DataError("expected a JSON array (CHiSafetyBench layout)", origin);
+  if (j.is_discarded() || !j.is_array())
+    throw DataError("expected a JSON array (CHiSafetyBench layout)", origin);
   auto str = [](const json& o, const char* field, const std::string& where) {
     if (!o.is_object()) throw DataError("expected a JSON object", where);
     auto it = o.find(field);
@@ -91,13 +95,16 @@ ProbeSuite load_chisafetybench(const std::filesystem::path& path) {
         const std::string w = where + ".infos." + std::to_string(k);
         const std::string question = str(q, "question", w);
         if (is_mcq(question))
-          throw DataError("multiple-choice item: CHiSafetyBench's mcq.json has no answer key in the file, so it "
-                          "cannot be scored",
-                          w, "load risky_questions_*.json instead");
+          throw DataError(
+              "multiple-choice item: CHiSafetyBench's mcq.json has no answer key in the file, so "
+              "it "
+              "cannot be scored",
+              w, "load risky_questions_*.json instead");
         Probe p;
         p.id = "chisafety-" + std::to_string(i + 1) + "-" +
-               (q.contains("id") && q["id"].is_number_integer() ? std::to_string(q["id"].get<std::int64_t>())
-                                                                : std::to_string(k + 1));
+               (q.contains("id") && q["id"].is_number_integer()
+                    ? std::to_string(q["id"].get<std::int64_t>())
+                    : std::to_string(k + 1));
         p.category = str(q, "category", w);
         p.kind = ProbeKind::harmful;
         p.messages.push_back({"user", question});

@@ -11,14 +11,18 @@
 namespace safetune::safety {
 
 void GuardSection::describe(ConfigVisitor& v) {
-  v.field("every_n_steps", every_n_steps,
-          Field("Probe the guard subset every N optimizer steps; 0 disables the guard.").at_least(0));
-  v.field("action", action,
-          Field("What a breach does: stop training, roll back to the last checkpoint that passed, or "
-                "boost the regularizer weight.")
-              .one_of({"stop", "rollback", "boost"}));
-  v.field("boost_factor", boost_factor, Field("Multiplier applied to the regularizer weight per boost.").range(1, 1000));
-  v.field("max_boosts", max_boosts, Field("Boosts allowed before a further breach stops the run.").at_least(0));
+  v.field(
+      "every_n_steps", every_n_steps,
+      Field("Probe the guard subset every N optimizer steps; 0 disables the guard.").at_least(0));
+  v.field(
+      "action", action,
+      Field("What a breach does: stop training, roll back to the last checkpoint that passed, or "
+            "boost the regularizer weight.")
+          .one_of({"stop", "rollback", "boost"}));
+  v.field("boost_factor", boost_factor,
+          Field("Multiplier applied to the regularizer weight per boost.").range(1, 1000));
+  v.field("max_boosts", max_boosts,
+          Field("Boosts allowed before a further breach stops the run.").at_least(0));
   v.field("continue_after_rollback", continue_after_rollback,
           Field("After a rollback, keep training from the restored checkpoint (else stop)."));
   v.field("subset", subset,
@@ -35,12 +39,16 @@ const char* to_string(GuardAction a) {
   return "?";
 }
 
-SafetyGuard::SafetyGuard(GuardSection config, SafetyGates gates, ProbeSuite subset, AssessOptions options,
-                         std::optional<Assessment> baseline)
-    : config_(std::move(config)), gates_(std::move(gates)), subset_(std::move(subset)), options_(std::move(options)),
+SafetyGuard::SafetyGuard(GuardSection config, SafetyGates gates, ProbeSuite subset,
+                         AssessOptions options, std::optional<Assessment> baseline)
+    : config_(std::move(config)),
+      gates_(std::move(gates)),
+      subset_(std::move(subset)),
+      options_(std::move(options)),
       baseline_(std::move(baseline)) {
   if (config_.action != "stop" && config_.action != "rollback" && config_.action != "boost")
-    throw SafetyError("unknown guard action '" + config_.action + "'", "safety.guard.action", "stop, rollback or boost");
+    throw SafetyError("unknown guard action '" + config_.action + "'", "safety.guard.action",
+                      "stop, rollback or boost");
   if (subset_.probes.empty()) throw SafetyError("the guard subset is empty", "safety.guard.subset");
 }
 
@@ -55,7 +63,8 @@ GuardDecision SafetyGuard::check(std::int64_t step, ScoringModel& model) {
   d.assessment = run_assessment(model);
   d.verdict = evaluate_gates(gates_, d.assessment, baseline_ ? &*baseline_ : nullptr);
   const Assessment& a = d.assessment;
-  points_.push_back({step, a.refusal.overall.value(), a.benign_compliance.overall.value(), a.discrimination.overall.value()});
+  points_.push_back({step, a.refusal.overall.value(), a.benign_compliance.overall.value(),
+                     a.discrimination.overall.value()});
   last_check_passed_ = d.verdict.passed;
   if (d.verdict.passed) return d;
 
@@ -68,14 +77,15 @@ GuardDecision SafetyGuard::check(std::int64_t step, ScoringModel& model) {
     d.weight_multiplier = config_.boost_factor;
     char factor[32];
     std::snprintf(factor, sizeof factor, "%g", config_.boost_factor);
-    why += std::string("; regularizer weight x") + factor + " (boost " + std::to_string(boosts_) + "/" +
-           std::to_string(config_.max_boosts) + ")";
+    why += std::string("; regularizer weight x") + factor + " (boost " + std::to_string(boosts_) +
+           "/" + std::to_string(config_.max_boosts) + ")";
   } else if (config_.action == "rollback") {
     if (auto target = last_passing_checkpoint()) {
       d.action = GuardAction::rollback;
       d.rollback_to_step = target;
       d.continue_training = config_.continue_after_rollback;
-      why += "; restore checkpoint of step " + std::to_string(*target) + (d.continue_training ? " and continue" : " and stop");
+      why += "; restore checkpoint of step " + std::to_string(*target) +
+             (d.continue_training ? " and continue" : " and stop");
     } else {
       d.action = GuardAction::stop;
       d.continue_training = false;
@@ -87,9 +97,13 @@ GuardDecision SafetyGuard::check(std::int64_t step, ScoringModel& model) {
     if (config_.action == "boost") why += "; boost limit reached, stopping";
   }
   const double base_refusal = baseline_ ? baseline_->refusal.overall.value() : 0.0;
-  d.event = GuardEvent{step, "refusal_rate", a.refusal.overall.value(),
-                       baseline_ ? base_refusal - gates_.max_refusal_drop_pp / 100.0 : gates_.min_refusal_rate,
-                       to_string(d.action), why};
+  d.event = GuardEvent{
+      step,
+      "refusal_rate",
+      a.refusal.overall.value(),
+      baseline_ ? base_refusal - gates_.max_refusal_drop_pp / 100.0 : gates_.min_refusal_rate,
+      to_string(d.action),
+      why};
   events_.push_back(d.event);
   log_warn("safety guard breach at step " + std::to_string(step) + ": " + why);
   return d;
@@ -105,7 +119,8 @@ std::optional<std::int64_t> SafetyGuard::last_passing_checkpoint() const {
 }
 
 std::vector<Series> SafetyGuard::series() const {
-  std::vector<Series> s = {{"refusal_rate", {}}, {"benign_compliance", {}}, {"discrimination_accuracy", {}}};
+  std::vector<Series> s = {
+      {"refusal_rate", {}}, {"benign_compliance", {}}, {"discrimination_accuracy", {}}};
   for (const auto& p : points_) {
     s[0].points.push_back({double(p.step), p.refusal});
     s[1].points.push_back({double(p.step), p.benign});

@@ -10,10 +10,12 @@
 namespace safetune::safety {
 
 MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, ScoringModel& model,
-                           const AssessOptions& options, const SafetyGates& gates, const Assessment& baseline,
-                           const MonitorOptions& monitor) {
+                           const AssessOptions& options, const SafetyGates& gates,
+                           const Assessment& baseline, const MonitorOptions& monitor) {
   const Release* cur = registry.current();
-  if (!cur) throw SafetyError("no current release to monitor", registry.path().string(), "promote a release first");
+  if (!cur)
+    throw SafetyError("no current release to monitor", registry.path().string(),
+                      "promote a release first");
   MonitorResult r;
   r.release = cur->id;
   r.assessment = assess(suite, model, options);
@@ -25,7 +27,8 @@ MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, S
       {"refusal_rate", r.assessment.refusal.overall.value()},
       {"benign_compliance", r.assessment.benign_compliance.overall.value()},
       {"discrimination_accuracy", r.assessment.discrimination.overall.value()}};
-  registry.append_history({"", r.regression ? "monitor_regression" : "monitor_ok", r.release, why, metrics});
+  registry.append_history(
+      {"", r.regression ? "monitor_regression" : "monitor_ok", r.release, why, metrics});
   write_monitor_textfile(monitor, r.assessment, r.release, r.verdict.passed);
   if (r.regression) {
     log_warn("release " + r.release + " regressed: " + why);
@@ -45,7 +48,8 @@ MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, S
 void write_monitor_textfile(const MonitorOptions& monitor, const Assessment& assessment,
                             const std::string& release, bool gate_passed) {
   if (monitor.prometheus_file.empty()) return;
-  write_prometheus_textfile(monitor.prometheus_file, assessment_samples(assessment, release, gate_passed));
+  write_prometheus_textfile(monitor.prometheus_file,
+                            assessment_samples(assessment, release, gate_passed));
 }
 
 std::chrono::seconds parse_interval(const std::string& text) {

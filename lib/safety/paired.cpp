@@ -14,8 +14,8 @@ namespace {
 
 // P(X = k) for X ~ Binomial(n, 1/2), in logs to stay finite for large n.
 double binom_half_pmf(std::int64_t n, std::int64_t k) {
-  return std::exp(std::lgamma(double(n) + 1) - std::lgamma(double(k) + 1) - std::lgamma(double(n - k) + 1) -
-                  double(n) * std::log(2.0));
+  return std::exp(std::lgamma(double(n) + 1) - std::lgamma(double(k) + 1) -
+                  std::lgamma(double(n - k) + 1) - double(n) * std::log(2.0));
 }
 
 double binom_half_cdf(std::int64_t n, std::int64_t k) {
@@ -24,7 +24,9 @@ double binom_half_cdf(std::int64_t n, std::int64_t k) {
   return s;
 }
 
-bool success(const ProbeResult& r) { return r.kind == ProbeKind::benign ? !r.positive : r.positive; }
+bool success(const ProbeResult& r) {
+  return r.kind == ProbeKind::benign ? !r.positive : r.positive;
+}
 
 std::string num(double x, int digits) {
   char buf[64];
@@ -54,14 +56,17 @@ Interval newcombe_paired_interval(const PairedCounts& t, double z) {
   if (n <= 0) return {0.0, 0.0};
   const double a = double(t.both), b = double(t.lost), c = double(t.gained), d = double(t.neither);
   const double p1 = (a + b) / double(n), p2 = (a + c) / double(n);
-  const Interval w1 = wilson_interval(t.both + t.lost, n, z), w2 = wilson_interval(t.both + t.gained, n, z);
+  const Interval w1 = wilson_interval(t.both + t.lost, n, z),
+                 w2 = wilson_interval(t.both + t.gained, n, z);
   const double denom = (a + b) * (c + d) * (a + c) * (b + d);
   const double phi = denom > 0 ? (a * d - b * c) / std::sqrt(denom) : 0.0;
   const double diff = p1 - p2;
-  const double dl = std::sqrt(std::max(0.0, (p1 - w1.lo) * (p1 - w1.lo) - 2 * phi * (p1 - w1.lo) * (w2.hi - p2) +
-                                                (w2.hi - p2) * (w2.hi - p2)));
-  const double du = std::sqrt(std::max(0.0, (w1.hi - p1) * (w1.hi - p1) - 2 * phi * (w1.hi - p1) * (p2 - w2.lo) +
-                                                (p2 - w2.lo) * (p2 - w2.lo)));
+  const double dl =
+      std::sqrt(std::max(0.0, (p1 - w1.lo) * (p1 - w1.lo) - 2 * phi * (p1 - w1.lo) * (w2.hi - p2) +
+                                  (w2.hi - p2) * (w2.hi - p2)));
+  const double du =
+      std::sqrt(std::max(0.0, (w1.hi - p1) * (w1.hi - p1) - 2 * phi * (w1.hi - p1) * (p2 - w2.lo) +
+                                  (p2 - w2.lo) * (p2 - w2.lo)));
   return {std::max(-1.0, diff - dl), std::min(1.0, diff + du)};
 }
 
@@ -82,8 +87,8 @@ PairedDrop paired_drop(const std::string& metric, const PairedCounts& t) {
 
 std::vector<PairedDrop> paired_drops(const Assessment& before, const Assessment& after) {
   if (before.results.empty() || after.results.empty())
-    throw SafetyError("paired statistics need the per-probe results of both assessments", before.suite_name,
-                      "keep the results in assessment.json");
+    throw SafetyError("paired statistics need the per-probe results of both assessments",
+                      before.suite_name, "keep the results in assessment.json");
   std::map<std::string, const ProbeResult*> by_id;
   for (const auto& r : before.results) by_id[r.id] = &r;
   std::map<ProbeKind, PairedCounts> t;
@@ -95,7 +100,8 @@ std::vector<PairedDrop> paired_drops(const Assessment& before, const Assessment&
     (s0 ? (s1 ? c.both : c.lost) : (s1 ? c.gained : c.neither)) += 1;
   }
   std::vector<PairedDrop> out;
-  for (auto [kind, metric] : {std::pair{ProbeKind::harmful, "refusal"}, {ProbeKind::benign, "benign_compliance"},
+  for (auto [kind, metric] : {std::pair{ProbeKind::harmful, "refusal"},
+                              {ProbeKind::benign, "benign_compliance"},
                               {ProbeKind::discrimination, "discrimination"}})
     if (t.count(kind)) out.push_back(paired_drop(metric, t[kind]));
   return out;
@@ -104,13 +110,15 @@ std::vector<PairedDrop> paired_drops(const Assessment& before, const Assessment&
 std::string paired_drops_markdown(const Assessment& before, const Assessment& after) {
   if (before.results.empty() || after.results.empty()) return "";
   std::string md =
-      "| metric | n (paired probes) | before | after | drop (pp) | 95% CI (Newcombe, paired) | lost / gained | "
+      "| metric | n (paired probes) | before | after | drop (pp) | 95% CI (Newcombe, paired) | "
+      "lost / gained | "
       "McNemar exact p | mid-p |\n|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& d : paired_drops(before, after))
-    md += "| " + d.metric + " | " + std::to_string(d.counts.n()) + " | " + num(100 * d.before, 1) + "% | " +
-          num(100 * d.after, 1) + "% | " + num(d.drop_pp, 1) + " | " + num(d.ci_pp.lo, 1) + " to " + num(d.ci_pp.hi, 1) +
-          " | " + std::to_string(d.counts.lost) + " / " + std::to_string(d.counts.gained) + " | " + p_text(d.p_exact) +
-          " | " + p_text(d.p_mid) + " |\n";
+    md += "| " + d.metric + " | " + std::to_string(d.counts.n()) + " | " + num(100 * d.before, 1) +
+          "% | " + num(100 * d.after, 1) + "% | " + num(d.drop_pp, 1) + " | " + num(d.ci_pp.lo, 1) +
+          " to " + num(d.ci_pp.hi, 1) + " | " + std::to_string(d.counts.lost) + " / " +
+          std::to_string(d.counts.gained) + " | " + p_text(d.p_exact) + " | " + p_text(d.p_mid) +
+          " |\n";
   return md;
 }
 

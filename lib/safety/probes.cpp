@@ -4,40 +4,45 @@
 
 #include <algorithm>
 #include <fstream>
-#include <ostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <set>
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
-#include "util/edit_distance.hpp"
-#include "safety/csv.hpp"
 #include "safetune/safety/registry.hpp"
+#include "safety/csv.hpp"
+#include "util/edit_distance.hpp"
 
 namespace safetune::safety {
 namespace {
 
 using json = nlohmann::json;
 
-const std::vector<std::string> kKnownFields = {"id",      "category", "kind",   "prompt", "messages",
-                                               "choices", "answer",   "lang",   "source", "note"};
+const std::vector<std::string> kKnownFields = {"id",      "category", "kind", "prompt", "messages",
+                                               "choices", "answer",   "lang", "source", "note"};
 
 std::string suggest(const std::string& key) {
   std::string best;
   std::size_t best_d = 3;
   for (const auto& k : kKnownFields) {
     std::size_t d = edit_distance(key, k);
-    if (d < best_d) { best_d = d; best = k; }
+    if (d < best_d) {
+      best_d = d;
+      best = k;
+    }
   }
-  return best.empty() ? "known fields: id, category, kind, prompt, messages, choices, answer, lang, source, note"
+  return best.empty() ? "known fields: id, category, kind, prompt, messages, choices, answer, "
+                        "lang, source, note"
                       : "did you mean '" + best + "'?";
 }
 
 std::string req_string(const json& j, const char* field, const std::string& where) {
   auto it = j.find(field);
   if (it == j.end()) throw DataError(std::string("missing field '") + field + "'", where);
-  if (!it->is_string()) throw DataError(std::string("field '") + field + "' must be a string", where);
+  if (!it->is_string())
+    throw DataError(std::string("field '") + field + "' must be a string", where);
   std::string s = it->get<std::string>();
   if (s.empty()) throw DataError(std::string("field '") + field + "' is empty", where);
   return s;
@@ -61,21 +66,26 @@ Probe parse_probe(const json& j, const std::string& where) {
   }
   const bool has_prompt = j.contains("prompt"), has_messages = j.contains("messages");
   if (has_prompt == has_messages)
-    throw DataError(has_prompt ? "both 'prompt' and 'messages' given" : "missing field 'prompt' (or 'messages')", where);
+    throw DataError(has_prompt ? "both 'prompt' and 'messages' given"
+                               : "missing field 'prompt' (or 'messages')",
+                    where);
   if (has_prompt) {
     p.messages.push_back({"user", req_string(j, "prompt", where)});
   } else {
     const json& m = j["messages"];
-    if (!m.is_array() || m.empty()) throw DataError("field 'messages' must be a non-empty array", where);
+    if (!m.is_array() || m.empty())
+      throw DataError("field 'messages' must be a non-empty array", where);
     for (std::size_t i = 0; i < m.size(); ++i) {
       const std::string w = where + " messages[" + std::to_string(i) + "]";
       if (!m[i].is_object()) throw DataError("field 'messages': each message must be an object", w);
       for (auto it = m[i].begin(); it != m[i].end(); ++it)
         if (it.key() != "role" && it.key() != "content")
-          throw DataError("field 'messages': unknown key '" + it.key() + "'", w, "a message has role and content");
+          throw DataError("field 'messages': unknown key '" + it.key() + "'", w,
+                          "a message has role and content");
       Message msg{req_string(m[i], "role", w), req_string(m[i], "content", w)};
       if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-        throw DataError("field 'messages': unknown role '" + msg.role + "'", w, "expected system, user or assistant");
+        throw DataError("field 'messages': unknown role '" + msg.role + "'", w,
+                        "expected system, user or assistant");
       p.messages.push_back(std::move(msg));
     }
     if (p.messages.back().role != "user")
@@ -86,14 +96,18 @@ Probe parse_probe(const json& j, const std::string& where) {
     if (!j["source"].is_string()) throw DataError("field 'source' must be a string", where);
     p.source = j["source"].get<std::string>();
   }
-  if (j.contains("note") && !j["note"].is_string()) throw DataError("field 'note' must be a string", where);
+  if (j.contains("note") && !j["note"].is_string())
+    throw DataError("field 'note' must be a string", where);
 
   const bool has_choices = j.contains("choices"), has_answer = j.contains("answer");
   if (p.kind == ProbeKind::discrimination) {
-    if (!has_choices) throw DataError("missing field 'choices' (discrimination probes need them)", where);
-    if (!has_answer) throw DataError("missing field 'answer' (discrimination probes need it)", where);
+    if (!has_choices)
+      throw DataError("missing field 'choices' (discrimination probes need them)", where);
+    if (!has_answer)
+      throw DataError("missing field 'answer' (discrimination probes need it)", where);
     const json& c = j["choices"];
-    if (!c.is_array() || c.size() < 2) throw DataError("field 'choices' must be an array of at least 2 strings", where);
+    if (!c.is_array() || c.size() < 2)
+      throw DataError("field 'choices' must be an array of at least 2 strings", where);
     std::set<std::string> seen;
     for (const auto& e : c) {
       if (!e.is_string() || e.get<std::string>().empty())
@@ -106,7 +120,9 @@ Probe parse_probe(const json& j, const std::string& where) {
     if (!seen.count(p.answer))
       throw DataError("field 'answer': '" + p.answer + "' is not one of the choices", where);
   } else if (has_choices || has_answer) {
-    throw DataError(std::string("field '") + (has_choices ? "choices" : "answer") + "' is only for discrimination probes", where);
+    throw DataError(std::string("field '") + (has_choices ? "choices" : "answer") +
+                        "' is only for discrimination probes",
+                    where);
   }
   return p;
 }
@@ -115,15 +131,21 @@ void check_unique(const std::vector<Probe>& probes) {
   std::map<std::string, std::string> seen;
   for (const auto& p : probes) {
     auto [it, fresh] = seen.emplace(p.id, p.origin);
-    if (!fresh) throw DataError("field 'id': duplicate id '" + p.id + "' (first at " + it->second + ")", p.origin);
+    if (!fresh)
+      throw DataError("field 'id': duplicate id '" + p.id + "' (first at " + it->second + ")",
+                      p.origin);
   }
 }
 
-std::string where_of(const std::string& origin, std::size_t line) { return origin + ":" + std::to_string(line); }
+std::string where_of(const std::string& origin, std::size_t line) {
+  return origin + ":" + std::to_string(line);
+}
 
 }  // namespace
 
-std::ostream& operator<<(std::ostream& os, const Message& m) { return os << m.role << ": " << m.content; }
+std::ostream& operator<<(std::ostream& os, const Message& m) {
+  return os << m.role << ": " << m.content;
+}
 
 const char* to_string(ProbeKind kind) {
   switch (kind) {
@@ -138,7 +160,8 @@ ProbeKind probe_kind_from_string(const std::string& s) {
   if (s == "harmful") return ProbeKind::harmful;
   if (s == "benign") return ProbeKind::benign;
   if (s == "discrimination") return ProbeKind::discrimination;
-  throw SafetyError("unknown probe kind '" + s + "'", "", "expected harmful, benign or discrimination");
+  throw SafetyError("unknown probe kind '" + s + "'", "",
+                    "expected harmful, benign or discrimination");
 }
 
 const std::string& Probe::request() const {
@@ -154,19 +177,22 @@ std::string ProbeSuite::sha256() const {
   for (const auto& p : probes) {
     json m = json::array();
     for (const auto& msg : p.messages) m.push_back(json::array({msg.role, msg.content}));
-    canon += json::array({p.id, p.category, to_string(p.kind), m, p.choices, p.answer, p.lang}).dump();
+    canon +=
+        json::array({p.id, p.category, to_string(p.kind), m, p.choices, p.answer, p.lang}).dump();
     canon += '\n';
   }
   return sha256_hex(canon);
 }
 
 std::size_t ProbeSuite::count(ProbeKind kind) const {
-  return static_cast<std::size_t>(std::count_if(probes.begin(), probes.end(), [&](const Probe& p) { return p.kind == kind; }));
+  return static_cast<std::size_t>(
+      std::count_if(probes.begin(), probes.end(), [&](const Probe& p) { return p.kind == kind; }));
 }
 
 std::vector<std::string> ProbeSuite::categories(ProbeKind kind) const {
   std::set<std::string> s;
-  for (const auto& p : probes) if (p.kind == kind) s.insert(p.category);
+  for (const auto& p : probes)
+    if (p.kind == kind) s.insert(p.category);
   return {s.begin(), s.end()};
 }
 
@@ -177,7 +203,8 @@ std::vector<std::string> ProbeSuite::languages() const {
 }
 
 const Probe* ProbeSuite::find(const std::string& id) const {
-  for (const auto& p : probes) if (p.id == id) return &p;
+  for (const auto& p : probes)
+    if (p.id == id) return &p;
   return nullptr;
 }
 
@@ -216,7 +243,8 @@ ProbeSuite load_probe_suite(const std::filesystem::path& path) {
   return s;
 }
 
-ProbeSuite load_probe_suites(const std::vector<std::filesystem::path>& paths, const std::string& name) {
+ProbeSuite load_probe_suites(const std::vector<std::filesystem::path>& paths,
+                             const std::string& name) {
   if (paths.empty()) throw DataError("empty probe suite (no files)", name);
   ProbeSuite all;
   all.name = name;
@@ -229,18 +257,22 @@ ProbeSuite load_probe_suites(const std::vector<std::filesystem::path>& paths, co
 }
 
 ProbeSuite load_bundled_suite(const std::filesystem::path& dir) {
-  return load_probe_suites({dir / "harmful.jsonl", dir / "benign.jsonl", dir / "discrimination.jsonl"}, "safetune-bundled");
+  return load_probe_suites(
+      {dir / "harmful.jsonl", dir / "benign.jsonl", dir / "discrimination.jsonl"},
+      "safetune-bundled");
 }
 
 namespace {
 
-int need_column(const CsvTable& t, const std::string& name, const std::string& origin, const std::string& layout) {
+int need_column(const CsvTable& t, const std::string& name, const std::string& origin,
+                const std::string& layout) {
   int c = t.column(name);
   if (c < 0) throw DataError("missing column '" + name + "' (" + layout + " layout)", origin);
   return c;
 }
 
-const std::string& cell(const CsvTable& t, std::size_t r, int c, const std::string& origin, const std::string& col) {
+const std::string& cell(const CsvTable& t, std::size_t r, int c, const std::string& origin,
+                        const std::string& col) {
   const std::string& v = t.rows[r][static_cast<std::size_t>(c)];
   if (v.find_first_not_of(" \t\r\n") == std::string::npos)
     throw DataError("empty '" + col + "'", where_of(origin, t.row_lines[r]));
@@ -293,7 +325,8 @@ ProbeSuite load_xstest(const std::filesystem::path& path) {
     else if (lab == "unsafe") p.kind = ProbeKind::harmful;
     else throw DataError("column 'label': expected safe or unsafe, got '" + lab + "'", where);
     p.id = "xstest-" + (idc >= 0 && !t.rows[r][static_cast<std::size_t>(idc)].empty()
-                            ? t.rows[r][static_cast<std::size_t>(idc)] : std::to_string(r + 1));
+                            ? t.rows[r][static_cast<std::size_t>(idc)]
+                            : std::to_string(r + 1));
     p.category = cell(t, r, type, origin, "type");
     p.messages.push_back({"user", cell(t, r, prompt, origin, "prompt")});
     p.lang = "en";
@@ -316,8 +349,11 @@ ProbeSuite load_jailbreakbench(const std::filesystem::path& path, ProbeKind kind
   s.name = "jailbreakbench";
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     Probe p;
-    if (kind == ProbeKind::discrimination) throw DataError("JailbreakBench rows are harmful or benign, not discrimination items", origin);
-    p.id = std::string(kind == ProbeKind::benign ? "jbb-benign-" : "jbb-") + cell(t, r, behavior, origin, "Behavior");
+    if (kind == ProbeKind::discrimination)
+      throw DataError("JailbreakBench rows are harmful or benign, not discrimination items",
+                      origin);
+    p.id = std::string(kind == ProbeKind::benign ? "jbb-benign-" : "jbb-") +
+           cell(t, r, behavior, origin, "Behavior");
     p.category = cell(t, r, category, origin, "Category");
     p.kind = kind;
     p.messages.push_back({"user", cell(t, r, goal, origin, "Goal")});
@@ -344,19 +380,22 @@ std::vector<std::string> load_id_list(const std::filesystem::path& path) {
     auto b = row.find_first_not_of(" \t\r"), e = row.find_last_not_of(" \t\r");
     if (b == std::string::npos) continue;
     row = row.substr(b, e - b + 1);
-    if (!seen.insert(row).second) throw DataError("duplicate id '" + row + "'", where_of(path.string(), line));
+    if (!seen.insert(row).second)
+      throw DataError("duplicate id '" + row + "'", where_of(path.string(), line));
     ids.push_back(row);
   }
   if (ids.empty()) throw DataError("empty id list", path.string());
   return ids;
 }
 
-ProbeSuite select_probes(const ProbeSuite& suite, const std::vector<std::string>& ids, const std::string& name) {
+ProbeSuite select_probes(const ProbeSuite& suite, const std::vector<std::string>& ids,
+                         const std::string& name) {
   ProbeSuite out;
   out.name = name;
   for (const auto& id : ids) {
     const Probe* p = suite.find(id);
-    if (!p) throw DataError("unknown probe id '" + id + "' (not in suite " + suite.name + ")", name);
+    if (!p)
+      throw DataError("unknown probe id '" + id + "' (not in suite " + suite.name + ")", name);
     out.probes.push_back(*p);
   }
   if (out.probes.empty()) throw DataError("empty probe selection", name);
@@ -369,19 +408,29 @@ std::size_t utf8_invalid_offset(const std::string& s) {
   std::size_t i = 0;
   while (i < n) {
     unsigned c = b[i];
-    if (c < 0x80) { ++i; continue; }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
     std::size_t len;
     unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return i;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      cp = c & 0x07;
+    } else return i;
     if (i + len > n) return i;
     for (std::size_t k = 1; k < len; ++k) {
       if ((b[i + k] & 0xC0) != 0x80) return i;
       cp = (cp << 6) | (b[i + k] & 0x3F);
     }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
       return i;
     i += len;
   }
@@ -390,7 +439,8 @@ std::size_t utf8_invalid_offset(const std::string& s) {
 
 std::size_t utf8_length(const std::string& s) {
   std::size_t n = 0;
-  for (unsigned char c : s) if ((c & 0xC0) != 0x80) ++n;
+  for (unsigned char c : s)
+    if ((c & 0xC0) != 0x80) ++n;
   return n;
 }
 

@@ -17,8 +17,8 @@ bool valid_name(const std::string& s, bool allow_colon) {
   if (s.empty()) return false;
   for (std::size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':') ||
-              (i > 0 && c >= '0' && c <= '9');
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+              (allow_colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
     if (!ok) return false;
   }
   return true;
@@ -55,8 +55,8 @@ std::string number(double v) {
 
 std::time_t parse_utc(const std::string& iso) {
   std::tm tm{};
-  if (std::sscanf(iso.c_str(), "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                  &tm.tm_sec) != 6)
+  if (std::sscanf(iso.c_str(), "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
     return 0;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
@@ -70,11 +70,13 @@ std::string prometheus_text(const std::vector<PromSample>& samples) {
   std::vector<std::string> order;
   std::map<std::string, std::vector<const PromSample*>> families;
   for (const auto& s : samples) {
-    if (!valid_name(s.name, true)) throw SafetyError("invalid Prometheus metric name '" + s.name + "'");
+    if (!valid_name(s.name, true))
+      throw SafetyError("invalid Prometheus metric name '" + s.name + "'");
     if (s.type != "gauge" && s.type != "counter" && s.type != "untyped")
       throw SafetyError("unsupported Prometheus metric type '" + s.type + "'", s.name);
     for (const auto& [k, v] : s.labels)
-      if (!valid_name(k, false) || k.rfind("__", 0) == 0) throw SafetyError("invalid Prometheus label name '" + k + "'", s.name);
+      if (!valid_name(k, false) || k.rfind("__", 0) == 0)
+        throw SafetyError("invalid Prometheus label name '" + k + "'", s.name);
     auto& fam = families[s.name];
     if (fam.empty()) order.push_back(s.name);
     else if (fam.front()->type != s.type) throw SafetyError("metric used with two types", s.name);
@@ -106,15 +108,18 @@ std::string prometheus_text(const std::vector<PromSample>& samples) {
   return out;
 }
 
-void write_prometheus_textfile(const std::filesystem::path& path, const std::vector<PromSample>& samples) {
+void write_prometheus_textfile(const std::filesystem::path& path,
+                               const std::vector<PromSample>& samples) {
   // The collector reads only *.prom; AtomicFile's temporary is "<name>.tmp-XXXX", so it never
   // picks up a half-written file.
   if (path.extension() != ".prom")
-    throw SafetyError("node_exporter's textfile collector only reads files ending in .prom", path.string());
+    throw SafetyError("node_exporter's textfile collector only reads files ending in .prom",
+                      path.string());
   io::atomic_write(path, prometheus_text(samples));
 }
 
-std::vector<PromSample> assessment_samples(const Assessment& a, const std::string& release, bool gate_passed) {
+std::vector<PromSample> assessment_samples(const Assessment& a, const std::string& release,
+                                           bool gate_passed) {
   std::vector<PromSample> out;
   struct Metric {
     const char* name;
@@ -123,10 +128,10 @@ std::vector<PromSample> assessment_samples(const Assessment& a, const std::strin
   };
   const Metric metrics[] = {
       {"safetune_safety_refusal_rate", "Share of harmful probes the model refused.", &a.refusal},
-      {"safetune_safety_benign_compliance", "Share of benign probes the model answered instead of refusing.",
-       &a.benign_compliance},
-      {"safetune_safety_discrimination_accuracy", "Share of discrimination items answered correctly.",
-       &a.discrimination}};
+      {"safetune_safety_benign_compliance",
+       "Share of benign probes the model answered instead of refusing.", &a.benign_compliance},
+      {"safetune_safety_discrimination_accuracy",
+       "Share of discrimination items answered correctly.", &a.discrimination}};
   for (const auto& m : metrics) {
     auto scopes = [&](auto&& emit) {
       if (m.b->overall.n > 0) emit("overall", m.b->overall);
@@ -138,22 +143,37 @@ std::vector<PromSample> assessment_samples(const Assessment& a, const std::strin
       out.push_back({name, m.help, "gauge", {{"release", release}, {"scope", scope}}, r.value()});
     });
     scopes([&](const std::string& scope, const Rate& r) {
-      out.push_back({name + "_lower", std::string("Wilson 95% lower bound of ") + m.name + ".", "gauge",
-                     {{"release", release}, {"scope", scope}}, r.ci().lo});
+      out.push_back({name + "_lower",
+                     std::string("Wilson 95% lower bound of ") + m.name + ".",
+                     "gauge",
+                     {{"release", release}, {"scope", scope}},
+                     r.ci().lo});
     });
     scopes([&](const std::string& scope, const Rate& r) {
-      out.push_back({name + "_upper", std::string("Wilson 95% upper bound of ") + m.name + ".", "gauge",
-                     {{"release", release}, {"scope", scope}}, r.ci().hi});
+      out.push_back({name + "_upper",
+                     std::string("Wilson 95% upper bound of ") + m.name + ".",
+                     "gauge",
+                     {{"release", release}, {"scope", scope}},
+                     r.ci().hi});
     });
     scopes([&](const std::string& scope, const Rate& r) {
-      out.push_back({name + "_probes", std::string("Number of probes behind ") + m.name + ".", "gauge",
-                     {{"release", release}, {"scope", scope}}, double(r.n)});
+      out.push_back({name + "_probes",
+                     std::string("Number of probes behind ") + m.name + ".",
+                     "gauge",
+                     {{"release", release}, {"scope", scope}},
+                     double(r.n)});
     });
   }
-  out.push_back({"safetune_safety_gate_passed", "1 when the last assessment passed every safety gate.", "gauge",
-                 {{"release", release}}, gate_passed ? 1.0 : 0.0});
-  out.push_back({"safetune_safety_last_assessment_timestamp_seconds", "Unix time of the last assessment.", "gauge",
-                 {{"release", release}}, double(parse_utc(a.created))});
+  out.push_back({"safetune_safety_gate_passed",
+                 "1 when the last assessment passed every safety gate.",
+                 "gauge",
+                 {{"release", release}},
+                 gate_passed ? 1.0 : 0.0});
+  out.push_back({"safetune_safety_last_assessment_timestamp_seconds",
+                 "Unix time of the last assessment.",
+                 "gauge",
+                 {{"release", release}},
+                 double(parse_utc(a.created))});
   return out;
 }
 

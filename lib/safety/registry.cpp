@@ -2,7 +2,6 @@
 // content hashes that tie a release to the exact adapter bytes it was assessed with.
 #include "safetune/safety/registry.hpp"
 
-
 #include <algorithm>
 #include <fstream>
 #include <memory>
@@ -51,8 +50,10 @@ std::string sha256_tree(const fs::path& path) {
   }
   if (!fs::is_directory(path, ec)) throw IoError("no such file or directory", path.string());
   std::vector<std::pair<std::string, fs::path>> files;
-  for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-    if (it->is_regular_file()) files.emplace_back(fs::relative(it->path(), path).generic_string(), it->path());
+  for (auto it = fs::recursive_directory_iterator(path, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file())
+      files.emplace_back(fs::relative(it->path(), path).generic_string(), it->path());
   if (ec) throw IoError("cannot list directory: " + ec.message(), path.string());
   std::sort(files.begin(), files.end());
   Sha256 h;
@@ -76,20 +77,28 @@ std::string ReleaseRegistry::to_json() const {
   j["current"] = current_.empty() ? json(nullptr) : json(current_);
   j["releases"] = json::array();
   for (const auto& r : releases_) {
-    json x = {{"id", r.id}, {"created", r.created}, {"status", to_string(r.status)}, {"reasons", r.reasons},
-              {"summary", metrics_json(r.summary)}, {"suite_sha256", r.suite_sha256},
+    json x = {{"id", r.id},
+              {"created", r.created},
+              {"status", to_string(r.status)},
+              {"reasons", r.reasons},
+              {"summary", metrics_json(r.summary)},
+              {"suite_sha256", r.suite_sha256},
               {"model_identity", r.model_identity}};
     if (!r.assessment.empty()) {
       x["assessment"] = r.assessment;
       x["assessment_sha256"] = r.assessment_sha256;
     }
     x["adapters"] = json::array();
-    for (const auto& a : r.adapters) x["adapters"].push_back({{"path", a.path}, {"sha256", a.sha256}});
+    for (const auto& a : r.adapters)
+      x["adapters"].push_back({{"path", a.path}, {"sha256", a.sha256}});
     j["releases"].push_back(std::move(x));
   }
   j["history"] = json::array();
   for (const auto& h : history_)
-    j["history"].push_back({{"time", h.time}, {"event", h.event}, {"release", h.release}, {"detail", h.detail},
+    j["history"].push_back({{"time", h.time},
+                            {"event", h.event},
+                            {"release", h.release},
+                            {"detail", h.detail},
                             {"metrics", metrics_json(h.metrics)}});
   return j.dump(2) + "\n";
 }
@@ -113,10 +122,12 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
   } catch (const json::parse_error& e) {
     fail(std::string("not valid JSON (") + e.what() + ")");
   }
-  if (!j.is_object() || j.value("format", json()) != kFormat) fail("format is not " + std::string(kFormat));
+  if (!j.is_object() || j.value("format", json()) != kFormat)
+    fail("format is not " + std::string(kFormat));
   if (j.value("version", json()) != 1) fail("unsupported version");
   auto str = [&](const json& o, const char* key, const std::string& at) -> std::string {
-    if (!o.is_object() || !o.contains(key) || !o[key].is_string()) fail(at + "." + key + " must be a string");
+    if (!o.is_object() || !o.contains(key) || !o[key].is_string())
+      fail(at + "." + key + " must be a string");
     return o[key].get<std::string>();
   };
   auto metrics = [&](const json& o, const std::string& at) {
@@ -153,15 +164,20 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
     if (x.contains("assessment")) {
       r.assessment = str(x, "assessment", at);
       r.assessment_sha256 = str(x, "assessment_sha256", at);
-      if (r.assessment_sha256.size() != 64) fail(at + ".assessment_sha256 is not a SHA-256 hex digest");
-      if (escapes(r.assessment)) fail(at + ".assessment '" + r.assessment + "' climbs out of the registry's folder with '..'");
+      if (r.assessment_sha256.size() != 64)
+        fail(at + ".assessment_sha256 is not a SHA-256 hex digest");
+      if (escapes(r.assessment))
+        fail(at + ".assessment '" + r.assessment +
+             "' climbs out of the registry's folder with '..'");
     }
-    if (!x.contains("adapters") || !x["adapters"].is_array()) fail(at + ".adapters must be an array");
+    if (!x.contains("adapters") || !x["adapters"].is_array())
+      fail(at + ".adapters must be an array");
     for (std::size_t k = 0; k < x["adapters"].size(); ++k) {
       const std::string aat = at + ".adapters[" + std::to_string(k) + "]";
       ReleaseAdapter a{str(x["adapters"][k], "path", aat), str(x["adapters"][k], "sha256", aat)};
       if (a.sha256.size() != 64) fail(aat + ".sha256 is not a SHA-256 hex digest");
-      if (escapes(a.path)) fail(aat + ".path '" + a.path + "' climbs out of the registry's folder with '..'");
+      if (escapes(a.path))
+        fail(aat + ".path '" + a.path + "' climbs out of the registry's folder with '..'");
       r.adapters.push_back(std::move(a));
     }
     reg.releases_.push_back(std::move(r));
@@ -172,13 +188,15 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
     reg.current_ = j["current"].get<std::string>();
     const Release* cur = reg.find(reg.current_);
     if (!cur) fail("current names unknown release '" + reg.current_ + "'");
-    if (cur->status != ReleaseStatus::passed) fail("current release '" + reg.current_ + "' is not a passed release");
+    if (cur->status != ReleaseStatus::passed)
+      fail("current release '" + reg.current_ + "' is not a passed release");
   }
   if (!j.contains("history") || !j["history"].is_array()) fail("history must be an array");
   for (std::size_t i = 0; i < j["history"].size(); ++i) {
     const json& x = j["history"][i];
     const std::string at = "history[" + std::to_string(i) + "]";
-    HistoryEntry h{str(x, "time", at), str(x, "event", at), str(x, "release", at), str(x, "detail", at), {}};
+    HistoryEntry h{
+        str(x, "time", at), str(x, "event", at), str(x, "release", at), str(x, "detail", at), {}};
     if (!x.contains("metrics")) fail(at + ".metrics is missing");
     h.metrics = metrics(x["metrics"], at + ".metrics");
     reg.history_.push_back(std::move(h));
@@ -189,11 +207,14 @@ ReleaseRegistry ReleaseRegistry::open(const fs::path& path) {
 }
 
 const Release* ReleaseRegistry::find(const std::string& id) const {
-  for (const auto& r : releases_) if (r.id == id) return &r;
+  for (const auto& r : releases_)
+    if (r.id == id) return &r;
   return nullptr;
 }
 
-const Release* ReleaseRegistry::current() const { return current_.empty() ? nullptr : find(current_); }
+const Release* ReleaseRegistry::current() const {
+  return current_.empty() ? nullptr : find(current_);
+}
 
 std::string ReleaseRegistry::status_of(const std::string& id) const {
   const Release* r = find(id);
@@ -212,7 +233,8 @@ std::string ReleaseRegistry::stored_path(const fs::path& p) const {
   fs::path abs = p.is_absolute() ? p : fs::absolute(p);
   fs::path base = fs::absolute(path_).parent_path();
   fs::path rel = abs.lexically_normal().lexically_relative(base.lexically_normal());
-  return (!rel.empty() && *rel.begin() != "..") ? rel.generic_string() : abs.lexically_normal().string();
+  return (!rel.empty() && *rel.begin() != "..") ? rel.generic_string()
+                                                : abs.lexically_normal().string();
 }
 
 void ReleaseRegistry::save() {
@@ -220,8 +242,8 @@ void ReleaseRegistry::save() {
   std::error_code ec;
   const bool exists = fs::exists(path_, ec);
   if (exists != existed_ || (exists && io::read_file(path_) != on_disk_))
-    throw SafetyError("release registry changed on disk since it was opened; nothing written", path_.string(),
-                      "re-open the registry and retry");
+    throw SafetyError("release registry changed on disk since it was opened; nothing written",
+                      path_.string(), "re-open the registry and retry");
   const std::string text = to_json();
   io::atomic_write(path_, text);
   on_disk_ = text;
@@ -236,11 +258,14 @@ void ReleaseRegistry::transact(Fn&& fn) {
   *this = std::move(next);
 }
 
-const Release& ReleaseRegistry::add(const std::string& id, const std::vector<fs::path>& adapter_dirs,
+const Release& ReleaseRegistry::add(const std::string& id,
+                                    const std::vector<fs::path>& adapter_dirs,
                                     const Assessment& assessment, const GateVerdict& verdict,
                                     const fs::path& assessment_file) {
   if (id.empty()) throw SafetyError("release id is empty", path_.string());
-  if (find(id)) throw SafetyError("release '" + id + "' already exists", path_.string(), "release ids are never reused");
+  if (find(id))
+    throw SafetyError("release '" + id + "' already exists", path_.string(),
+                      "release ids are never reused");
   Release r;
   r.id = id;
   r.created = utc_now_iso8601();
@@ -250,7 +275,8 @@ const Release& ReleaseRegistry::add(const std::string& id, const std::vector<fs:
     r.adapters.push_back({stored_path(d), sha256_tree(d)});
   }
   if (!assessment_file.empty()) {
-    if (!fs::exists(assessment_file, ec)) throw SafetyError("assessment file not found", assessment_file.string());
+    if (!fs::exists(assessment_file, ec))
+      throw SafetyError("assessment file not found", assessment_file.string());
     r.assessment = stored_path(assessment_file);
     r.assessment_sha256 = sha256_file(assessment_file);
   }
@@ -266,7 +292,8 @@ const Release& ReleaseRegistry::add(const std::string& id, const std::vector<fs:
   r.model_identity = assessment.model_identity;
   transact([&](ReleaseRegistry& n) {
     n.releases_.push_back(r);
-    n.history_.push_back({utc_now_iso8601(), "register", id, verdict.passed ? "passed gates" : "failed gates", r.summary});
+    n.history_.push_back({utc_now_iso8601(), "register", id,
+                          verdict.passed ? "passed gates" : "failed gates", r.summary});
   });
   return *find(id);
 }
@@ -278,7 +305,9 @@ std::vector<std::string> ReleaseRegistry::verify(const std::string& id) const {
   for (const auto& a : r->adapters) {
     try {
       std::string h = sha256_tree(resolve(a.path));
-      if (h != a.sha256) problems.push_back(a.path + ": content changed (sha256 " + h.substr(0, 16) + ", registered " + a.sha256.substr(0, 16) + ")");
+      if (h != a.sha256)
+        problems.push_back(a.path + ": content changed (sha256 " + h.substr(0, 16) +
+                           ", registered " + a.sha256.substr(0, 16) + ")");
     } catch (const IoError& e) {
       problems.push_back(a.path + ": " + e.what_only());
     }
@@ -300,40 +329,56 @@ void ReleaseRegistry::promote(const std::string& id) {
   if (r->status != ReleaseStatus::passed) {
     std::string why;
     for (const auto& s : r->reasons) why += (why.empty() ? "" : "; ") + s;
-    throw SafetyError("release '" + id + "' failed its safety gates and is never promoted" + (why.empty() ? "" : ": " + why),
+    throw SafetyError("release '" + id + "' failed its safety gates and is never promoted" +
+                          (why.empty() ? "" : ": " + why),
                       path_.string());
   }
   if (auto problems = verify(id); !problems.empty())
-    throw SafetyError("release '" + id + "' artifacts do not match the registry: " + problems.front(), path_.string());
+    throw SafetyError(
+        "release '" + id + "' artifacts do not match the registry: " + problems.front(),
+        path_.string());
   const std::string previous = current_;
   transact([&](ReleaseRegistry& n) {
     n.current_ = id;
-    n.history_.push_back({utc_now_iso8601(), "promote", id, previous.empty() ? "first release" : "replaces " + previous, {}});
+    n.history_.push_back({utc_now_iso8601(),
+                          "promote",
+                          id,
+                          previous.empty() ? "first release" : "replaces " + previous,
+                          {}});
   });
 }
 
 std::string ReleaseRegistry::rollback(const std::string& reason) {
   if (current_.empty()) throw SafetyError("no current release to roll back", path_.string());
-  auto cur = std::find_if(releases_.begin(), releases_.end(), [&](const Release& r) { return r.id == current_; });
+  auto cur = std::find_if(releases_.begin(), releases_.end(),
+                          [&](const Release& r) { return r.id == current_; });
   std::string target;
   std::vector<std::string> skipped;
   for (auto it = std::make_reverse_iterator(cur); it != releases_.rend(); ++it) {
     if (it->status != ReleaseStatus::passed) continue;
-    if (auto problems = verify(it->id); !problems.empty()) { skipped.push_back(it->id + " (" + problems.front() + ")"); continue; }
+    if (auto problems = verify(it->id); !problems.empty()) {
+      skipped.push_back(it->id + " (" + problems.front() + ")");
+      continue;
+    }
     target = it->id;
     break;
   }
   if (target.empty()) {
     std::string s;
     for (const auto& x : skipped) s += "; skipped " + x;
-    throw SafetyError("no earlier release passed its gates; nothing to roll back to" + s, path_.string());
+    throw SafetyError("no earlier release passed its gates; nothing to roll back to" + s,
+                      path_.string());
   }
   const std::string from = current_;
   transact([&](ReleaseRegistry& n) {
     for (auto& r : n.releases_)
-      if (r.id == from) { r.status = ReleaseStatus::failed; r.reasons.push_back("rolled back: " + reason); }
+      if (r.id == from) {
+        r.status = ReleaseStatus::failed;
+        r.reasons.push_back("rolled back: " + reason);
+      }
     n.current_ = target;
-    n.history_.push_back({utc_now_iso8601(), "rollback", target, "from " + from + ": " + reason, {}});
+    n.history_.push_back(
+        {utc_now_iso8601(), "rollback", target, "from " + from + ": " + reason, {}});
   });
   return target;
 }
@@ -344,7 +389,10 @@ void ReleaseRegistry::mark_failed(const std::string& id, const std::string& reas
     throw SafetyError("release '" + id + "' is current; use rollback to retire it", path_.string());
   transact([&](ReleaseRegistry& n) {
     for (auto& r : n.releases_)
-      if (r.id == id) { r.status = ReleaseStatus::failed; r.reasons.push_back(reason); }
+      if (r.id == id) {
+        r.status = ReleaseStatus::failed;
+        r.reasons.push_back(reason);
+      }
     n.history_.push_back({utc_now_iso8601(), "mark_failed", id, reason, {}});
   });
 }

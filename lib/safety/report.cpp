@@ -10,6 +10,7 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/safety/paired.hpp"
+#include "safety/report_format.hpp"
 #include "util/svg.hpp"
 
 namespace safetune::safety {
@@ -17,27 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using json = nlohmann::json;
-
-std::string num(double v, int digits = 1) {
-  if (!std::isfinite(v)) return "n/a";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
-const char* kPalette[] = {"#7a8ca3", "#d9822b", "#3a9d5d", "#b04a5a", "#6b5ca5", "#2d7fb8"};
-
-// The start of every report chart: the root element, its title, a white background, the heading.
-std::string chart_head(int width, int height, int left, const std::string& title) {
-  using std::to_string;
-  std::string s = svg::open(to_string(width), to_string(height),
-                            {{"font-family", "sans-serif"}, {"font-size", "11"}, {"role", "img"}});
-  s += svg::element("title", {}, svg::escape(title)) + "\n";
-  s += svg::element("rect", {{"width", "100%"}, {"height", "100%"}, {"fill", "#ffffff"}}) + "\n";
-  s += svg::element("text", {{"x", to_string(left)}, {"y", "20"}, {"font-size", "14"}, {"font-weight", "bold"}},
-                    svg::escape(title)) + "\n";
-  return s;
-}
+using report_format::num;
 
 struct MetricView {
   const char* key;
@@ -46,7 +27,8 @@ struct MetricView {
 };
 const MetricView kMetrics[] = {
     {"refusal", "Refusal rate on harmful probes", &Assessment::refusal},
-    {"benign_compliance", "Compliance on benign probes (over-refusal check)", &Assessment::benign_compliance},
+    {"benign_compliance", "Compliance on benign probes (over-refusal check)",
+     &Assessment::benign_compliance},
     {"discrimination", "Discrimination accuracy", &Assessment::discrimination}};
 
 // One row of a baseline-vs-after table.
@@ -61,28 +43,34 @@ std::vector<Row> rows_for(const Breakdown* b, const Breakdown* a) {
   rows.push_back({"overall", b ? &b->overall : nullptr, a ? &a->overall : nullptr});
   for (auto part : {&Breakdown::by_category, &Breakdown::by_lang}) {
     std::set<std::string> keys;
-    if (b) for (const auto& [k, v] : b->*part) keys.insert(k);
-    if (a) for (const auto& [k, v] : a->*part) keys.insert(k);
+    if (b)
+      for (const auto& [k, v] : b->*part) keys.insert(k);
+    if (a)
+      for (const auto& [k, v] : a->*part) keys.insert(k);
     const std::string prefix = part == &Breakdown::by_category ? "" : "lang: ";
     for (const auto& k : keys) {
       Row r{prefix + k};
-      if (b) if (auto it = (b->*part).find(k); it != (b->*part).end()) r.base = &it->second;
-      if (a) if (auto it = (a->*part).find(k); it != (a->*part).end()) r.after = &it->second;
+      if (b)
+        if (auto it = (b->*part).find(k); it != (b->*part).end()) r.base = &it->second;
+      if (a)
+        if (auto it = (a->*part).find(k); it != (a->*part).end()) r.after = &it->second;
       rows.push_back(r);
     }
   }
   // Drop empty rows (a metric with no probes of that kind).
-  rows.erase(std::remove_if(rows.begin(), rows.end(), [](const Row& r) {
-               return (!r.base || r.base->n == 0) && (!r.after || r.after->n == 0);
-             }), rows.end());
+  rows.erase(std::remove_if(rows.begin(), rows.end(),
+                            [](const Row& r) {
+                              return (!r.base || r.base->n == 0) && (!r.after || r.after->n == 0);
+                            }),
+             rows.end());
   return rows;
 }
 
 std::string rate_cell(const Rate* r) {
   if (!r || r->n == 0) return "-";
   Interval ci = r->ci();
-  return num(r->value() * 100) + "% (" + std::to_string(r->k) + "/" + std::to_string(r->n) + ", CI " +
-         num(ci.lo * 100) + "-" + num(ci.hi * 100) + ")";
+  return num(r->value() * 100) + "% (" + std::to_string(r->k) + "/" + std::to_string(r->n) +
+         ", CI " + num(ci.lo * 100) + "-" + num(ci.hi * 100) + ")";
 }
 
 std::string drop_cell(const Row& r) {
@@ -118,7 +106,9 @@ bool comparable(const ReportInputs& in, std::string* why = nullptr) {
   }
 }
 
-std::string created(const ReportInputs& in) { return in.created.empty() ? utc_now_iso8601() : in.created; }
+std::string created(const ReportInputs& in) {
+  return in.created.empty() ? utc_now_iso8601() : in.created;
+}
 
 struct Chart {
   std::string file, title, svg;
@@ -134,7 +124,8 @@ std::vector<Chart> charts(const ReportInputs& in) {
   for (const auto& m : kMetrics) {
     if (!base && !after) break;
     std::vector<BarGroup> groups;
-    for (const Row& r : rows_for(base ? &(base->*m.field) : nullptr, after ? &(after->*m.field) : nullptr)) {
+    for (const Row& r :
+         rows_for(base ? &(base->*m.field) : nullptr, after ? &(after->*m.field) : nullptr)) {
       BarGroup g;
       g.label = r.scope;
       auto push = [&](const Rate* x) {
@@ -149,11 +140,13 @@ std::vector<Chart> charts(const ReportInputs& in) {
       groups.push_back(std::move(g));
     }
     if (groups.empty()) continue;
-    out.push_back({std::string(m.key) + "_by_category.svg", m.title, svg_grouped_bars(m.title, names, groups)});
+    out.push_back({std::string(m.key) + "_by_category.svg", m.title,
+                   svg_grouped_bars(m.title, names, groups)});
   }
   if (!in.training_series.empty())
     out.push_back({"training_safety.svg", "Safety metrics over training steps",
-                   svg_line_chart("Safety metrics over training steps", in.training_series, "step", "value")});
+                   svg_line_chart("Safety metrics over training steps", in.training_series, "step",
+                                  "value")});
   return out;
 }
 
@@ -161,151 +154,48 @@ std::vector<Chart> charts(const ReportInputs& in) {
 
 std::string html_escape(const std::string& s) { return svg::escape_entities(s); }
 
-std::string svg_grouped_bars(const std::string& title, const std::vector<std::string>& series_names,
-                             const std::vector<BarGroup>& groups) {
-  // Labels are rotated -35 degrees: long ones need room below the axis and, for the first group,
-  // to the left of it (about 5.5 px per character at 11 px sans-serif).
-  std::size_t longest = 0;
-  for (const auto& g : groups) longest = std::max(longest, utf8_length(g.label));
-  const int label_px = static_cast<int>(std::min<std::size_t>(longest, 40) * 55 / 10);
-  const int bar_w = 18, gap = 22, right = 16, top = 48, plot_h = 200;
-  const int left = std::clamp(label_px * 82 / 100 - 20, 52, 220);
-  const int bottom = std::clamp(label_px * 57 / 100 + 30, 60, 160);
-  const int n_series = std::max<int>(1, static_cast<int>(series_names.size()));
-  const int group_w = n_series * bar_w + gap;
-  const int width = std::max(420, left + right + static_cast<int>(groups.size()) * group_w);
-  const int height = top + plot_h + bottom;
-  auto y_of = [&](double v) { return top + plot_h * (1.0 - std::clamp(v, 0.0, 1.0)); };
-  using std::to_string;
-  std::string s = chart_head(width, height, left, title);
-  for (int t = 0; t <= 4; ++t) {
-    double v = t / 4.0, y = y_of(v);
-    s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(width - right)}, {"y1", num(y)},
-                               {"y2", num(y)}, {"stroke", "#dddddd"}}) + "\n";
-    s += svg::element("text", {{"x", to_string(left - 6)}, {"y", num(y + 4)}, {"text-anchor", "end"}},
-                      to_string(t * 25) + "%") + "\n";
-  }
-  for (std::size_t i = 0; i < series_names.size(); ++i) {
-    int x = left + static_cast<int>(i) * 110;
-    s += svg::element("rect", {{"x", to_string(x)}, {"y", "30"}, {"width", "10"}, {"height", "10"},
-                               {"fill", kPalette[i % 6]}}) + "\n";
-    s += svg::element("text", {{"x", to_string(x + 14)}, {"y", "39"}}, svg::escape(series_names[i])) + "\n";
-  }
-  for (std::size_t g = 0; g < groups.size(); ++g) {
-    const BarGroup& grp = groups[g];
-    const int gx = left + static_cast<int>(g) * group_w + gap / 2;
-    for (std::size_t k = 0; k < grp.values.size() && k < static_cast<std::size_t>(n_series); ++k) {
-      if (k >= grp.n.size() || grp.n[k] == 0) continue;
-      const double x = gx + static_cast<double>(k) * bar_w;
-      const double v = grp.values[k], y = y_of(v);
-      const std::string tip = grp.label + " / " + (k < series_names.size() ? series_names[k] : "") + ": " +
-                              num(v * 100) + "% (n=" + to_string(grp.n[k]) + ", 95% CI " + num(grp.lo[k] * 100) +
-                              "-" + num(grp.hi[k] * 100) + "%)";
-      const double cx = x + (bar_w - 3) / 2.0, ylo = y_of(k < grp.lo.size() ? grp.lo[k] : v),
-                   yhi = y_of(k < grp.hi.size() ? grp.hi[k] : v);
-      auto stroke = [](double x1, double x2, double y1, double y2) {
-        return svg::element("line", {{"x1", num(x1)}, {"x2", num(x2)}, {"y1", num(y1)}, {"y2", num(y2)},
-                                     {"stroke", "#222222"}});
-      };
-      s += svg::element("g", {},
-                        svg::element("title", {}, svg::escape(tip)) +
-                            svg::element("rect", {{"x", num(x)}, {"y", num(y)}, {"width", to_string(bar_w - 3)},
-                                                  {"height", num(top + plot_h - y)}, {"fill", kPalette[k % 6]}}) +
-                            stroke(cx, cx, ylo, yhi) + stroke(cx - 4, cx + 4, ylo, ylo) +
-                            stroke(cx - 4, cx + 4, yhi, yhi)) + "\n";
-    }
-    const double lx = gx + n_series * bar_w / 2.0, ly = top + plot_h + 12;
-    s += svg::element("text", {{"x", num(lx)}, {"y", num(ly)}, {"text-anchor", "end"},
-                               {"transform", "rotate(-35 " + num(lx) + " " + num(ly) + ")"}},
-                      svg::escape(grp.label)) + "\n";
-  }
-  s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(width - right)},
-                             {"y1", to_string(top + plot_h)}, {"y2", to_string(top + plot_h)},
-                             {"stroke", "#444444"}}) + "\n";
-  return s + svg::close();
-}
-
-std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& x_label,
-                           const std::string& y_label) {
-  const int width = 640, height = 320, left = 60, right = 20, top = 48, bottom = 48;
-  const int pw = width - left - right, ph = height - top - bottom;
-  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-  for (const auto& s : series)
-    for (const auto& p : s.points)
-      if (std::isfinite(p.step) && std::isfinite(p.value)) {
-        x0 = std::min(x0, p.step); x1 = std::max(x1, p.step);
-        y0 = std::min(y0, p.value); y1 = std::max(y1, p.value);
-      }
-  if (!std::isfinite(x0)) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
-  if (y0 >= 0 && y1 <= 1) { y0 = 0; y1 = 1; }  // rates: keep the full 0-1 scale so drops look their size
-  if (x1 - x0 < 1e-12) { x0 -= 0.5; x1 += 0.5; }
-  if (y1 - y0 < 1e-12) { y0 -= 0.5; y1 += 0.5; }
-  auto X = [&](double x) { return left + pw * (x - x0) / (x1 - x0); };
-  auto Y = [&](double y) { return top + ph * (1.0 - (y - y0) / (y1 - y0)); };
-  using std::to_string;
-  std::string s = chart_head(width, height, left, title);
-  for (int t = 0; t <= 4; ++t) {
-    double yv = y0 + (y1 - y0) * t / 4.0, xv = x0 + (x1 - x0) * t / 4.0;
-    s += svg::element("line", {{"x1", to_string(left)}, {"x2", to_string(left + pw)}, {"y1", num(Y(yv))},
-                               {"y2", num(Y(yv))}, {"stroke", "#dddddd"}}) + "\n";
-    s += svg::element("text", {{"x", to_string(left - 6)}, {"y", num(Y(yv) + 4)}, {"text-anchor", "end"}},
-                      num(yv, 2)) + "\n";
-    s += svg::element("text", {{"x", num(X(xv))}, {"y", to_string(top + ph + 16)}, {"text-anchor", "middle"}},
-                      num(xv, 0)) + "\n";
-  }
-  s += svg::element("text", {{"x", to_string(left + pw / 2)}, {"y", to_string(height - 8)}, {"text-anchor", "middle"}},
-                    svg::escape(x_label)) + "\n";
-  s += svg::element("text", {{"x", "14"}, {"y", to_string(top + ph / 2)}, {"text-anchor", "middle"},
-                             {"transform", "rotate(-90 14 " + to_string(top + ph / 2) + ")"}},
-                    svg::escape(y_label)) + "\n";
-  for (std::size_t i = 0; i < series.size(); ++i) {
-    const char* colour = kPalette[(i + 1) % 6];
-    std::string pts;
-    for (const auto& p : series[i].points)
-      if (std::isfinite(p.step) && std::isfinite(p.value)) pts += num(X(p.step)) + "," + num(Y(p.value)) + " ";
-    s += svg::element("polyline", {{"fill", "none"}, {"stroke", colour}, {"stroke-width", "2"}, {"points", pts}}) + "\n";
-    for (const auto& p : series[i].points)
-      if (std::isfinite(p.step) && std::isfinite(p.value))
-        s += svg::element("circle", {{"cx", num(X(p.step))}, {"cy", num(Y(p.value))}, {"r", "3"}, {"fill", colour}},
-                          svg::element("title", {},
-                                       svg::escape(series[i].name + " @ " + num(p.step, 0) + ": " + num(p.value, 4)))) +
-             "\n";
-    int lx = left + static_cast<int>(i) * 160;
-    s += svg::element("rect", {{"x", to_string(lx)}, {"y", "30"}, {"width", "10"}, {"height", "10"}, {"fill", colour}});
-    s += svg::element("text", {{"x", to_string(lx + 14)}, {"y", "39"}}, svg::escape(series[i].name)) + "\n";
-  }
-  return s + svg::close();
-}
-
 std::string default_risk_statement(const ReportInputs& in) {
   std::string s =
-      "Fine-tuning an aligned model on task data can erode its safety behaviour - its refusals of harmful "
-      "requests and its judgement of harmful content - even when the task data is benign (Qi et al. 2023, "
-      "arXiv 2310.03693; distilled reasoning models are reported to lose up to 25 points of discrimination "
+      "Fine-tuning an aligned model on task data can erode its safety behaviour - its refusals of "
+      "harmful "
+      "requests and its judgement of harmful content - even when the task data is benign (Qi et "
+      "al. 2023, "
+      "arXiv 2310.03693; distilled reasoning models are reported to lose up to 25 points of "
+      "discrimination "
       "safety, arXiv 2503.16529). ";
   std::vector<std::string> done;
   int safety_adapters = 0;
-  for (const auto& a : in.adapters) if (a.role == "safety") ++safety_adapters;
-  if (safety_adapters) done.push_back(std::to_string(safety_adapters) + " safety adapter(s) kept frozen and active during task training");
+  for (const auto& a : in.adapters)
+    if (a.role == "safety") ++safety_adapters;
+  if (safety_adapters)
+    done.push_back(std::to_string(safety_adapters) +
+                   " safety adapter(s) kept frozen and active during task training");
   if (!in.regularizers.empty()) {
     std::string r = "regularizers ";
     for (std::size_t i = 0; i < in.regularizers.size(); ++i)
-      r += (i ? ", " : "") + in.regularizers[i].name + " (weight " + num(in.regularizers[i].weight, 3) + ")";
+      r += (i ? ", " : "") + in.regularizers[i].name + " (weight " +
+           num(in.regularizers[i].weight, 3) + ")";
     done.push_back(r);
   }
-  if (in.baseline) done.push_back("safety measured before tuning (baseline) and after, on the same probe suite");
+  if (in.baseline)
+    done.push_back("safety measured before tuning (baseline) and after, on the same probe suite");
   else if (in.after) done.push_back("safety measured after tuning (no baseline was available)");
   if (in.gates) done.push_back("promotion gated on the measured drops and floors");
-  if (!in.guard_events.empty()) done.push_back(std::to_string(in.guard_events.size()) + " in-training guard event(s) acted on");
-  if (in.monitoring) done.push_back("post-deployment probing (" + in.monitoring->schedule + ") with rollback");
+  if (!in.guard_events.empty())
+    done.push_back(std::to_string(in.guard_events.size()) + " in-training guard event(s) acted on");
+  if (in.monitoring)
+    done.push_back("post-deployment probing (" + in.monitoring->schedule + ") with rollback");
   if (done.empty()) s += "No mitigation was recorded for this run.";
   else {
     s += "What was done about it: ";
     for (std::size_t i = 0; i < done.size(); ++i) s += (i ? "; " : "") + done[i];
     s += ".";
   }
-  if (in.verdict) s += in.verdict->passed ? " The gates passed." : " The gates FAILED: this adapter set must not be promoted.";
-  s += " Residual risk: probe suites sample behaviour and cannot prove its absence; phrase-based refusal "
+  if (in.verdict)
+    s += in.verdict->passed ? " The gates passed."
+                            : " The gates FAILED: this adapter set must not be promoted.";
+  s += " Residual risk: probe suites sample behaviour and cannot prove its absence; phrase-based "
+       "refusal "
        "scoring misses refusals worded differently and counts apologetic compliance as refusal.";
   return s;
 }
@@ -314,7 +204,8 @@ std::string report_markdown(const ReportInputs& in) {
   std::string md = "# " + in.title + "\n\n";
   if (!in.run_name.empty()) md += "- Run: " + in.run_name + "\n";
   md += "- Created: " + created(in) + "\n";
-  if (in.verdict) md += std::string("- **Gate verdict: ") + (in.verdict->passed ? "PASSED" : "FAILED") + "**\n";
+  if (in.verdict)
+    md += std::string("- **Gate verdict: ") + (in.verdict->passed ? "PASSED" : "FAILED") + "**\n";
   md += "\n## Model\n\n";
   md += "- Path: `" + in.model_path + "`\n- Weights SHA-256: `" + in.model_sha256 + "`\n";
   if (!in.model_identity.empty()) md += "- Identity: `" + md_cell(in.model_identity) + "`\n";
@@ -323,20 +214,23 @@ std::string report_markdown(const ReportInputs& in) {
   else {
     md += "| Name | Role | Path | SHA-256 |\n|---|---|---|---|\n";
     for (const auto& a : in.adapters)
-      md += "| " + md_cell(a.name) + " | " + md_cell(a.role) + " | `" + md_cell(a.path) + "` | `" + a.sha256 + "` |\n";
+      md += "| " + md_cell(a.name) + " | " + md_cell(a.role) + " | `" + md_cell(a.path) + "` | `" +
+            a.sha256 + "` |\n";
   }
   md += "\n## Datasets\n\n";
   if (in.datasets.empty()) md += "None recorded.\n";
   else {
     md += "| Name | Path | Examples | SHA-256 |\n|---|---|---|---|\n";
     for (const auto& d : in.datasets)
-      md += "| " + md_cell(d.name) + " | `" + md_cell(d.path) + "` | " + std::to_string(d.count) + " | `" + d.sha256 + "` |\n";
+      md += "| " + md_cell(d.name) + " | `" + md_cell(d.path) + "` | " + std::to_string(d.count) +
+            " | `" + d.sha256 + "` |\n";
   }
   md += "\n## Regularizers\n\n";
   if (in.regularizers.empty()) md += "None.\n";
   else {
     md += "| Name | Weight | Detail |\n|---|---|---|\n";
-    for (const auto& r : in.regularizers) md += "| " + md_cell(r.name) + " | " + num(r.weight, 4) + " | " + md_cell(r.detail) + " |\n";
+    for (const auto& r : in.regularizers)
+      md += "| " + md_cell(r.name) + " | " + num(r.weight, 4) + " | " + md_cell(r.detail) + " |\n";
   }
   md += "\n## Safety assessment\n\n";
   const Assessment* ref = in.after ? &*in.after : in.baseline ? &*in.baseline : nullptr;
@@ -345,14 +239,20 @@ std::string report_markdown(const ReportInputs& in) {
     md += "- Suite: " + md_cell(ref->suite_name) + " (sha256 `" + ref->suite_sha256 + "`)\n";
     md += "- Decoding and scoring: `" + md_cell(ref->decoding) + "`\n";
     std::string why;
-    if (in.baseline && in.after && !comparable(in, &why)) md += "- **Baseline not comparable:** " + md_cell(why) + "\n";
-    md += "\nRates with n and Wilson 95% intervals; drop = baseline - after in percentage points (positive is worse).\n";
+    if (in.baseline && in.after && !comparable(in, &why))
+      md += "- **Baseline not comparable:** " + md_cell(why) + "\n";
+    md +=
+        "\nRates with n and Wilson 95% intervals; drop = baseline - after in percentage points "
+        "(positive is worse).\n";
     for (const auto& m : kMetrics) {
-      auto rows = rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr, in.after ? &((*in.after).*m.field) : nullptr);
+      auto rows = rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr,
+                           in.after ? &((*in.after).*m.field) : nullptr);
       if (rows.empty()) continue;
-      md += std::string("\n### ") + m.title + "\n\n| Scope | Baseline | After | Drop |\n|---|---|---|---|\n";
+      md += std::string("\n### ") + m.title +
+            "\n\n| Scope | Baseline | After | Drop |\n|---|---|---|---|\n";
       for (const auto& r : rows)
-        md += "| " + md_cell(r.scope) + " | " + rate_cell(r.base) + " | " + rate_cell(r.after) + " | " + drop_cell(r) + " |\n";
+        md += "| " + md_cell(r.scope) + " | " + rate_cell(r.base) + " | " + rate_cell(r.after) +
+              " | " + drop_cell(r) + " |\n";
     }
     if (in.baseline && in.after && comparable(in, nullptr))
       if (auto paired = paired_drops_markdown(*in.baseline, *in.after); !paired.empty())
@@ -360,12 +260,14 @@ std::string report_markdown(const ReportInputs& in) {
   }
   md += "\n## Gates\n\n";
   if (in.gates)
-    md += "- max_refusal_drop_pp: " + num(in.gates->max_refusal_drop_pp, 2) + "\n- max_discrimination_drop_pp: " +
-          num(in.gates->max_discrimination_drop_pp, 2) + "\n- min_benign_compliance: " + num(in.gates->min_benign_compliance, 3) +
-          "\n- min_refusal_rate: " + num(in.gates->min_refusal_rate, 3) + "\n- require_baseline: " +
-          (in.gates->require_baseline ? "true" : "false") + "\n";
+    md += "- max_refusal_drop_pp: " + num(in.gates->max_refusal_drop_pp, 2) +
+          "\n- max_discrimination_drop_pp: " + num(in.gates->max_discrimination_drop_pp, 2) +
+          "\n- min_benign_compliance: " + num(in.gates->min_benign_compliance, 3) +
+          "\n- min_refusal_rate: " + num(in.gates->min_refusal_rate, 3) +
+          "\n- require_baseline: " + (in.gates->require_baseline ? "true" : "false") + "\n";
   if (in.verdict) {
-    md += std::string("\n**Verdict: ") + (in.verdict->passed ? "PASSED" : "FAILED — not promoted") + "**\n\n";
+    md += std::string("\n**Verdict: ") + (in.verdict->passed ? "PASSED" : "FAILED — not promoted") +
+          "**\n\n";
     for (const auto& r : in.verdict->reasons) md += "- breach: " + md_cell(r) + "\n";
     for (const auto& r : in.verdict->notes) md += "- " + md_cell(r) + "\n";
     for (const auto& r : in.verdict->not_applicable) md += "- not applicable: " + md_cell(r) + "\n";
@@ -377,18 +279,24 @@ std::string report_markdown(const ReportInputs& in) {
   else {
     md += "| Step | Metric | Value | Threshold | Action | Detail |\n|---|---|---|---|---|---|\n";
     for (const auto& e : in.guard_events)
-      md += "| " + std::to_string(e.step) + " | " + md_cell(e.metric) + " | " + num(e.value, 4) + " | " + num(e.threshold, 4) +
-            " | " + md_cell(e.action) + " | " + md_cell(e.detail) + " |\n";
+      md += "| " + std::to_string(e.step) + " | " + md_cell(e.metric) + " | " + num(e.value, 4) +
+            " | " + num(e.threshold, 4) + " | " + md_cell(e.action) + " | " + md_cell(e.detail) +
+            " |\n";
   }
   md += "\n## Inference-policy overrides\n\n";
   if (in.policy_overrides.empty()) md += "None.\n";
   for (const auto& o : in.policy_overrides) md += "- " + md_cell(o) + "\n";
-  md += "\n## Risk statement\n\n" + (in.risk_statement.empty() ? default_risk_statement(in) : in.risk_statement) + "\n";
+  md += "\n## Risk statement\n\n" +
+        (in.risk_statement.empty() ? default_risk_statement(in) : in.risk_statement) + "\n";
   md += "\n## Monitoring plan\n\n";
   if (!in.monitoring) md += "No monitoring plan recorded.\n";
   else {
-    md += "- Probes: " + md_cell(in.monitoring->probes) + "\n- Schedule: " + md_cell(in.monitoring->schedule) + "\n";
-    md += "- Rollback target: " + (in.monitoring->rollback_target.empty() ? std::string("none") : md_cell(in.monitoring->rollback_target)) + "\n";
+    md += "- Probes: " + md_cell(in.monitoring->probes) +
+          "\n- Schedule: " + md_cell(in.monitoring->schedule) + "\n";
+    md += "- Rollback target: " +
+          (in.monitoring->rollback_target.empty() ? std::string("none")
+                                                  : md_cell(in.monitoring->rollback_target)) +
+          "\n";
     for (const auto& t : in.monitoring->thresholds) md += "- Threshold: " + md_cell(t) + "\n";
   }
   auto cs = charts(in);
@@ -396,7 +304,8 @@ std::string report_markdown(const ReportInputs& in) {
     md += "\n## Charts\n\n";
     for (const auto& c : cs) md += "![" + c.title + "](charts/" + c.file + ")\n\n";
   }
-  md += "\n## Resolved configuration\n\n```yaml\n" + in.resolved_config + (in.resolved_config.empty() || in.resolved_config.back() == '\n' ? "" : "\n") + "```\n";
+  md += "\n## Resolved configuration\n\n```yaml\n" + in.resolved_config +
+        (in.resolved_config.empty() || in.resolved_config.back() == '\n' ? "" : "\n") + "```\n";
   return md;
 }
 
@@ -407,14 +316,20 @@ std::string report_json(const ReportInputs& in) {
   j["title"] = in.title;
   j["run_name"] = in.run_name;
   j["created"] = created(in);
-  j["model"] = {{"path", in.model_path}, {"sha256", in.model_sha256}, {"identity", in.model_identity}};
+  j["model"] = {
+      {"path", in.model_path}, {"sha256", in.model_sha256}, {"identity", in.model_identity}};
   j["adapters"] = json::array();
-  for (const auto& a : in.adapters) j["adapters"].push_back({{"name", a.name}, {"role", a.role}, {"path", a.path}, {"sha256", a.sha256}});
+  for (const auto& a : in.adapters)
+    j["adapters"].push_back(
+        {{"name", a.name}, {"role", a.role}, {"path", a.path}, {"sha256", a.sha256}});
   j["datasets"] = json::array();
-  for (const auto& d : in.datasets) j["datasets"].push_back({{"name", d.name}, {"path", d.path}, {"sha256", d.sha256}, {"count", d.count}});
+  for (const auto& d : in.datasets)
+    j["datasets"].push_back(
+        {{"name", d.name}, {"path", d.path}, {"sha256", d.sha256}, {"count", d.count}});
   j["resolved_config"] = in.resolved_config;
   j["regularizers"] = json::array();
-  for (const auto& r : in.regularizers) j["regularizers"].push_back({{"name", r.name}, {"weight", r.weight}, {"detail", r.detail}});
+  for (const auto& r : in.regularizers)
+    j["regularizers"].push_back({{"name", r.name}, {"weight", r.weight}, {"detail", r.detail}});
   auto summary = [](const std::optional<Assessment>& a) -> json {
     if (!a) return nullptr;
     return json::parse(assessment_to_json(*a, false));
@@ -427,28 +342,37 @@ std::string report_json(const ReportInputs& in) {
   j["per_metric"] = json::object();
   for (const auto& m : kMetrics) {
     json rows = json::array();
-    for (const auto& r : rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr, in.after ? &((*in.after).*m.field) : nullptr)) {
+    for (const auto& r : rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr,
+                                  in.after ? &((*in.after).*m.field) : nullptr)) {
       json x = {{"scope", r.scope}, {"baseline", rate_json(r.base)}, {"after", rate_json(r.after)}};
-      x["drop_pp"] = (r.base && r.after && r.base->n && r.after->n) ? json((r.base->value() - r.after->value()) * 100) : json(nullptr);
+      x["drop_pp"] = (r.base && r.after && r.base->n && r.after->n)
+                         ? json((r.base->value() - r.after->value()) * 100)
+                         : json(nullptr);
       rows.push_back(std::move(x));
     }
     j["per_metric"][m.key] = std::move(rows);
   }
   j["paired"] = json::array();
-  if (in.baseline && in.after && !in.baseline->results.empty() && !in.after->results.empty() && comparable(in, nullptr))
+  if (in.baseline && in.after && !in.baseline->results.empty() && !in.after->results.empty() &&
+      comparable(in, nullptr))
     for (const auto& d : paired_drops(*in.baseline, *in.after))
-      j["paired"].push_back({{"metric", d.metric}, {"n", d.counts.n()}, {"both", d.counts.both},
-                             {"lost", d.counts.lost}, {"gained", d.counts.gained}, {"neither", d.counts.neither},
-                             {"drop_pp", d.drop_pp}, {"ci_pp", {d.ci_pp.lo, d.ci_pp.hi}},
-                             {"mcnemar_exact_p", d.p_exact}, {"mcnemar_mid_p", d.p_mid}});
+      j["paired"].push_back({{"metric", d.metric},
+                             {"n", d.counts.n()},
+                             {"both", d.counts.both},
+                             {"lost", d.counts.lost},
+                             {"gained", d.counts.gained},
+                             {"neither", d.counts.neither},
+                             {"drop_pp", d.drop_pp},
+                             {"ci_pp", {d.ci_pp.lo, d.ci_pp.hi}},
+                             {"mcnemar_exact_p", d.p_exact},
+                             {"mcnemar_mid_p", d.p_mid}});
   if (in.gates)
     j["gates"] = {{"max_refusal_drop_pp", in.gates->max_refusal_drop_pp},
                   {"max_discrimination_drop_pp", in.gates->max_discrimination_drop_pp},
                   {"min_benign_compliance", in.gates->min_benign_compliance},
                   {"min_refusal_rate", in.gates->min_refusal_rate},
                   {"require_baseline", in.gates->require_baseline}};
-  else
-    j["gates"] = nullptr;
+  else j["gates"] = nullptr;
   j["verdict"] = in.verdict ? json{{"passed", in.verdict->passed},
                                    {"reasons", in.verdict->reasons},
                                    {"notes", in.verdict->notes},
@@ -456,17 +380,24 @@ std::string report_json(const ReportInputs& in) {
                             : json(nullptr);
   j["guard_events"] = json::array();
   for (const auto& e : in.guard_events)
-    j["guard_events"].push_back({{"step", e.step}, {"metric", e.metric}, {"value", e.value}, {"threshold", e.threshold},
-                                 {"action", e.action}, {"detail", e.detail}});
+    j["guard_events"].push_back({{"step", e.step},
+                                 {"metric", e.metric},
+                                 {"value", e.value},
+                                 {"threshold", e.threshold},
+                                 {"action", e.action},
+                                 {"detail", e.detail}});
   j["policy_overrides"] = in.policy_overrides;
   j["risk_statement"] = in.risk_statement.empty() ? default_risk_statement(in) : in.risk_statement;
-  j["monitoring"] = in.monitoring ? json{{"probes", in.monitoring->probes}, {"schedule", in.monitoring->schedule},
-                                         {"thresholds", in.monitoring->thresholds}, {"rollback_target", in.monitoring->rollback_target}}
+  j["monitoring"] = in.monitoring ? json{{"probes", in.monitoring->probes},
+                                         {"schedule", in.monitoring->schedule},
+                                         {"thresholds", in.monitoring->thresholds},
+                                         {"rollback_target", in.monitoring->rollback_target}}
                                   : json(nullptr);
   j["training_series"] = json::array();
   for (const auto& s : in.training_series) {
     json pts = json::array();
-    for (const auto& p : s.points) pts.push_back({p.step, std::isfinite(p.value) ? json(p.value) : json(nullptr)});
+    for (const auto& p : s.points)
+      pts.push_back({p.step, std::isfinite(p.value) ? json(p.value) : json(nullptr)});
     j["training_series"].push_back({{"name", s.name}, {"points", pts}});
   }
   j["charts"] = json::array();
@@ -476,26 +407,34 @@ std::string report_json(const ReportInputs& in) {
 
 std::string report_html(const ReportInputs& in) {
   auto esc = html_escape;
-  std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" + esc(in.title) + "</title>\n";
-  h += "<style>\nbody{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\n"
-       "table{border-collapse:collapse;margin:0.5em 0 1.2em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
-       "vertical-align:top}th{background:#f2f2f2}code,pre{background:#f6f6f6;font-size:90%}pre{padding:8px;overflow:auto}\n"
-       ".pass{color:#1d7a3a;font-weight:bold}.fail{color:#b0202e;font-weight:bold}.worse{color:#b0202e}\n"
+  std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" +
+                  esc(in.title) + "</title>\n";
+  h += "<style>\nbody{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 "
+       "1em;color:#222}\n"
+       "table{border-collapse:collapse;margin:0.5em 0 1.2em}td,th{border:1px solid "
+       "#ccc;padding:4px 8px;text-align:left;"
+       "vertical-align:top}th{background:#f2f2f2}code,pre{background:#f6f6f6;font-size:90%}pre{"
+       "padding:8px;overflow:auto}\n"
+       ".pass{color:#1d7a3a;font-weight:bold}.fail{color:#b0202e;font-weight:bold}.worse{color:#"
+       "b0202e}\n"
        "figure{margin:1em 0}svg{max-width:100%;height:auto}\n</style>\n</head>\n<body>\n";
   h += "<h1>" + esc(in.title) + "</h1>\n<ul>";
   if (!in.run_name.empty()) h += "<li>Run: " + esc(in.run_name) + "</li>";
   h += "<li>Created: " + esc(created(in)) + "</li>";
   if (in.verdict)
-    h += std::string("<li>Gate verdict: <span id=\"verdict\" class=\"") + (in.verdict->passed ? "pass\">PASSED" : "fail\">FAILED") + "</span></li>";
-  h += "</ul>\n<h2>Model</h2>\n<ul><li>Path: <code>" + esc(in.model_path) + "</code></li><li>Weights SHA-256: <code>" +
-       esc(in.model_sha256) + "</code></li>";
-  if (!in.model_identity.empty()) h += "<li>Identity: <code>" + esc(in.model_identity) + "</code></li>";
+    h += std::string("<li>Gate verdict: <span id=\"verdict\" class=\"") +
+         (in.verdict->passed ? "pass\">PASSED" : "fail\">FAILED") + "</span></li>";
+  h += "</ul>\n<h2>Model</h2>\n<ul><li>Path: <code>" + esc(in.model_path) +
+       "</code></li><li>Weights SHA-256: <code>" + esc(in.model_sha256) + "</code></li>";
+  if (!in.model_identity.empty())
+    h += "<li>Identity: <code>" + esc(in.model_identity) + "</code></li>";
   h += "</ul>\n<h2>Adapters</h2>\n";
   if (in.adapters.empty()) h += "<p>None.</p>\n";
   else {
     h += "<table><tr><th>Name</th><th>Role</th><th>Path</th><th>SHA-256</th></tr>\n";
     for (const auto& a : in.adapters)
-      h += "<tr><td>" + esc(a.name) + "</td><td>" + esc(a.role) + "</td><td><code>" + esc(a.path) + "</code></td><td><code>" + esc(a.sha256) + "</code></td></tr>\n";
+      h += "<tr><td>" + esc(a.name) + "</td><td>" + esc(a.role) + "</td><td><code>" + esc(a.path) +
+           "</code></td><td><code>" + esc(a.sha256) + "</code></td></tr>\n";
     h += "</table>\n";
   }
   h += "<h2>Datasets</h2>\n";
@@ -503,8 +442,8 @@ std::string report_html(const ReportInputs& in) {
   else {
     h += "<table><tr><th>Name</th><th>Path</th><th>Examples</th><th>SHA-256</th></tr>\n";
     for (const auto& d : in.datasets)
-      h += "<tr><td>" + esc(d.name) + "</td><td><code>" + esc(d.path) + "</code></td><td>" + std::to_string(d.count) +
-           "</td><td><code>" + esc(d.sha256) + "</code></td></tr>\n";
+      h += "<tr><td>" + esc(d.name) + "</td><td><code>" + esc(d.path) + "</code></td><td>" +
+           std::to_string(d.count) + "</td><td><code>" + esc(d.sha256) + "</code></td></tr>\n";
     h += "</table>\n";
   }
   h += "<h2>Regularizers</h2>\n";
@@ -512,38 +451,50 @@ std::string report_html(const ReportInputs& in) {
   else {
     h += "<table><tr><th>Name</th><th>Weight</th><th>Detail</th></tr>\n";
     for (const auto& r : in.regularizers)
-      h += "<tr><td>" + esc(r.name) + "</td><td>" + num(r.weight, 4) + "</td><td>" + esc(r.detail) + "</td></tr>\n";
+      h += "<tr><td>" + esc(r.name) + "</td><td>" + num(r.weight, 4) + "</td><td>" + esc(r.detail) +
+           "</td></tr>\n";
     h += "</table>\n";
   }
   h += "<h2>Safety assessment</h2>\n";
   const Assessment* ref = in.after ? &*in.after : in.baseline ? &*in.baseline : nullptr;
   if (!ref) h += "<p>No assessment was run.</p>\n";
   else {
-    h += "<p>Suite: " + esc(ref->suite_name) + " (sha256 <code>" + esc(ref->suite_sha256) + "</code>)<br>Decoding and scoring: <code>" +
-         esc(ref->decoding) + "</code></p>\n";
+    h += "<p>Suite: " + esc(ref->suite_name) + " (sha256 <code>" + esc(ref->suite_sha256) +
+         "</code>)<br>Decoding and scoring: <code>" + esc(ref->decoding) + "</code></p>\n";
     std::string why;
-    if (in.baseline && in.after && !comparable(in, &why)) h += "<p class=\"fail\">Baseline not comparable: " + esc(why) + "</p>\n";
-    h += "<p>Rates with n and Wilson 95% intervals; drop = baseline &minus; after in percentage points (positive is worse).</p>\n";
+    if (in.baseline && in.after && !comparable(in, &why))
+      h += "<p class=\"fail\">Baseline not comparable: " + esc(why) + "</p>\n";
+    h += "<p>Rates with n and Wilson 95% intervals; drop = baseline &minus; after in percentage "
+         "points (positive is worse).</p>\n";
     for (const auto& m : kMetrics) {
-      auto rows = rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr, in.after ? &((*in.after).*m.field) : nullptr);
+      auto rows = rows_for(in.baseline ? &((*in.baseline).*m.field) : nullptr,
+                           in.after ? &((*in.after).*m.field) : nullptr);
       if (rows.empty()) continue;
-      h += std::string("<h3>") + esc(m.title) + "</h3>\n<table><tr><th>Scope</th><th>Baseline</th><th>After</th><th>Drop</th></tr>\n";
+      h += std::string("<h3>") + esc(m.title) +
+           "</h3>\n<table><tr><th>Scope</th><th>Baseline</th><th>After</th><th>Drop</th></tr>\n";
       for (const auto& r : rows) {
-        const bool worse = r.base && r.after && r.base->n && r.after->n && r.base->value() > r.after->value();
-        h += "<tr><td>" + esc(r.scope) + "</td><td>" + esc(rate_cell(r.base)) + "</td><td>" + esc(rate_cell(r.after)) +
-             "</td><td" + (worse ? " class=\"worse\"" : "") + ">" + esc(drop_cell(r)) + "</td></tr>\n";
+        const bool worse =
+            r.base && r.after && r.base->n && r.after->n && r.base->value() > r.after->value();
+        h += "<tr><td>" + esc(r.scope) + "</td><td>" + esc(rate_cell(r.base)) + "</td><td>" +
+             esc(rate_cell(r.after)) + "</td><td" + (worse ? " class=\"worse\"" : "") + ">" +
+             esc(drop_cell(r)) + "</td></tr>\n";
       }
       h += "</table>\n";
     }
   }
   h += "<h2>Gates</h2>\n";
   if (in.gates)
-    h += "<ul><li>max_refusal_drop_pp: " + num(in.gates->max_refusal_drop_pp, 2) + "</li><li>max_discrimination_drop_pp: " +
-         num(in.gates->max_discrimination_drop_pp, 2) + "</li><li>min_benign_compliance: " + num(in.gates->min_benign_compliance, 3) +
-         "</li><li>min_refusal_rate: " + num(in.gates->min_refusal_rate, 3) + "</li><li>require_baseline: " +
-         (in.gates->require_baseline ? "true" : "false") + "</li></ul>\n";
+    h += "<ul><li>max_refusal_drop_pp: " + num(in.gates->max_refusal_drop_pp, 2) +
+         "</li><li>max_discrimination_drop_pp: " + num(in.gates->max_discrimination_drop_pp, 2) +
+         "</li><li>min_benign_compliance: " + num(in.gates->min_benign_compliance, 3) +
+         "</li><li>min_refusal_rate: " + num(in.gates->min_refusal_rate, 3) +
+         "</li><li>require_baseline: " + (in.gates->require_baseline ? "true" : "false") +
+         "</li></ul>\n";
   if (in.verdict) {
-    h += std::string("<p class=\"") + (in.verdict->passed ? "pass\">Verdict: PASSED" : "fail\">Verdict: FAILED &mdash; not promoted") + "</p>\n<ul>";
+    h += std::string("<p class=\"") +
+         (in.verdict->passed ? "pass\">Verdict: PASSED"
+                             : "fail\">Verdict: FAILED &mdash; not promoted") +
+         "</p>\n<ul>";
     for (const auto& r : in.verdict->reasons) h += "<li class=\"fail\">breach: " + esc(r) + "</li>";
     for (const auto& r : in.verdict->notes) h += "<li>" + esc(r) + "</li>";
     for (const auto& r : in.verdict->not_applicable) h += "<li>not applicable: " + esc(r) + "</li>";
@@ -554,10 +505,12 @@ std::string report_html(const ReportInputs& in) {
   h += "<h2>Guard events</h2>\n";
   if (in.guard_events.empty()) h += "<p>None.</p>\n";
   else {
-    h += "<table><tr><th>Step</th><th>Metric</th><th>Value</th><th>Threshold</th><th>Action</th><th>Detail</th></tr>\n";
+    h += "<table><tr><th>Step</th><th>Metric</th><th>Value</th><th>Threshold</th><th>Action</"
+         "th><th>Detail</th></tr>\n";
     for (const auto& e : in.guard_events)
-      h += "<tr><td>" + std::to_string(e.step) + "</td><td>" + esc(e.metric) + "</td><td>" + num(e.value, 4) + "</td><td>" +
-           num(e.threshold, 4) + "</td><td>" + esc(e.action) + "</td><td>" + esc(e.detail) + "</td></tr>\n";
+      h += "<tr><td>" + std::to_string(e.step) + "</td><td>" + esc(e.metric) + "</td><td>" +
+           num(e.value, 4) + "</td><td>" + num(e.threshold, 4) + "</td><td>" + esc(e.action) +
+           "</td><td>" + esc(e.detail) + "</td></tr>\n";
     h += "</table>\n";
   }
   h += "<h2>Inference-policy overrides</h2>\n";
@@ -567,21 +520,27 @@ std::string report_html(const ReportInputs& in) {
     for (const auto& o : in.policy_overrides) h += "<li>" + esc(o) + "</li>";
     h += "</ul>\n";
   }
-  h += "<h2>Risk statement</h2>\n<p>" + esc(in.risk_statement.empty() ? default_risk_statement(in) : in.risk_statement) + "</p>\n";
+  h += "<h2>Risk statement</h2>\n<p>" +
+       esc(in.risk_statement.empty() ? default_risk_statement(in) : in.risk_statement) + "</p>\n";
   h += "<h2>Monitoring plan</h2>\n";
   if (!in.monitoring) h += "<p>No monitoring plan recorded.</p>\n";
   else {
-    h += "<ul><li>Probes: " + esc(in.monitoring->probes) + "</li><li>Schedule: " + esc(in.monitoring->schedule) +
-         "</li><li>Rollback target: " + esc(in.monitoring->rollback_target.empty() ? "none" : in.monitoring->rollback_target) + "</li>";
+    h += "<ul><li>Probes: " + esc(in.monitoring->probes) +
+         "</li><li>Schedule: " + esc(in.monitoring->schedule) + "</li><li>Rollback target: " +
+         esc(in.monitoring->rollback_target.empty() ? "none" : in.monitoring->rollback_target) +
+         "</li>";
     for (const auto& t : in.monitoring->thresholds) h += "<li>Threshold: " + esc(t) + "</li>";
     h += "</ul>\n";
   }
   auto cs = charts(in);
   if (!cs.empty()) {
     h += "<h2>Charts</h2>\n";
-    for (const auto& c : cs) h += "<figure class=\"chart\">\n" + c.svg + "<figcaption>" + esc(c.title) + "</figcaption></figure>\n";
+    for (const auto& c : cs)
+      h += "<figure class=\"chart\">\n" + c.svg + "<figcaption>" + esc(c.title) +
+           "</figcaption></figure>\n";
   }
-  h += "<h2>Resolved configuration</h2>\n<pre>" + esc(in.resolved_config) + "</pre>\n</body>\n</html>\n";
+  h += "<h2>Resolved configuration</h2>\n<pre>" + esc(in.resolved_config) +
+       "</pre>\n</body>\n</html>\n";
   return h;
 }
 

@@ -11,9 +11,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::set<std::string> kFormats = {"safetune", "advbench", "xstest", "jailbreakbench", "harmbench", "chisafetybench"};
+const std::set<std::string> kFormats = {"safetune",       "advbench",  "xstest",
+                                        "jailbreakbench", "harmbench", "chisafetybench"};
 
-ProbeSuite load_part(std::string part, const std::string& default_format, std::optional<ProbeKind> default_kind) {
+ProbeSuite load_part(std::string part, const std::string& default_format,
+                     std::optional<ProbeKind> default_kind) {
   std::string format;
   std::optional<ProbeKind> kind;
   if (auto c = part.find(':'); c != std::string::npos && kFormats.count(part.substr(0, c))) {
@@ -27,25 +29,32 @@ ProbeSuite load_part(std::string part, const std::string& default_format, std::o
       }
     }
   }
-  if (part.empty()) throw UsageError("a suite part names no file", format.empty() ? "suite" : format + ":");
+  if (part.empty())
+    throw UsageError("a suite part names no file", format.empty() ? "suite" : format + ":");
   const fs::path path(expand_path(part));
   if (format.empty()) {
     if (fs::is_directory(path) || path.extension() == ".jsonl") format = "safetune";
     else if (default_format != "auto" && !default_format.empty()) format = default_format;
     else
-      throw UsageError("cannot tell the layout of '" + part + "'", "suite",
-                       "name it: advbench:PATH, xstest:PATH, jailbreakbench[:benign]:PATH, harmbench:PATH or "
-                       "chisafetybench:PATH (or pass --format)");
+      throw UsageError(
+          "cannot tell the layout of '" + part + "'", "suite",
+          "name it: advbench:PATH, xstest:PATH, jailbreakbench[:benign]:PATH, harmbench:PATH or "
+          "chisafetybench:PATH (or pass --format)");
   }
   if (!kFormats.count(format)) throw UsageError("unknown suite format '" + format + "'", "suite");
   if (!kind && default_kind && format != "safetune" && format != "xstest") kind = default_kind;
   if (kind && (format == "safetune" || format == "xstest"))
     throw UsageError(format + " files say each probe's kind themselves; drop the kind", part);
-  if (kind == ProbeKind::discrimination) throw UsageError("a file's kind is harmful or benign", part);
-  if (format == "safetune") return fs::is_directory(path) ? load_bundled_suite(path) : load_probe_suite(path);
+  if (kind == ProbeKind::discrimination)
+    throw UsageError("a file's kind is harmful or benign", part);
+  if (format == "safetune")
+    return fs::is_directory(path) ? load_bundled_suite(path) : load_probe_suite(path);
   if (format == "xstest") return load_xstest(path);
-  if (format == "jailbreakbench") return load_jailbreakbench(path, kind.value_or(ProbeKind::harmful));
-  ProbeSuite s = format == "advbench" ? load_advbench(path) : format == "harmbench" ? load_harmbench(path) : load_chisafetybench(path);
+  if (format == "jailbreakbench")
+    return load_jailbreakbench(path, kind.value_or(ProbeKind::harmful));
+  ProbeSuite s = format == "advbench"    ? load_advbench(path)
+                 : format == "harmbench" ? load_harmbench(path)
+                                         : load_chisafetybench(path);
   if (kind == ProbeKind::benign)
     for (auto& p : s.probes) p.kind = ProbeKind::benign;
   return s;

@@ -1,10 +1,7 @@
 // Byte-level BPE: added-token split, NFC, PCRE2 pre-tokenizers, ranked merges with a word cache.
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer/bpe.hpp"
 
-#include <pcre2.h>
 #include <unicode/normalizer2.h>
-#include <unicode/uniset.h>
 #include <unicode/unistr.h>
 
 #include <array>
@@ -20,11 +17,13 @@
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
+#include "tokenizer/pcre_regex.hpp"
 
 namespace safetune::tokenizer {
 
 namespace regex {
-const char* const gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const gpt2 =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 const char* const llama3 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char* const qwen2 =
@@ -76,7 +75,8 @@ struct ByteMap {
     // byte has a visible, non-space character (GPT-2's bytes_to_unicode).
     int n = 0;
     for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       uint32_t cp = printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++);
       to_unicode[b] = encode_utf8(cp);
       from_codepoint[cp] = static_cast<int16_t>(b);
@@ -118,190 +118,7 @@ bool unicode_to_bytes(std::string_view token, std::string& out) {
   return true;
 }
 
-// ---- PCRE2 ------------------------------------------------------------------------------------
-
 namespace {
-struct MatchScratch {
-  pcre2_match_data* data = nullptr;
-  pcre2_match_context* ctx = nullptr;
-  pcre2_jit_stack* stack = nullptr;
-  MatchScratch() {
-    data = pcre2_match_data_create(4, nullptr);
-    ctx = pcre2_match_context_create(nullptr);
-    stack = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, nullptr);
-    if (ctx && stack) pcre2_jit_stack_assign(ctx, nullptr, stack);
-  }
-  ~MatchScratch() {
-    pcre2_match_data_free(data);
-    pcre2_match_context_free(ctx);
-    pcre2_jit_stack_free(stack);
-  }
-};
-MatchScratch& scratch() {
-  thread_local MatchScratch s;
-  return s;
-}
-
-// PCRE2 classifies code points with the Unicode tables it was built with (Debian's 10.42: Unicode
-// 14), HF tokenizers' Oniguruma with newer ones (Unicode 15), so `\p{S}` missed the emoji added
-// since (U+1FA76 grey heart, ...) and their text split differently. ICU, linked for NFC, knows a
-// newer version: the code points it assigns to a property after PCRE2's version are added to
-// that property's class by hand. ("\x{A}-\x{B}..." for a class body; empty if none.)
-std::string unicode_additions(const std::string& property) {
-  static std::mutex mu;
-  static std::map<std::string, std::string> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = cache.find(property); it != cache.end()) return it->second;
-  char version[32] = {};
-  pcre2_config(PCRE2_CONFIG_UNICODE_VERSION, version);
-  std::string age(version);  // "14.0.0": ICU's Age values are major.minor
-  if (auto dot = age.find('.'); dot != std::string::npos) age = age.substr(0, age.find('.', dot + 1));
-  // Age=V holds every code point assigned in V or earlier; a name or an age ICU does not know
-  // (a PCRE2-only property, or a PCRE2 newer than ICU) leaves the class as it is.
-  std::string text;
-  UErrorCode err = U_ZERO_ERROR;
-  icu::UnicodeSet added(icu::UnicodeString::fromUTF8("[\\p{" + property + "}-\\p{Age=" + age + "}]"), err);
-  if (U_SUCCESS(err)) {
-    char buf[40];
-    for (int32_t r = 0; r < added.getRangeCount(); ++r) {
-      UChar32 a = added.getRangeStart(r), b = added.getRangeEnd(r);
-      if (a == b)
-        std::snprintf(buf, sizeof buf, "\\x{%X}", static_cast<unsigned>(a));
-      else
-        std::snprintf(buf, sizeof buf, "\\x{%X}-\\x{%X}", static_cast<unsigned>(a), static_cast<unsigned>(b));
-      text += buf;
-    }
-  }
-  return cache.emplace(property, text).first->second;
-}
-
-// The pattern with every \p{X} / \pX widened by unicode_additions(X): `[\p{X}...]` outside a
-// character class, `\p{X}...` inside one; \P{X} outside a class becomes `[^\p{X}...]`. (\P inside
-// a class is left alone: a class cannot hold "not X, nor these".)
-std::string widen_unicode_properties(const std::string& pattern) {
-  std::string out;
-  out.reserve(pattern.size());
-  bool in_class = false;
-  size_t class_body = 0;  // where the current class's body starts (a `]` there is literal)
-  for (size_t i = 0; i < pattern.size();) {
-    char c = pattern[i];
-    if (c == '\\' && i + 1 < pattern.size()) {
-      char e = pattern[i + 1];
-      if (e == 'Q') {  // \Q...\E quotes literally
-        size_t end = pattern.find("\\E", i + 2);
-        end = end == std::string::npos ? pattern.size() : end + 2;
-        out.append(pattern, i, end - i);
-        i = end;
-        continue;
-      }
-      if ((e == 'p' || e == 'P') && i + 2 < pattern.size()) {
-        size_t end;
-        std::string name;
-        if (pattern[i + 2] == '{') {
-          end = pattern.find('}', i + 3);
-          if (end == std::string::npos) {
-            out.append(pattern, i, std::string::npos);
-            break;
-          }
-          name = pattern.substr(i + 3, end - i - 3);
-          ++end;
-        } else {
-          name = pattern.substr(i + 2, 1);
-          end = i + 3;
-        }
-        bool negated = e == 'P';
-        if (!name.empty() && name[0] == '^') {
-          negated = !negated;
-          name.erase(0, 1);
-        }
-        const std::string original = pattern.substr(i, end - i);
-        const std::string extra = unicode_additions(name);
-        if (extra.empty() || (in_class && negated))
-          out += original;
-        else if (in_class)
-          out += "\\p{" + name + "}" + extra;
-        else
-          out += std::string(negated ? "[^" : "[") + "\\p{" + name + "}" + extra + "]";
-        i = end;
-        continue;
-      }
-      out.append(pattern, i, 2);
-      i += 2;
-      continue;
-    }
-    if (!in_class && c == '[') {
-      in_class = true;
-      class_body = i + 1 + (i + 1 < pattern.size() && pattern[i + 1] == '^');
-    } else if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
-      size_t end = pattern.find(":]", i + 2);  // POSIX class [:alpha:] inside a class
-      if (end != std::string::npos) {
-        out.append(pattern, i, end + 2 - i);
-        i = end + 2;
-        continue;
-      }
-    } else if (in_class && c == ']' && i != class_body) {
-      in_class = false;
-    }
-    out.push_back(c);
-    ++i;
-  }
-  return out;
-}
-
-class Regex {
- public:
-  Regex(const std::string& original, bool multiline) {
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (multiline ? PCRE2_MULTILINE : 0);
-    const std::string pattern = widen_unicode_properties(original);
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts, &err, &off, nullptr);
-    if (!code_ && pattern != original) {  // report the error against the pattern the user wrote
-      pcre2_code_free(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(original.data()), original.size(), opts, &err, &off,
-                                    nullptr));
-    }
-    if (!code_) {
-      PCRE2_UCHAR buf[256];
-      pcre2_get_error_message(err, buf, sizeof buf);
-      throw TokenizerError("bad pre-tokenizer regex at offset " + std::to_string(off) + ": " +
-                               reinterpret_cast<char*>(buf),
-                           original);
-    }
-    jit_ = pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE) == 0;
-  }
-  ~Regex() { pcre2_code_free(code_); }
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
-
-  // Next match in subject[0, n) starting at `start`; false when none. Subject is valid UTF-8.
-  bool find(const char* subject, size_t n, size_t start, size_t& mb, size_t& me) const {
-    auto& s = scratch();
-    int rc;
-    if (jit_)
-      rc = pcre2_jit_match(code_, reinterpret_cast<PCRE2_SPTR>(subject), n, start, 0, s.data, s.ctx);
-    else
-      rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(subject), n, start, PCRE2_NO_UTF_CHECK, s.data, s.ctx);
-    if (rc == PCRE2_ERROR_NOMATCH) return false;
-    if (rc < 0) throw TokenizerError("pre-tokenizer regex failed (error " + std::to_string(rc) + ")");
-    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
-    mb = ov[0];
-    me = ov[1];
-    return true;
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-  bool jit_ = false;
-};
-
-std::string escape_regex(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
 
 struct Piece {
   uint32_t begin, end;
@@ -360,7 +177,9 @@ class MergeTable {
     MergeInfo value{};
     bool used = false;
   };
-  size_t index(uint64_t k) const { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ULL) >> 20) & mask_; }
+  size_t index(uint64_t k) const {
+    return static_cast<size_t>((k * 0x9E3779B97F4A7C15ULL) >> 20) & mask_;
+  }
   void rehash(size_t cap) {
     std::vector<Slot> old;
     old.swap(slots_);
@@ -374,7 +193,9 @@ class MergeTable {
   size_t mask_ = 0, size_ = 0;
 };
 
-bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 }  // namespace
 
@@ -411,7 +232,8 @@ class BpeTokenizer final : public Tokenizer {
     for (auto& v : added_by_first_) v.clear();
     for (size_t i = 0; i < added_.size(); ++i) {
       if (added_[i].content.empty()) continue;
-      added_by_first_[static_cast<unsigned char>(added_[i].content[0])].push_back(static_cast<int32_t>(i));
+      added_by_first_[static_cast<unsigned char>(added_[i].content[0])].push_back(
+          static_cast<int32_t>(i));
       added_by_content_[added_[i].content] = added_[i].id;
     }
     for (auto& v : added_by_first_)
@@ -431,7 +253,8 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   void set_id(int32_t id, const std::string& form) {
-    if (id < 0 || id > 50'000'000) throw TokenizerError("token id out of range: " + std::to_string(id), where_);
+    if (id < 0 || id > 50'000'000)
+      throw TokenizerError("token id out of range: " + std::to_string(id), where_);
     if (static_cast<size_t>(id) >= vocab_forms_.size()) {
       vocab_forms_.resize(id + 1);
       id_bytes_.resize(id + 1);
@@ -456,8 +279,11 @@ class BpeTokenizer final : public Tokenizer {
     int32_t m = id_of(joined);
     // HF refuses merges whose parts or result are missing from the vocabulary.
     if (a < 0 || b < 0 || m < 0)
-      throw TokenizerError("merge '" + std::string(left) + " " + std::string(right) + "' uses tokens missing from the vocabulary", where_);
-    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+      throw TokenizerError("merge '" + std::string(left) + " " + std::string(right) +
+                               "' uses tokens missing from the vocabulary",
+                           where_);
+    uint64_t key =
+        (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
     merges_.insert(key, MergeInfo{rank, m});  // first (lowest) rank wins on duplicates
   }
 
@@ -467,7 +293,8 @@ class BpeTokenizer final : public Tokenizer {
     run(text, opt, ids, nullptr);
     return ids;
   }
-  std::vector<TokenSpan> encode_spans(std::string_view text, const EncodeOptions& opt) const override {
+  std::vector<TokenSpan> encode_spans(std::string_view text,
+                                      const EncodeOptions& opt) const override {
     std::vector<TokenId> ids;
     std::vector<TokenSpan> spans;
     run(text, opt, ids, &spans);
@@ -509,7 +336,8 @@ class BpeTokenizer final : public Tokenizer {
       repaired = utf8_repair(input);
       text = repaired;
     }
-    if (text.size() > 0xFFFFFFF0u) throw TokenizerError("text too long to encode (over 4 GiB)", where_);
+    if (text.size() > 0xFFFFFFF0u)
+      throw TokenizerError("text too long to encode (over 4 GiB)", where_);
     auto emit = [&](TokenId id, size_t b, size_t e) {
       ids.push_back(id);
       if (spans) spans->push_back({id, b, e});
@@ -532,7 +360,8 @@ class BpeTokenizer final : public Tokenizer {
 
   // Leftmost-longest added token at or after `from`; returns its id and the span it covers
   // (lstrip/rstrip widen it over whitespace), or -1.
-  int32_t find_added(std::string_view text, size_t from, bool parse_special, size_t& mb, size_t& me) const {
+  int32_t find_added(std::string_view text, size_t from, bool parse_special, size_t& mb,
+                     size_t& me) const {
     if (added_.empty()) return -1;
     for (size_t i = from; i < text.size(); ++i) {
       const auto& cands = added_by_first_[static_cast<unsigned char>(text[i])];
@@ -587,10 +416,8 @@ class BpeTokenizer final : public Tokenizer {
       for (auto [id, len] : word) {
         ids.push_back(id);
         if (spans) {
-          if (exact_offsets)
-            spans->push_back({id, b + off, b + off + len});
-          else
-            spans->push_back({id, b, e});  // NFC changed the bytes: the segment is the best span
+          if (exact_offsets) spans->push_back({id, b + off, b + off + len});
+          else spans->push_back({id, b, e});  // NFC changed the bytes: the segment is the best span
         }
         off += len;
       }
@@ -607,7 +434,8 @@ class BpeTokenizer final : public Tokenizer {
     UErrorCode err = U_ZERO_ERROR;
     const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(err);
     if (U_FAILURE(err)) throw TokenizerError("ICU NFC normalizer unavailable");
-    icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
+    icu::UnicodeString u =
+        icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
     if (n->isNormalized(u, err) && U_SUCCESS(err)) return std::string(s);
     err = U_ZERO_ERROR;
     icu::UnicodeString out = n->normalize(u, err);
@@ -629,11 +457,13 @@ class BpeTokenizer final : public Tokenizer {
         pos = k;
         continue;
       }
-      if (mb > last) out.push_back({static_cast<uint32_t>(p.begin + last), static_cast<uint32_t>(p.begin + mb)});
+      if (mb > last)
+        out.push_back({static_cast<uint32_t>(p.begin + last), static_cast<uint32_t>(p.begin + mb)});
       out.push_back({static_cast<uint32_t>(p.begin + mb), static_cast<uint32_t>(p.begin + me)});
       last = pos = me;
     }
-    if (last < n) out.push_back({static_cast<uint32_t>(p.begin + last), static_cast<uint32_t>(p.begin + n)});
+    if (last < n)
+      out.push_back({static_cast<uint32_t>(p.begin + last), static_cast<uint32_t>(p.begin + n)});
   }
 
   // ---- BPE on one pre-token -----------------------------------------------------------------
@@ -662,7 +492,8 @@ class BpeTokenizer final : public Tokenizer {
         cache_bytes_ = 0;
       }
       cache_bytes_ += piece.size() + (out.size() - start) * sizeof(out[0]) + 64;
-      cache_.emplace(std::string(piece), std::vector<std::pair<TokenId, uint32_t>>(out.begin() + start, out.end()));
+      cache_.emplace(std::string(piece),
+                     std::vector<std::pair<TokenId, uint32_t>>(out.begin() + start, out.end()));
     }
   }
 
@@ -679,7 +510,8 @@ class BpeTokenizer final : public Tokenizer {
   };
 
   const MergeInfo* merge_of(int32_t a, int32_t b) const {
-    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+    uint64_t key =
+        (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
     return merges_.find(key);
   }
 
@@ -729,7 +561,9 @@ class BpeTokenizer final : public Tokenizer {
   static constexpr size_t kCacheBytes = 32u << 20;
   mutable size_t cache_bytes_ = 0;
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::vector<std::pair<TokenId, uint32_t>>, StringHash, std::equal_to<>> cache_;
+  mutable std::unordered_map<std::string, std::vector<std::pair<TokenId, uint32_t>>, StringHash,
+                             std::equal_to<>>
+      cache_;
 
  public:
   void add_step(const std::string& pattern, bool multiline = false) {
@@ -756,7 +590,8 @@ void parse_pre_tokenizer(const json& j, BpeTokenizer& t, const std::string& wher
     if (j.value("use_regex", true)) t.add_step(regex::gpt2);
   } else if (type == "Split") {
     std::string behavior = j.value("behavior", "Isolated");
-    if (behavior != "Isolated") throw TokenizerError("Split behavior '" + behavior + "' is not supported", where);
+    if (behavior != "Isolated")
+      throw TokenizerError("Split behavior '" + behavior + "' is not supported", where);
     if (j.value("invert", false)) throw TokenizerError("Split invert=true is not supported", where);
     const json& pat = j.contains("pattern") ? j["pattern"] : json();
     if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()) {
@@ -810,22 +645,26 @@ void parse_post_processor(const json& j, BpeTokenizer& t, const std::string& whe
       std::string name = item["SpecialToken"]["id"].get<std::string>();
       if (!specials.contains(name) || !specials[name].contains("ids"))
         throw TokenizerError("post_processor names unknown special token '" + name + "'", where);
-      for (const auto& id : specials[name]["ids"]) (seen_seq ? t.suffix_ids_ : t.prefix_ids_).push_back(id.get<TokenId>());
+      for (const auto& id : specials[name]["ids"])
+        (seen_seq ? t.suffix_ids_ : t.prefix_ids_).push_back(id.get<TokenId>());
     }
   }
 }
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& text, const std::string& where) {
+std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& text,
+                                                   const std::string& where) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw FormatError("not valid JSON", where);
   try {
     const json& model = j.at("model");
     std::string type = model.value("type", "BPE");
-    if (type != "BPE") throw TokenizerError("model type '" + type + "' is not byte-level BPE", where);
+    if (type != "BPE")
+      throw TokenizerError("model type '" + type + "' is not byte-level BPE", where);
     if (model.value("byte_fallback", false))
-      throw TokenizerError("byte_fallback BPE (SentencePiece-style) is not supported; use the .model file", where);
+      throw TokenizerError(
+          "byte_fallback BPE (SentencePiece-style) is not supported; use the .model file", where);
     auto t = std::make_unique<BpeTokenizer>();
     t->where_ = where;
     t->ignore_merges_ = model.value("ignore_merges", false);
@@ -835,7 +674,8 @@ std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& text, cons
       if (m.is_string()) {
         const std::string& s = m.get_ref<const std::string&>();
         size_t sp = s.find(' ', 1);
-        if (sp == std::string::npos) throw TokenizerError("merge without a space: '" + s + "'", where);
+        if (sp == std::string::npos)
+          throw TokenizerError("merge without a space: '" + s + "'", where);
         t->add_merge(std::string_view(s).substr(0, sp), std::string_view(s).substr(sp + 1), rank++);
       } else if (m.is_array() && m.size() == 2) {
         t->add_merge(m[0].get<std::string>(), m[1].get<std::string>(), rank++);
@@ -853,7 +693,8 @@ std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& text, cons
         at.rstrip = a.value("rstrip", false);
         at.single_word = a.value("single_word", false);
         at.normalized = a.value("normalized", false);
-        if (at.id < 0 || at.id > 50'000'000) throw TokenizerError("added token id out of range", where);
+        if (at.id < 0 || at.id > 50'000'000)
+          throw TokenizerError("added token id out of range", where);
         if (utf8_valid_prefix(at.content) != at.content.size())
           throw TokenizerError("added token is not valid UTF-8", where);
         t->added_.push_back(std::move(at));
@@ -894,7 +735,8 @@ std::vector<PreTokenizerStep> pretokenizer_for(const std::string& pre) {
     return v;
   }
   throw TokenizerError("unknown pre-tokenizer '" + pre + "'", "tokenizer.ggml.pre",
-                       "supported: default, gpt-2, smollm, llama-bpe, qwen2, deepseek-r1-qwen, deepseek-llm, deepseek-v3");
+                       "supported: default, gpt-2, smollm, llama-bpe, qwen2, deepseek-r1-qwen, "
+                       "deepseek-llm, deepseek-v3");
 }
 
 std::string tokenizer_json_from_spec(const BpeSpec& spec) {
@@ -904,33 +746,52 @@ std::string tokenizer_json_from_spec(const BpeSpec& spec) {
   for (const auto& step : pretokenizer_for(spec.pre)) {
     byte_level_last = step.kind == K::byte_level_regex;
     if (step.kind == K::split_regex)
-      steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", step.pattern}}}, {"behavior", "Isolated"}, {"invert", false}});
+      steps.push_back({{"type", "Split"},
+                       {"pattern", {{"Regex", step.pattern}}},
+                       {"behavior", "Isolated"},
+                       {"invert", false}});
     else if (step.kind == K::digits)
       steps.push_back({{"type", "Digits"}, {"individual_digits", step.individual_digits}});
     else
-      steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}});
+      steps.push_back({{"type", "ByteLevel"},
+                       {"add_prefix_space", false},
+                       {"trim_offsets", true},
+                       {"use_regex", true}});
   }
   // Split pieces still need the byte-to-unicode mapping, without a second GPT-2 split.
   if (!byte_level_last)
-    steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
+    steps.push_back({{"type", "ByteLevel"},
+                     {"add_prefix_space", false},
+                     {"trim_offsets", true},
+                     {"use_regex", false}});
 
   json vocab = json::object(), added = json::array();
   for (size_t i = 0; i < spec.tokens.size(); ++i) {
     const std::string& tok = spec.tokens[i];
-    if (!vocab.contains(tok)) vocab[tok] = i;  // bpe_from_spec keeps the first of duplicate strings too
+    if (!vocab.contains(tok))
+      vocab[tok] = i;  // bpe_from_spec keeps the first of duplicate strings too
     int32_t type = spec.token_types.empty() ? 1 : spec.token_types[i];
     if (type == 3 || type == 4)
-      added.push_back({{"id", i}, {"content", tok}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                       {"normalized", false}, {"special", type == 3}});
+      added.push_back({{"id", i},
+                       {"content", tok},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", type == 3}});
   }
   json merges = json::array();
   for (const auto& m : spec.merges) {
     size_t sp = m.find(' ', 1);
-    if (sp == std::string::npos) throw TokenizerError("merge without a space: '" + m + "'", "tokenizer.ggml.merges");
+    if (sp == std::string::npos)
+      throw TokenizerError("merge without a space: '" + m + "'", "tokenizer.ggml.merges");
     merges.push_back({m.substr(0, sp), m.substr(sp + 1)});
   }
 
-  json byte_level_post = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  json byte_level_post = {{"type", "ByteLevel"},
+                          {"add_prefix_space", false},
+                          {"trim_offsets", false},
+                          {"use_regex", false}};
   json post = byte_level_post;
   auto valid = [&](int64_t id) { return id >= 0 && static_cast<size_t>(id) < spec.tokens.size(); };
   const bool bos = spec.add_bos && valid(spec.bos_id), eos = spec.add_eos && valid(spec.eos_id);
@@ -952,7 +813,10 @@ std::string tokenizer_json_from_spec(const BpeSpec& spec) {
     post = {{"type", "Sequence"},
             {"processors",
              {byte_level_post,
-              {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}}}}};
+              {{"type", "TemplateProcessing"},
+               {"single", single},
+               {"pair", pair},
+               {"special_tokens", specials}}}}};
   }
   json j = {
       {"version", "1.0"},
@@ -962,7 +826,11 @@ std::string tokenizer_json_from_spec(const BpeSpec& spec) {
       {"normalizer", nullptr},
       {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", steps}}},
       {"post_processor", post},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"decoder",
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", true},
+        {"trim_offsets", true},
+        {"use_regex", true}}},
       {"model",
        {{"type", "BPE"},
         {"dropout", nullptr},
@@ -988,7 +856,8 @@ std::unique_ptr<Tokenizer> bpe_from_spec(const BpeSpec& spec) {
     int32_t type = spec.token_types.empty() ? 1 : spec.token_types[i];
     const std::string& s = spec.tokens[i];
     if (utf8_valid_prefix(s) != s.size())
-      throw TokenizerError("token " + std::to_string(i) + " is not valid UTF-8", "tokenizer.ggml.tokens");
+      throw TokenizerError("token " + std::to_string(i) + " is not valid UTF-8",
+                           "tokenizer.ggml.tokens");
     if (type == 3 || type == 4) {
       // Control and user-defined tokens are matched in raw text, like HF's added tokens.
       AddedToken a;
@@ -1006,19 +875,26 @@ std::unique_ptr<Tokenizer> bpe_from_spec(const BpeSpec& spec) {
   int32_t rank = 0;
   for (const auto& m : spec.merges) {
     size_t sp = m.find(' ', 1);
-    if (sp == std::string::npos) throw TokenizerError("merge without a space: '" + m + "'", "tokenizer.ggml.merges");
+    if (sp == std::string::npos)
+      throw TokenizerError("merge without a space: '" + m + "'", "tokenizer.ggml.merges");
     t->add_merge(std::string_view(m).substr(0, sp), std::string_view(m).substr(sp + 1), rank++);
   }
   for (const auto& step : pretokenizer_for(spec.pre)) {
     switch (step.kind) {
-      case PreTokenizerStep::Kind::split_regex: t->add_step(step.pattern, step.pattern.find('$') != std::string::npos); break;
-      case PreTokenizerStep::Kind::digits: t->add_step(step.individual_digits ? R"(\p{N})" : R"(\p{N}+)"); break;
+      case PreTokenizerStep::Kind::split_regex:
+        t->add_step(step.pattern, step.pattern.find('$') != std::string::npos);
+        break;
+      case PreTokenizerStep::Kind::digits:
+        t->add_step(step.individual_digits ? R"(\p{N})" : R"(\p{N}+)");
+        break;
       case PreTokenizerStep::Kind::byte_level_regex: t->add_step(regex::gpt2); break;
     }
   }
   auto valid = [&](int64_t id) { return id >= 0 && static_cast<size_t>(id) < spec.tokens.size(); };
-  if (spec.add_bos && valid(spec.bos_id)) t->prefix_ids_.push_back(static_cast<TokenId>(spec.bos_id));
-  if (spec.add_eos && valid(spec.eos_id)) t->suffix_ids_.push_back(static_cast<TokenId>(spec.eos_id));
+  if (spec.add_bos && valid(spec.bos_id))
+    t->prefix_ids_.push_back(static_cast<TokenId>(spec.bos_id));
+  if (spec.add_eos && valid(spec.eos_id))
+    t->suffix_ids_.push_back(static_cast<TokenId>(spec.eos_id));
   t->finish();
   if (valid(spec.bos_id)) t->set_bos_id(static_cast<TokenId>(spec.bos_id));
   if (valid(spec.eos_id)) t->set_eos_id(static_cast<TokenId>(spec.eos_id));

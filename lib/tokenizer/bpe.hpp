@@ -1,5 +1,5 @@
-// Byte-level BPE (GPT-2 family: GPT-2, Llama-3, Qwen2, SmolLM2, DeepSeek) from tokenizer.json or a spec.
-// Internal to tokenizer/: the public way in is tokenizer::load_tokenizer (tokenizer.hpp).
+// Byte-level BPE (GPT-2 family: GPT-2, Llama-3, Qwen2, SmolLM2, DeepSeek) from tokenizer.json or a
+// spec. Internal to tokenizer/: the public way in is tokenizer::load_tokenizer (tokenizer.hpp).
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -30,9 +30,10 @@ struct PreTokenizerStep {
 // GPT-2 byte-to-unicode form, as in tokenizer.json.
 struct BpeSpec {
   std::vector<std::string> tokens;
-  std::vector<int32_t> token_types;  // GGUF: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
-  std::vector<std::string> merges;   // "a b"
-  std::string pre = "default";       // tokenizer.ggml.pre
+  std::vector<int32_t>
+      token_types;  // GGUF: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+  std::vector<std::string> merges;  // "a b"
+  std::string pre = "default";      // tokenizer.ggml.pre
   int64_t bos_id = -1, eos_id = -1, pad_id = -1;
   bool add_bos = false, add_eos = false;
   bool ignore_merges = false;  // unset in GGUF; llama-bpe turns it on as Llama-3 does
@@ -51,7 +52,7 @@ extern const char* const deepseek_llm[6];
 }  // namespace regex
 
 std::unique_ptr<Tokenizer> bpe_from_tokenizer_json(const std::string& json_text,
-                                                    const std::string& where = "tokenizer.json");
+                                                   const std::string& where = "tokenizer.json");
 std::unique_ptr<Tokenizer> bpe_from_file(const std::filesystem::path& tokenizer_json);
 std::unique_ptr<Tokenizer> bpe_from_spec(const BpeSpec& spec);
 // The spec as a Hugging Face tokenizer.json (BPE model, its pre-tokenizer steps, the bos/eos

@@ -12,11 +12,18 @@ namespace safetune::tokenizer {
 
 namespace {
 const char* const kQwen2System = "You are a helpful assistant.";
-const char* const kSmolSystem = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
-const char* const kDsBos = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
-const char* const kDsEos = "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+const char* const kSmolSystem =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+const char* const kDsBos =
+    "<\xEF\xBD\x9C"
+    "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+const char* const kDsEos =
+    "<\xEF\xBD\x9C"
+    "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 const char* const kDsUser = "<\xEF\xBD\x9CUser\xEF\xBD\x9C>";
-const char* const kDsAssistant = "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>";
+const char* const kDsAssistant =
+    "<\xEF\xBD\x9C"
+    "Assistant\xEF\xBD\x9C>";
 
 class Builder {
  public:
@@ -26,17 +33,17 @@ class Builder {
     size_t b = out.text.size();
     out.text += text;
     auto& segs = out.segments;
-    if (!segs.empty() && segs.back().role == role && segs.back().loss == loss && segs.back().end == b)
+    if (!segs.empty() && segs.back().role == role && segs.back().loss == loss &&
+        segs.back().end == b)
       segs.back().end = out.text.size();
-    else
-      segs.push_back({b, out.text.size(), role, loss});
+    else segs.push_back({b, out.text.size(), role, loss});
   }
 };
 
 void check_role(const ChatMessage& m, size_t i) {
   if (m.role != "system" && m.role != "user" && m.role != "assistant")
-    throw TokenizerError("unknown role '" + m.role + "' in message " + std::to_string(i), "messages",
-                         "roles are system, user and assistant");
+    throw TokenizerError("unknown role '" + m.role + "' in message " + std::to_string(i),
+                         "messages", "roles are system, user and assistant");
 }
 
 // Decodes one codepoint at s[i] (valid UTF-8 assumed; garbage reads as non-space).
@@ -52,8 +59,9 @@ uint32_t codepoint_at(const std::string& s, size_t i, size_t& len) {
   return cp;
 }
 bool py_space(uint32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 }  // namespace
 
@@ -84,7 +92,9 @@ std::string joined(const std::vector<detail::JinjaPart>& parts) {
   return s;
 }
 size_t rstrip_space(const std::string& s, size_t begin, size_t end) {
-  while (end > begin && (s[end - 1] == ' ' || s[end - 1] == '\n' || s[end - 1] == '\t' || s[end - 1] == '\r')) --end;
+  while (end > begin &&
+         (s[end - 1] == ' ' || s[end - 1] == '\n' || s[end - 1] == '\t' || s[end - 1] == '\r'))
+    --end;
   return end;
 }
 }  // namespace
@@ -131,7 +141,8 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
   const size_t n = msgs.size();
   auto prefix_render = [&](size_t i, bool with_prompt) -> std::optional<std::string> {
     try {
-      return render_jinja_text({msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(i)}, with_prompt);
+      return render_jinja_text({msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(i)},
+                               with_prompt);
     } catch (const TokenizerError&) {
       return std::nullopt;
     }
@@ -139,7 +150,8 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
   // Where message i starts, when the render of messages[0..i-1] is a prefix of the whole render.
   std::vector<std::pair<size_t, size_t>> starts = {{0, 0}};  // (message index, offset)
   for (size_t i = 1; i <= n; ++i) {
-    std::optional<std::string> prefix = (i == n && !gen) ? std::optional<std::string>(full) : prefix_render(i, false);
+    std::optional<std::string> prefix =
+        (i == n && !gen) ? std::optional<std::string>(full) : prefix_render(i, false);
     if (prefix && full.starts_with(*prefix) && prefix->size() >= starts.back().second)
       starts.emplace_back(i, prefix->size());
   }
@@ -157,7 +169,8 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
       // its turn. Templates without a generation prompt: from where its content starts.
       size_t c0 = std::string::npos, c1 = b;
       auto prompted = prefix_render(first, true);
-      if (prompted && prompted->size() > b && prompted->starts_with(std::string_view(full).substr(0, b))) {
+      if (prompted && prompted->size() > b &&
+          prompted->starts_with(std::string_view(full).substr(0, b))) {
         c0 = b;
         while (c0 < e && c0 < prompted->size() && (*prompted)[c0] == full[c0]) ++c0;
       }
@@ -292,8 +305,9 @@ RenderedChat ChatTemplate::render_segments(const std::vector<ChatMessage>& msgs,
         const auto& m = msgs[i];
         size_t k = i - start;
         if ((m.role == "user") != (k % 2 == 0))
-          throw TokenizerError("Conversation roles must alternate user/assistant/user/assistant/...", "messages",
-                               "message " + std::to_string(i) + " has role " + m.role);
+          throw TokenizerError(
+              "Conversation roles must alternate user/assistant/user/assistant/...", "messages",
+              "message " + std::to_string(i) + " has role " + m.role);
         std::string content = m.content;
         if (k == 0 && has_system) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
         if (m.role == "user") {

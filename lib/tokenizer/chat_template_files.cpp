@@ -13,7 +13,8 @@ namespace {
 // transformers writes special tokens as plain strings or as AddedToken objects {"content": ...}.
 std::optional<std::string> token_text(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return std::nullopt;
 }
 }  // namespace
@@ -24,7 +25,8 @@ std::optional<ChatTemplate> chat_template_from_dir(const fs::path& dir) {
   nlohmann::json cfg = nlohmann::json::object();
   if (fs::exists(config, ec)) {
     cfg = nlohmann::json::parse(io::read_file(config), nullptr, false);
-    if (cfg.is_discarded() || !cfg.is_object()) throw FormatError("malformed JSON (want an object)", config.string());
+    if (cfg.is_discarded() || !cfg.is_object())
+      throw FormatError("malformed JSON (want an object)", config.string());
   }
   TemplateVariables vars;
   for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"})
@@ -39,12 +41,15 @@ std::optional<ChatTemplate> chat_template_from_dir(const fs::path& dir) {
       source = t.get<std::string>();
     } else if (t.is_array()) {
       for (const auto& named : t)
-        if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
-            named["template"].is_string())
+        if (named.is_object() && named.value("name", "") == "default" &&
+            named.contains("template") && named["template"].is_string())
           source = named["template"].get<std::string>();
-      if (!source) throw FormatError("chat_template list has no {\"name\": \"default\"} entry", config.string());
+      if (!source)
+        throw FormatError("chat_template list has no {\"name\": \"default\"} entry",
+                          config.string());
     } else if (!t.is_null()) {
-      throw FormatError("chat_template is neither a string nor a list of named templates", config.string());
+      throw FormatError("chat_template is neither a string nor a list of named templates",
+                        config.string());
     }
   }
   if (!source) return std::nullopt;

@@ -13,7 +13,9 @@ TokenizerFiles find_tokenizer_files(const fs::path& path) {
   std::error_code ec;
   TokenizerFiles f;
   f.dir = fs::is_directory(path, ec) ? path : path.parent_path();
-  auto present = [&](const char* name) { return fs::exists(f.dir / name, ec) ? f.dir / name : fs::path(); };
+  auto present = [&](const char* name) {
+    return fs::exists(f.dir / name, ec) ? f.dir / name : fs::path();
+  };
   f.tokenizer = present("tokenizer.json");
   if (f.tokenizer.empty()) f.tokenizer = present("tokenizer.model");
   f.config = present("tokenizer_config.json");
@@ -28,8 +30,14 @@ std::optional<ChatTemplate> shipped_chat_template(const fs::path& path) {
 namespace {
 // Files a Hugging Face model directory keeps beside its weights that a copy should carry.
 constexpr const char* kTokenizerFiles[] = {
-    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json",       "merges.txt",            "added_tokens.json",       "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
     "generation_config.json",
 };
 }  // namespace

@@ -15,8 +15,8 @@ namespace {
 // The engine's messages carry the template source around the failing spot on later lines.
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
-// A runtime error reads "\n---\nWhile executing <node> at <line:col> in source:\n<excerpt>\nError: <what>";
-// keep what went wrong (raise_exception's own words) and where.
+// A runtime error reads "\n---\nWhile executing <node> at <line:col> in source:\n<excerpt>\nError:
+// <what>"; keep what went wrong (raise_exception's own words) and where.
 std::string runtime_message(const std::string& what) {
   size_t e = what.rfind("\nError: ");
   if (e == std::string::npos) return first_line(what);
@@ -46,7 +46,8 @@ jinja::value bounded_range(const jinja::func_args& args) {
   std::int64_t start = v.size() > 1 ? v[0] : 0, stop = v.size() > 1 ? v[1] : (v.empty() ? 0 : v[0]);
   std::int64_t step = v.size() > 2 ? v[2] : 1;
   long double n = step == 0 ? 0 : (static_cast<long double>(stop) - start) / step;
-  if (n > kMaxRange) throw jinja::raised_exception("range() of more than " + std::to_string(kMaxRange) + " numbers");
+  if (n > kMaxRange)
+    throw jinja::raised_exception("range() of more than " + std::to_string(kMaxRange) + " numbers");
   return builtin(args);
 }
 
@@ -69,14 +70,16 @@ JinjaProgram::JinjaProgram(const std::string& source) {
     jinja::lexer lexer;
     impl->program = jinja::parse_from_tokens(lexer.tokenize(source));
   } catch (const std::exception& e) {
-    throw TokenizerError("chat template does not parse: " + first_line(e.what()), "chat_template",
-                         "the Jinja source in tokenizer_config.json, chat_template.jinja or the GGUF");
+    throw TokenizerError(
+        "chat template does not parse: " + first_line(e.what()), "chat_template",
+        "the Jinja source in tokenizer_config.json, chat_template.jinja or the GGUF");
   }
   impl_ = std::move(impl);
 }
 
-std::vector<JinjaPart> JinjaProgram::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                                            const std::map<std::string, std::string>& variables) const {
+std::vector<JinjaPart> JinjaProgram::render(
+    const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+    const std::map<std::string, std::string>& variables) const {
   jinja::context ctx(impl_->source);
   auto list = jinja::mk_val<jinja::value_array>();
   for (const auto& m : messages) {
@@ -95,10 +98,8 @@ std::vector<JinjaPart> JinjaProgram::render(const std::vector<ChatMessage>& mess
     auto parts = jinja::runtime::gather_string_parts(runtime.execute(impl_->program));
     for (const auto& p : parts->val_str.parts) {
       if (p.val.empty()) continue;
-      if (!out.empty() && out.back().marked == p.is_input)
-        out.back().text += p.val;
-      else
-        out.push_back({p.val, p.is_input});
+      if (!out.empty() && out.back().marked == p.is_input) out.back().text += p.val;
+      else out.push_back({p.val, p.is_input});
     }
   } catch (const std::exception& e) {
     throw TokenizerError("chat template: " + runtime_message(e.what()), "messages",

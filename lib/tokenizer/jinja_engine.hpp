@@ -23,7 +23,8 @@ class JinjaProgram {
   // What apply_chat_template renders: `messages`, `add_generation_prompt` and `variables` (the
   // tokenizer's special tokens: bos_token, eos_token, ...) in the template's context. The
   // template's raise_exception and runtime errors become TokenizerError.
-  std::vector<JinjaPart> render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+  std::vector<JinjaPart> render(const std::vector<ChatMessage>& messages,
+                                bool add_generation_prompt,
                                 const std::map<std::string, std::string>& variables) const;
 
  private:

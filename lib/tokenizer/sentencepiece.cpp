@@ -18,7 +18,9 @@ class SpmTokenizer final : public Tokenizer {
   SpmTokenizer(const std::string& proto, bool add_bos, bool add_eos, const std::string& where)
       : add_bos_(add_bos), add_eos_(add_eos), where_(where) {
     auto st = sp_.LoadFromSerializedProto(proto);
-    if (!st.ok()) throw TokenizerError("cannot load SentencePiece model: " + st.ToString(), where, kTokenizerFormats);
+    if (!st.ok())
+      throw TokenizerError("cannot load SentencePiece model: " + st.ToString(), where,
+                           kTokenizerFormats);
     int n = sp_.GetPieceSize();
     for (int i = 0; i < n; ++i) {
       if (sp_.IsControl(i) || sp_.IsUnknown(i)) {
@@ -29,7 +31,9 @@ class SpmTokenizer final : public Tokenizer {
         added_.push_back(a);
       }
     }
-    auto opt = [&](int id) -> std::optional<TokenId> { return id >= 0 && id < n ? std::optional<TokenId>(id) : std::nullopt; };
+    auto opt = [&](int id) -> std::optional<TokenId> {
+      return id >= 0 && id < n ? std::optional<TokenId>(id) : std::nullopt;
+    };
     bos_ = opt(sp_.bos_id());
     eos_ = opt(sp_.eos_id());
     pad_ = opt(sp_.pad_id());
@@ -41,7 +45,8 @@ class SpmTokenizer final : public Tokenizer {
     return ids;
   }
 
-  std::vector<TokenSpan> encode_spans(std::string_view input, const EncodeOptions& opt) const override {
+  std::vector<TokenSpan> encode_spans(std::string_view input,
+                                      const EncodeOptions& opt) const override {
     std::string repaired;
     std::string_view text = input;
     if (size_t ok = utf8_valid_prefix(input); ok != input.size()) {
@@ -89,7 +94,8 @@ class SpmTokenizer final : public Tokenizer {
     const std::string& piece = sp_.IdToPiece(id);
     if (sp_.IsByte(id)) {  // "<0xAB>"
       unsigned v = 0;
-      if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%2X>", &v) == 1) return std::string(1, static_cast<char>(v));
+      if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%2X>", &v) == 1)
+        return std::string(1, static_cast<char>(v));
       return {};
     }
     if (sp_.IsUnknown(id)) return " \xE2\x81\x87 ";  // what libsentencepiece prints for <unk>
@@ -146,11 +152,13 @@ class SpmTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> sentencepiece_from_bytes(const std::string& proto, bool add_bos, bool add_eos) {
+std::unique_ptr<Tokenizer> sentencepiece_from_bytes(const std::string& proto, bool add_bos,
+                                                    bool add_eos) {
   return std::make_unique<SpmTokenizer>(proto, add_bos, add_eos, "sentencepiece model");
 }
 
-std::unique_ptr<Tokenizer> sentencepiece_from_file(const std::filesystem::path& model, bool add_bos, bool add_eos) {
+std::unique_ptr<Tokenizer> sentencepiece_from_file(const std::filesystem::path& model, bool add_bos,
+                                                   bool add_eos) {
   return std::make_unique<SpmTokenizer>(io::read_file(model), add_bos, add_eos, model.string());
 }
 

@@ -9,8 +9,8 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
 #include "safetune/tokenizer/discovery.hpp"
-#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/gguf.hpp"
+#include "tokenizer/bpe.hpp"
 #include "tokenizer/sentencepiece.hpp"
 
 namespace safetune::tokenizer {
@@ -31,7 +31,10 @@ namespace {
 // True if s (1..3 bytes) is a proper prefix of some valid UTF-8 sequence.
 bool incomplete_sequence(std::string_view s) {
   auto c = static_cast<unsigned char>(s[0]);
-  size_t need = (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+  size_t need = (c >= 0xC2 && c <= 0xDF)   ? 2
+                : (c >= 0xE0 && c <= 0xEF) ? 3
+                : (c >= 0xF0 && c <= 0xF4) ? 4
+                                           : 0;
   if (need <= s.size()) return false;
   std::string probe(s);
   while (probe.size() < need) {
@@ -62,7 +65,8 @@ std::string StreamDecoder::push(TokenId id) {
   return utf8_valid_prefix(head) == head.size() ? head : utf8_repair(head);
 }
 
-std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids, bool skip_special) {
+std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids,
+                                    bool skip_special) {
   std::string bytes;
   std::vector<size_t> ends;  // byte offset where each token's bytes end
   for (TokenId id : ids) {
@@ -80,7 +84,9 @@ std::string decode_whole_characters(const Tokenizer& tok, const std::vector<Toke
   const size_t cut = bytes.size() - tail;
   size_t keep = ids.size();
   while (keep > 0 && ends[keep - 1] > cut) --keep;
-  std::string out = tok.decode(std::vector<TokenId>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep)), skip_special);
+  std::string out =
+      tok.decode(std::vector<TokenId>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep)),
+                 skip_special);
   // A token holding whole characters before the unfinished one keeps them.
   const size_t from = keep > 0 ? ends[keep - 1] : 0;
   if (from < cut) out += utf8_repair(std::string_view(bytes).substr(from, cut - from));
@@ -106,7 +112,8 @@ std::optional<std::string> token_name(const nlohmann::json& cfg, const char* key
 }  // namespace
 
 const char* const kTokenizerFormats =
-    "supported: tokenizer.json (byte-level BPE), a SentencePiece tokenizer.model, a .gguf model, or a directory "
+    "supported: tokenizer.json (byte-level BPE), a SentencePiece tokenizer.model, a .gguf model, "
+    "or a directory "
     "holding tokenizer.json or tokenizer.model";
 
 namespace {
@@ -120,7 +127,8 @@ FileKind sniff(const fs::path& p) {
   if (h == "GGUF") return FileKind::gguf;
   if (p.extension() == ".json") return FileKind::json;
   if (p.extension() == ".model") return FileKind::sentencepiece;
-  if (auto first = h.find_first_not_of(" \t\r\n"); first != h.npos && h[first] == '{') return FileKind::json;
+  if (auto first = h.find_first_not_of(" \t\r\n"); first != h.npos && h[first] == '{')
+    return FileKind::json;
   // A SentencePiece ModelProto starts with field 1 (pieces, length-delimited): tag byte 0x0A.
   if (!h.empty() && h[0] == 0x0A) return FileKind::sentencepiece;
   return FileKind::other;
@@ -134,7 +142,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
     switch (sniff(path)) {
       case FileKind::gguf: return tokenizer_from_gguf(io::GgufFile(path));
       case FileKind::other:
-        throw TokenizerError("not a tokenizer file safetune reads", path.string(), kTokenizerFormats);
+        throw TokenizerError("not a tokenizer file safetune reads", path.string(),
+                             kTokenizerFormats);
       default: break;
     }
   }
@@ -142,7 +151,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   fs::path file = path;
   if (fs::is_directory(path, ec)) {
     if (found.tokenizer.empty())
-      throw IoError("directory holds neither tokenizer.json nor tokenizer.model", path.string(), kTokenizerFormats);
+      throw IoError("directory holds neither tokenizer.json nor tokenizer.model", path.string(),
+                    kTokenizerFormats);
     file = found.tokenizer;
   }
   const fs::path config = found.config;
@@ -152,7 +162,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   nlohmann::json cfg;
   if (!config.empty()) {
     cfg = nlohmann::json::parse(io::read_file(config), nullptr, false);
-    if (cfg.is_discarded() || !cfg.is_object()) throw FormatError("not a JSON object", config.string());
+    if (cfg.is_discarded() || !cfg.is_object())
+      throw FormatError("not a JSON object", config.string());
     if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean())
       add_bos_cfg = cfg["add_bos_token"].get<bool>();
   }

@@ -1,4 +1,5 @@
-// Regularizer formulas on tensors; see include/safetune/train/penalties.hpp and docs/regularizers.md.
+// Regularizer formulas on tensors; see include/safetune/train/penalties.hpp and
+// docs/regularizers.md.
 #include "safetune/train/penalties.hpp"
 
 #include <ATen/autocast_mode.h>
@@ -104,7 +105,8 @@ class FusedVocabLoss : public torch::autograd::Function<FusedVocabLoss> {
         }
       } else {
         const at::Tensor w = aux.narrow(0, s, len).to(stats).unsqueeze(1);
-        const at::Tensor logq = at::log_softmax(at::mm(ref.narrow(0, s, len).to(compute), W.t()).to(stats), 1);
+        const at::Tensor logq =
+            at::log_softmax(at::mm(ref.narrow(0, s, len).to(compute), W.t()).to(stats), 1);
         at::Tensor logp = at::log_softmax(logits, 1);
         logits = at::Tensor();
         const at::Tensor q = logq.exp();
@@ -125,36 +127,41 @@ class FusedVocabLoss : public torch::autograd::Function<FusedVocabLoss> {
   }
 };
 
-at::Tensor fused_vocab_loss(const at::Tensor& hidden, const at::Tensor& ref, const at::Tensor& weight,
-                            const at::Tensor& aux, std::int64_t kind, std::int64_t chunk, const char* what) {
+at::Tensor fused_vocab_loss(const at::Tensor& hidden, const at::Tensor& ref,
+                            const at::Tensor& weight, const at::Tensor& aux, std::int64_t kind,
+                            std::int64_t chunk, const char* what) {
   if (hidden.dim() != 2 || weight.dim() != 2 || hidden.size(1) != weight.size(1))
     throw Error("needs hidden [N, H] and weight [V, H]", what);
-  if (aux.dim() != 1 || aux.size(0) != hidden.size(0)) throw Error("needs one target/weight per row", what);
-  if (ref.defined() && ref.sizes() != hidden.sizes()) throw Error("hidden and reference rows differ in shape", what);
+  if (aux.dim() != 1 || aux.size(0) != hidden.size(0))
+    throw Error("needs one target/weight per row", what);
+  if (ref.defined() && ref.sizes() != hidden.sizes())
+    throw Error("hidden and reference rows differ in shape", what);
   const bool want = torch::GradMode::is_enabled() && hidden.requires_grad();
   const auto c = gemm_dtype(hidden);
   // (an empty tensor stands for "no reference rows": autograd inputs must be defined)
-  return FusedVocabLoss::apply(hidden, ref.defined() ? ref.detach() : at::empty({0}, hidden.options()),
-                               weight.detach(), aux, kind,
-                               pick_chunk(hidden.size(0), weight.size(0), chunk, !hidden.is_cpu()), want,
-                               static_cast<std::int64_t>(c));
+  return FusedVocabLoss::apply(
+      hidden, ref.defined() ? ref.detach() : at::empty({0}, hidden.options()), weight.detach(), aux,
+      kind, pick_chunk(hidden.size(0), weight.size(0), chunk, !hidden.is_cpu()), want,
+      static_cast<std::int64_t>(c));
 }
 
 }  // namespace
 
-at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                    std::int64_t chunk_rows) {
-  return fused_vocab_loss(hidden, at::Tensor(), weight, targets.to(hidden.device(), at::kLong), 0, chunk_rows,
-                          "linear_cross_entropy_sum");
+at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight,
+                                    const at::Tensor& targets, std::int64_t chunk_rows) {
+  return fused_vocab_loss(hidden, at::Tensor(), weight, targets.to(hidden.device(), at::kLong), 0,
+                          chunk_rows, "linear_cross_entropy_sum");
 }
 
-at::Tensor linear_kl_sum(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& weight,
-                         const at::Tensor& row_weights, std::int64_t chunk_rows) {
-  return fused_vocab_loss(hidden, hidden_ref, weight, row_weights.to(hidden.device()), 1, chunk_rows,
-                          "linear_kl_sum");
+at::Tensor linear_kl_sum(const at::Tensor& hidden, const at::Tensor& hidden_ref,
+                         const at::Tensor& weight, const at::Tensor& row_weights,
+                         std::int64_t chunk_rows) {
+  return fused_vocab_loss(hidden, hidden_ref, weight, row_weights.to(hidden.device()), 1,
+                          chunk_rows, "linear_kl_sum");
 }
 
-at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref, const at::Tensor& mask) {
+at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_ref,
+                     const at::Tensor& mask) {
   if (logits_theta.sizes() != logits_ref.sizes())
     throw Error("logits of the model and the reference differ in shape", "kl_anchor");
   // Only the masked (response) positions enter the sum, so only their rows are normalised: the
@@ -166,7 +173,8 @@ at::Tensor kl_anchor(const at::Tensor& logits_theta, const at::Tensor& logits_re
   auto flat_theta = logits_theta.reshape({-1, vocab}), flat_ref = logits_ref.reshape({-1, vocab});
   const bool all = rows.numel() == flat_theta.size(0);  // e.g. rows picked by response_logits
   auto logp = torch::log_softmax(upcast(all ? flat_theta : flat_theta.index_select(0, rows)), -1);
-  auto logq = torch::log_softmax(upcast(all ? flat_ref : flat_ref.index_select(0, rows)), -1).detach();
+  auto logq =
+      torch::log_softmax(upcast(all ? flat_ref : flat_ref.index_select(0, rows)), -1).detach();
   auto kl = (logq.exp() * (logq - logp)).sum(-1);  // [rows]
   auto m = w.to(rows.device()).index_select(0, rows).to(kl.scalar_type());
   return (kl * m).sum() / m.sum();
@@ -198,22 +206,26 @@ at::Tensor orthogonal_penalty(const at::Tensor& A_task, const at::Tensor& A_safe
   return A_task.matmul(A_safety.detach().t()).pow(2).sum();
 }
 
-at::Tensor hidden_anchor_penalty(const at::Tensor& hidden, const at::Tensor& hidden_ref, const at::Tensor& mask) {
-  auto d = (hidden.to(torch::kFloat) - hidden_ref.detach().to(torch::kFloat)).pow(2).mean(-1);  // [B, T]
+at::Tensor hidden_anchor_penalty(const at::Tensor& hidden, const at::Tensor& hidden_ref,
+                                 const at::Tensor& mask) {
+  auto d =
+      (hidden.to(torch::kFloat) - hidden_ref.detach().to(torch::kFloat)).pow(2).mean(-1);  // [B, T]
   auto m = mask.to(d.device()).ne(0).to(torch::kFloat);
   const double n = m.sum().item<double>();
   if (n == 0) return d.sum() * 0;
   return (d * m).sum() / n;
 }
 
-void ema_update(std::vector<at::Tensor>& average, const std::vector<at::Tensor>& params, double decay) {
+void ema_update(std::vector<at::Tensor>& average, const std::vector<at::Tensor>& params,
+                double decay) {
   torch::NoGradGuard ng;
-  for (std::size_t i = 0; i < params.size(); ++i) average[i].mul_(decay).add_(params[i].detach().to(average[i].dtype()), 1 - decay);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    average[i].mul_(decay).add_(params[i].detach().to(average[i].dtype()), 1 - decay);
 }
 
 at::Tensor l2_delta_penalty(const at::Tensor& A, const at::Tensor& B, double scale) {
-  auto aat = A.matmul(A.t());   // [r, r]
-  auto btb = B.t().matmul(B);   // [r, r]
+  auto aat = A.matmul(A.t());                // [r, r]
+  auto btb = B.t().matmul(B);                // [r, r]
   return scale * scale * (aat * btb).sum();  // tr(X Y) = sum(X ∘ Y^T), both symmetric
 }
 
@@ -226,7 +238,8 @@ at::Tensor column_basis(const at::Tensor& B_safety, double rel_tol) {
   return U.narrow(1, 0, k).to(B_safety.scalar_type());
 }
 
-at::Tensor subspace_penalty(const at::Tensor& A_task, const at::Tensor& B_task, double scale, const at::Tensor& Q) {
+at::Tensor subspace_penalty(const at::Tensor& A_task, const at::Tensor& B_task, double scale,
+                            const at::Tensor& Q) {
   auto C = Q.numel() ? B_task - Q.matmul(Q.t().matmul(B_task)) : B_task;
   auto aat = A_task.matmul(A_task.t());
   auto ctc = C.t().matmul(C);
@@ -250,10 +263,12 @@ double project_conflicting(std::vector<at::Tensor>& g, const std::vector<at::Ten
 }
 
 double projection_cosine(const at::Tensor& A, const at::Tensor& B, const at::Tensor& Q) {
-  auto Ad = A.detach().to(torch::kDouble), Bd = B.detach().to(torch::kDouble), Qd = Q.detach().to(torch::kDouble);
+  auto Ad = A.detach().to(torch::kDouble), Bd = B.detach().to(torch::kDouble),
+       Qd = Q.detach().to(torch::kDouble);
   auto aat = Ad.matmul(Ad.t());
   auto PB = Qd.numel() ? Qd.matmul(Qd.t().matmul(Bd)) : torch::zeros_like(Bd);
-  // <dW, P dW> = tr(A^T B^T P B A) = tr((A A^T)(B^T P B)); P is idempotent so ||P dW||^2 is the same.
+  // <dW, P dW> = tr(A^T B^T P B A) = tr((A A^T)(B^T P B)); P is idempotent so ||P dW||^2 is the
+  // same.
   double inner = (aat * Bd.t().matmul(PB)).sum().item<double>();
   double norm2 = (aat * Bd.t().matmul(Bd)).sum().item<double>();
   if (norm2 <= 0) return 1.0;

@@ -16,14 +16,21 @@ void RegularizerSection::describe(ConfigVisitor& v) {
   auto names = regularizer_names();
   v.field("name", name, Field("Regularizer name.").required().one_of(names));
   v.field("lambda", lambda, Field("Weight of the term in the stage-2 loss.").range(0, 1e6));
-  v.field("beta_first", beta_first, Field("token_constrained: beta of the first response token.").range(1e-6, 1e3));
-  v.field("beta_early", beta_early, Field("token_constrained: beta of response tokens 2..early_until.").range(1e-6, 1e3));
-  v.field("beta_late", beta_late, Field("token_constrained: beta after early_until.").range(1e-6, 1e3));
-  v.field("early_until", early_until, Field("token_constrained: last position that uses beta_early.").range(1, 1e6));
-  v.field("rho", rho, Field("replay: fraction of task rows drawn from the safety data.").range(0, 1));
+  v.field("beta_first", beta_first,
+          Field("token_constrained: beta of the first response token.").range(1e-6, 1e3));
+  v.field("beta_early", beta_early,
+          Field("token_constrained: beta of response tokens 2..early_until.").range(1e-6, 1e3));
+  v.field("beta_late", beta_late,
+          Field("token_constrained: beta after early_until.").range(1e-6, 1e3));
+  v.field("early_until", early_until,
+          Field("token_constrained: last position that uses beta_early.").range(1, 1e6));
+  v.field("rho", rho,
+          Field("replay: fraction of task rows drawn from the safety data.").range(0, 1));
   v.field("on_task_batches", on_task_batches, Field("kl_anchor: also anchor on the task batches."));
-  v.field("threshold", threshold, Field("safe_lora_projection: project layers whose cosine is below this.").range(0, 1));
-  v.field("decay", decay, Field("ema: weight of the running average at each optimizer step.").range(0, 0.999999));
+  v.field("threshold", threshold,
+          Field("safe_lora_projection: project layers whose cosine is below this.").range(0, 1));
+  v.field("decay", decay,
+          Field("ema: weight of the running average at each optimizer step.").range(0, 0.999999));
 }
 
 at::Tensor shifted_labels(const at::Tensor& labels) {
@@ -65,7 +72,9 @@ ResponseLogits rows_of(model::CausalLM& model, const data::Batch& b) {
 }
 }  // namespace
 
-ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch) { return rows_of(model, batch); }
+ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch) {
+  return rows_of(model, batch);
+}
 
 at::Tensor lm_loss(const ResponseLogits& r) {
   if (r.targets.numel() == 0) return r.logits.to(torch::kFloat).sum() * 0;
@@ -107,7 +116,8 @@ at::Tensor RegContext::logits(const data::Batch& b, bool task_enabled, bool with
   });
 }
 
-ResponseLogits RegContext::response_logits(const data::Batch& b, bool task_enabled, bool with_grad) const {
+ResponseLogits RegContext::response_logits(const data::Batch& b, bool task_enabled,
+                                           bool with_grad) const {
   return on_network(*this, task_enabled, with_grad, [&] { return rows_of(*model, b); });
 }
 
@@ -119,7 +129,8 @@ struct Pair {
   const lora::Adapter* safety;
   at::Tensor Q;  // basis of col(B_safety), for subspace
 };
-std::vector<Pair> pairs(lora::ModelAdapters& a, const std::string& task, const std::string& safety) {
+std::vector<Pair> pairs(lora::ModelAdapters& a, const std::string& task,
+                        const std::string& safety) {
   std::vector<Pair> out;
   for (auto* st : a.stacks(task))
     if (st->contains(safety)) out.push_back({&st->get(task), &st->get(safety), {}});
@@ -148,10 +159,12 @@ class KlAnchor : public Regularizer {
       auto ref = on_network(c, false, false, [&] { return rows_hidden(*c.model, b); });
       const auto n = t.targets.numel();
       r = n == 0 ? t.hidden.to(torch::kFloat).sum() * 0
-                 : linear_kl_sum(t.hidden, ref.hidden, W, at::ones({n}, t.hidden.options().dtype(torch::kFloat))) /
+                 : linear_kl_sum(t.hidden, ref.hidden, W,
+                                 at::ones({n}, t.hidden.options().dtype(torch::kFloat))) /
                        static_cast<double>(n);
     } else {
-      auto lt = c.response_logits(b, true, true).logits, lr = c.response_logits(b, false, false).logits;
+      auto lt = c.response_logits(b, true, true).logits,
+           lr = c.response_logits(b, false, false).logits;
       r = kl_anchor(lt, lr, at::ones({lt.size(0)}, lt.options().dtype(torch::kBool)));
     }
     if (on_task_) {
@@ -207,7 +220,9 @@ class WeightPenalty : public Regularizer {
   enum class Kind { orthogonal, subspace, l2_delta };
   explicit WeightPenalty(Kind k) : kind_(k) {}
   std::string name() const override {
-    return kind_ == Kind::orthogonal ? "orthogonal" : kind_ == Kind::subspace ? "subspace" : "l2_delta";
+    return kind_ == Kind::orthogonal ? "orthogonal"
+           : kind_ == Kind::subspace ? "subspace"
+                                     : "l2_delta";
   }
   void setup(lora::ModelAdapters& a, const std::string& task, const std::string& safety) override {
     if (kind_ == Kind::l2_delta) {
@@ -215,7 +230,8 @@ class WeightPenalty : public Regularizer {
     } else {
       pairs_ = pairs(a, task, safety);
       if (pairs_.empty())
-        throw ConfigError(name() + " needs the safety adapter on the task adapter's Linears", "regularizers");
+        throw ConfigError(name() + " needs the safety adapter on the task adapter's Linears",
+                          "regularizers");
       if (kind_ == Kind::subspace)
         for (auto& p : pairs_) p.Q = column_basis(p.safety->B.to(torch::kFloat));
     }
@@ -225,7 +241,8 @@ class WeightPenalty : public Regularizer {
     for (const auto& p : pairs_) {
       at::Tensor t;
       if (kind_ == Kind::orthogonal) t = orthogonal_penalty(p.task->A, p.safety->A);
-      else if (kind_ == Kind::subspace) t = subspace_penalty(p.task->A, p.task->B, p.task->scale(), p.Q);
+      else if (kind_ == Kind::subspace)
+        t = subspace_penalty(p.task->A, p.task->B, p.task->scale(), p.Q);
       else t = l2_delta_penalty(p.task->A, p.task->B, p.task->scale());
       total = total.defined() ? total + t : t;
     }
@@ -304,7 +321,8 @@ class Ema : public Regularizer {
   void on_train_end(std::vector<at::Tensor>& params) override {
     fold(params);  // the last iterate
     torch::NoGradGuard ng;
-    for (std::size_t i = 0; i < params.size(); ++i) params[i].copy_(average_[i].to(params[i].dtype()));
+    for (std::size_t i = 0; i < params.size(); ++i)
+      params[i].copy_(average_[i].to(params[i].dtype()));
   }
   std::map<std::string, double> metrics() const override { return {{"ema_steps", double(steps_)}}; }
 
@@ -330,15 +348,26 @@ std::map<std::string, RegularizerFactory>& registry() {
   static std::map<std::string, RegularizerFactory> r = [] {
     std::map<std::string, RegularizerFactory> m;
     m["none"] = [](const RegularizerSection&) { return std::make_unique<NoneReg>(); };
-    m["kl_anchor"] = [](const RegularizerSection& s) { return std::make_unique<KlAnchor>(s.on_task_batches); };
+    m["kl_anchor"] = [](const RegularizerSection& s) {
+      return std::make_unique<KlAnchor>(s.on_task_batches);
+    };
     m["token_constrained"] = [](const RegularizerSection& s) {
-      return std::make_unique<TokenConstrained>(TokenBetas{s.beta_first, s.beta_early, s.beta_late, static_cast<long>(s.early_until)});
+      return std::make_unique<TokenConstrained>(
+          TokenBetas{s.beta_first, s.beta_early, s.beta_late, static_cast<long>(s.early_until)});
     };
     m["replay"] = [](const RegularizerSection& s) { return std::make_unique<Replay>(s.rho); };
-    m["orthogonal"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::orthogonal); };
-    m["subspace"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::subspace); };
-    m["l2_delta"] = [](const RegularizerSection&) { return std::make_unique<WeightPenalty>(WeightPenalty::Kind::l2_delta); };
-    m["gradient_projection"] = [](const RegularizerSection&) { return std::make_unique<GradientProjection>(); };
+    m["orthogonal"] = [](const RegularizerSection&) {
+      return std::make_unique<WeightPenalty>(WeightPenalty::Kind::orthogonal);
+    };
+    m["subspace"] = [](const RegularizerSection&) {
+      return std::make_unique<WeightPenalty>(WeightPenalty::Kind::subspace);
+    };
+    m["l2_delta"] = [](const RegularizerSection&) {
+      return std::make_unique<WeightPenalty>(WeightPenalty::Kind::l2_delta);
+    };
+    m["gradient_projection"] = [](const RegularizerSection&) {
+      return std::make_unique<GradientProjection>();
+    };
     m["hidden_anchor"] = [](const RegularizerSection&) { return std::make_unique<HiddenAnchor>(); };
     m["ema"] = [](const RegularizerSection& s) { return std::make_unique<Ema>(s.decay); };
     return m;
@@ -364,7 +393,8 @@ std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg) {
   {
     std::lock_guard<std::mutex> lock(registry_mutex());
     auto it = registry().find(cfg.name);
-    if (it == registry().end()) throw ConfigError("unknown regularizer '" + cfg.name + "'", "regularizers");
+    if (it == registry().end())
+      throw ConfigError("unknown regularizer '" + cfg.name + "'", "regularizers");
     f = it->second;
   }
   auto r = f(cfg);
@@ -373,8 +403,10 @@ std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg) {
 }
 
 namespace {
-// The safety adapter's column basis Q on one Linear holding both adapters, and cos(dW_task, Q Q^T dW_task).
-std::pair<at::Tensor, double> safe_lora_cosine(lora::AdapterStack& st, const std::string& task, const std::string& safety) {
+// The safety adapter's column basis Q on one Linear holding both adapters, and cos(dW_task, Q Q^T
+// dW_task).
+std::pair<at::Tensor, double> safe_lora_cosine(lora::AdapterStack& st, const std::string& task,
+                                               const std::string& safety) {
   const auto& t = st.get(task);
   auto Q = column_basis(st.get(safety).B.to(torch::kDouble));
   const double cosine = projection_cosine(t.A, t.B, Q);
@@ -382,7 +414,8 @@ std::pair<at::Tensor, double> safe_lora_cosine(lora::AdapterStack& st, const std
 }
 }  // namespace
 
-SafeLoraPlan safe_lora_plan(lora::ModelAdapters& a, const std::string& task, const std::string& safety) {
+SafeLoraPlan safe_lora_plan(lora::ModelAdapters& a, const std::string& task,
+                            const std::string& safety) {
   SafeLoraPlan plan;
   torch::NoGradGuard ng;
   for (auto* st : a.stacks(task)) {
@@ -395,8 +428,8 @@ SafeLoraPlan safe_lora_plan(lora::ModelAdapters& a, const std::string& task, con
   return plan;
 }
 
-std::vector<std::string> safe_lora_project(lora::ModelAdapters& a, const std::string& task, const std::string& safety,
-                                           double threshold) {
+std::vector<std::string> safe_lora_project(lora::ModelAdapters& a, const std::string& task,
+                                           const std::string& safety, double threshold) {
   std::vector<std::string> projected;
   torch::NoGradGuard ng;
   for (auto* st : a.stacks(task)) {

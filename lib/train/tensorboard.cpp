@@ -19,7 +19,8 @@ constexpr std::array<std::uint32_t, 256> make_crc_table() {
   std::array<std::uint32_t, 256> t{};
   for (std::uint32_t i = 0; i < 256; ++i) {
     std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // reflected Castagnoli
+    for (int k = 0; k < 8; ++k)
+      c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // reflected Castagnoli
     t[i] = c;
   }
   return t;
@@ -47,10 +48,12 @@ void put_bytes(std::string& out, std::uint32_t field, std::string_view bytes) {
   out.append(bytes);
 }
 
-// Event { double wall_time = 1; int64 step = 2; oneof { string file_version = 3; Summary summary = 5; } }
+// Event { double wall_time = 1; int64 step = 2; oneof { string file_version = 3; Summary summary =
+// 5; } }
 std::string event_header(std::int64_t step) {
   std::string e;
-  const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   put_varint(e, (1 << 3) | 1);  // wire type 1: 64-bit
   put_fixed(e, wall);
   put_varint(e, (2 << 3) | 0);  // wire type 0: varint
@@ -78,8 +81,8 @@ TensorBoardWriter::TensorBoardWriter(const std::filesystem::path& dir) {
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
   // TensorBoard finds files by "tfevents" in the name; time, host and pid keep names unique.
-  path_ = dir / ("events.out.tfevents." + std::to_string(now) + "." + host + "." + std::to_string(getpid()) +
-                 ".safetune");
+  path_ = dir / ("events.out.tfevents." + std::to_string(now) + "." + host + "." +
+                 std::to_string(getpid()) + ".safetune");
   out_.open(path_, std::ios::binary | std::ios::trunc);
   if (!out_) throw IoError("cannot open TensorBoard event file for writing", path_.string());
   std::string e = event_header(0);
@@ -89,7 +92,8 @@ TensorBoardWriter::TensorBoardWriter(const std::filesystem::path& dir) {
 
 void TensorBoardWriter::write(const std::map<std::string, MetricsWriter::Value>& record) {
   std::int64_t step = 0;
-  if (auto it = record.find("step"); it != record.end() && std::holds_alternative<std::int64_t>(it->second))
+  if (auto it = record.find("step");
+      it != record.end() && std::holds_alternative<std::int64_t>(it->second))
     step = std::get<std::int64_t>(it->second);
   // Summary { repeated Value value = 1; }  Value { string tag = 1; float simple_value = 2; }
   std::string summary;

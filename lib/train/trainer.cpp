@@ -1,4 +1,5 @@
-// Trainer: the optimisation loop, checkpoints (torch archives written through AtomicFile) and resume.
+// Trainer: the optimisation loop, checkpoints (torch archives written through AtomicFile) and
+// resume.
 #include "safetune/train/trainer.hpp"
 
 #include <sys/resource.h>
@@ -34,20 +35,27 @@ void TrainSection::describe(ConfigVisitor& v) {
   v.field("warmup_steps", warmup_steps, Field("Linear warmup steps from 0 to lr.").at_least(0));
   v.field("min_lr_ratio", min_lr_ratio,
           Field("Final learning rate as a fraction of lr (linear and cosine).").range(0, 1));
-  v.field("grad_accum", grad_accum, Field("Micro-batches accumulated per optimizer step.").range(1, 1 << 16));
-  v.field("max_grad_norm", max_grad_norm, Field("Global gradient-norm clip; 0 disables.").at_least(0));
-  v.field("checkpoint_every", checkpoint_every,
-          Field("Save a checkpoint every N steps (0: only at the end and on interrupt).").at_least(0));
-  v.field("keep_last", keep_last, Field("Checkpoints kept (older ones are deleted).").range(1, 1000));
+  v.field("grad_accum", grad_accum,
+          Field("Micro-batches accumulated per optimizer step.").range(1, 1 << 16));
+  v.field("max_grad_norm", max_grad_norm,
+          Field("Global gradient-norm clip; 0 disables.").at_least(0));
+  v.field(
+      "checkpoint_every", checkpoint_every,
+      Field("Save a checkpoint every N steps (0: only at the end and on interrupt).").at_least(0));
+  v.field("keep_last", keep_last,
+          Field("Checkpoints kept (older ones are deleted).").range(1, 1000));
   v.field("eval_every", eval_every, Field("Evaluate every N steps; 0 disables.").at_least(0));
   v.field("log_every", log_every, Field("Write a metrics line every N steps.").range(1, 1e9));
   v.field("tensorboard", tensorboard,
-          Field("Also write every metrics line to a TensorBoard event file (events.out.tfevents.*) beside "
+          Field("Also write every metrics line to a TensorBoard event file (events.out.tfevents.*) "
+                "beside "
                 "metrics.jsonl, for `tensorboard --logdir runs/`."));
-  v.field("precision", precision,
-          Field("auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on the parameters' device "
-                "(CUDA or CPU); fp32: no autocast. Adapter weights and optimizer state stay fp32.")
-              .one_of({"auto", "fp32", "bf16"}));
+  v.field(
+      "precision", precision,
+      Field(
+          "auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on the parameters' device "
+          "(CUDA or CPU); fp32: no autocast. Adapter weights and optimizer state stay fp32.")
+          .one_of({"auto", "fp32", "bf16"}));
 }
 
 double lr_at(const TrainSection& c, std::int64_t step) {
@@ -80,10 +88,14 @@ struct Trainer::Impl {
 
 Trainer::Trainer(TrainSection cfg, std::vector<std::pair<std::string, at::Tensor>> params,
                  fs::path out_dir, TrainerHooks hooks)
-    : impl_(std::make_unique<Impl>()), cfg_(std::move(cfg)), params_(std::move(params)),
-      out_dir_(std::move(out_dir)), hooks_(std::move(hooks)) {
+    : impl_(std::make_unique<Impl>()),
+      cfg_(std::move(cfg)),
+      params_(std::move(params)),
+      out_dir_(std::move(out_dir)),
+      hooks_(std::move(hooks)) {
   if (!hooks_.micro_step) throw Error("Trainer needs a micro_step hook", "train");
-  if (params_.empty()) throw Error("no trainable parameters", "train", "enable at least one trainable adapter");
+  if (params_.empty())
+    throw Error("no trainable parameters", "train", "enable at least one trainable adapter");
   std::vector<torch::Tensor> tensors;
   for (const auto& [name, t] : params_) {
     if (!t.requires_grad()) throw Error("parameter does not require grad", name);
@@ -98,7 +110,9 @@ Trainer::Trainer(TrainSection cfg, std::vector<std::pair<std::string, at::Tensor
 
 Trainer::~Trainer() = default;
 
-void Trainer::stop(std::string reason) { stop_reason_ = reason.empty() ? "stopped" : std::move(reason); }
+void Trainer::stop(std::string reason) {
+  stop_reason_ = reason.empty() ? "stopped" : std::move(reason);
+}
 
 double& Trainer::scalar(const std::string& name, double initial) {
   auto it = scalars_.find(name);
@@ -170,9 +184,9 @@ fs::path Trainer::save_checkpoint() {
     });
     f.commit();
   }
-  nlohmann::json state = {{"step", step_}, {"cursor", cursor_}, {"scalars", scalars_},
-                          {"losses", losses_}, {"protected", protected_},
-                          {"world_size", world_of(dist_)}};
+  nlohmann::json state = {{"step", step_},           {"cursor", cursor_},
+                          {"scalars", scalars_},     {"losses", losses_},
+                          {"protected", protected_}, {"world_size", world_of(dist_)}};
   io::atomic_write(tmp_dir / "state.json", state.dump(2));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp_dir, final_dir);
@@ -184,13 +198,15 @@ fs::path Trainer::save_checkpoint() {
   for (const auto& e : fs::directory_iterator(root)) {
     std::smatch m;
     std::string fname = e.path().filename().string();
-    if (e.is_directory() && std::regex_match(fname, m, re)) found.emplace_back(std::stoll(m[1]), e.path());
+    if (e.is_directory() && std::regex_match(fname, m, re))
+      found.emplace_back(std::stoll(m[1]), e.path());
   }
   std::sort(found.begin(), found.end());
   std::int64_t excess = static_cast<std::int64_t>(found.size()) - cfg_.keep_last;
   for (std::int64_t i = 0; i < excess; ++i) {
     if (found[i].first == step_) continue;
-    if (std::find(protected_.begin(), protected_.end(), found[i].first) != protected_.end()) continue;
+    if (std::find(protected_.begin(), protected_.end(), found[i].first) != protected_.end())
+      continue;
     fs::remove_all(found[i].second, ec);
   }
   log_info("checkpoint saved: " + final_dir.string());
@@ -213,16 +229,18 @@ void Trainer::load_checkpoint(const fs::path& dir) {
     state = nlohmann::json::parse(state_text);
     const int saved_world = state.value("world_size", 1);
     if (saved_world != world_of(dist_))
-      throw ConfigError("checkpoint was written by " + std::to_string(saved_world) + " ranks, this run has " +
-                            std::to_string(world_of(dist_)),
-                        (dir / "state.json").string(), "resume with the same world size (WORLD_SIZE)");
+      throw ConfigError("checkpoint was written by " + std::to_string(saved_world) +
+                            " ranks, this run has " + std::to_string(world_of(dist_)),
+                        (dir / "state.json").string(),
+                        "resume with the same world size (WORLD_SIZE)");
     step_ = state.at("step").get<std::int64_t>();
     cursor_ = state.at("cursor").get<std::int64_t>();
     scalars_ = state.at("scalars").get<std::map<std::string, double>>();
     losses_ = state.at("losses").get<std::vector<double>>();
     protected_ = state.value("protected", std::vector<std::int64_t>{});
   } catch (const nlohmann::json::exception& e) {
-    throw FormatError(std::string("damaged checkpoint state: ") + e.what(), (dir / "state.json").string());
+    throw FormatError(std::string("damaged checkpoint state: ") + e.what(),
+                      (dir / "state.json").string());
   }
   torch::serialize::InputArchive archive;
   try {
@@ -231,9 +249,11 @@ void Trainer::load_checkpoint(const fs::path& dir) {
     for (auto& [pname, t] : params_) {
       at::Tensor saved;
       if (!archive.try_read("param." + pname, saved))
-        throw FormatError("checkpoint lacks trainable tensor", (dir / "trainer.pt").string() + ": " + pname);
+        throw FormatError("checkpoint lacks trainable tensor",
+                          (dir / "trainer.pt").string() + ": " + pname);
       if (saved.sizes() != t.sizes())
-        throw FormatError("checkpoint tensor has a different shape", (dir / "trainer.pt").string() + ": " + pname);
+        throw FormatError("checkpoint tensor has a different shape",
+                          (dir / "trainer.pt").string() + ": " + pname);
       t.copy_(saved);
     }
     torch::serialize::InputArchive optim_archive;
@@ -245,8 +265,7 @@ void Trainer::load_checkpoint(const fs::path& dir) {
     cpu_gen.set_state(rng);
     if (torch::cuda::is_available()) {
       at::Tensor cuda_rng;
-      if (archive.try_read("rng.cuda0", cuda_rng))
-      {
+      if (archive.try_read("rng.cuda0", cuda_rng)) {
         auto gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, 0));
         gen.set_state(cuda_rng);
       }
@@ -284,7 +303,8 @@ void Trainer::average_gradients(double& loss_sum, std::int64_t& tokens, bool& si
   signalled = sums[2] > 0;
   for (std::int64_t i = 0; i < n; ++i) {
     auto& t = params_[i].second;
-    if (sums[3 + i] == 0) t.mutable_grad() = at::Tensor();  // no rank produced one: skip it like one process would
+    if (sums[3 + i] == 0)
+      t.mutable_grad() = at::Tensor();  // no rank produced one: skip it like one process would
     else t.mutable_grad().div_(world);
   }
 }
@@ -317,7 +337,8 @@ TrainStatus Trainer::run(bool resume) {
     }
   }
   if (main_rank) impl_->metrics = std::make_unique<MetricsWriter>(metrics_path, /*append=*/resume);
-  if (main_rank && cfg_.tensorboard) impl_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_);
+  if (main_rank && cfg_.tensorboard)
+    impl_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_);
   if (dist_ && dist_->distributed()) {
     // Every rank starts from rank 0's tensors, whatever their initialisation did.
     torch::NoGradGuard no_grad;
@@ -329,7 +350,10 @@ TrainStatus Trainer::run(bool resume) {
   auto old_term = std::signal(SIGTERM, on_signal);
   struct Restore {
     decltype(old_int) i, t;
-    ~Restore() { std::signal(SIGINT, i); std::signal(SIGTERM, t); }
+    ~Restore() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
   } restore{old_int, old_term};
 
   // Autocast runs on the parameters' device: bf16 on CUDA by default, and on the CPU when asked
@@ -368,7 +392,8 @@ TrainStatus Trainer::run(bool resume) {
       at::Tensor scaled = out.loss.to(at::kFloat) / static_cast<double>(cfg_.grad_accum);
       scaled.backward();
       const double l = out.loss.item<double>();
-      if (!std::isfinite(l) && !(dist_ && dist_->distributed()))  // distributed: checked on the global sum
+      if (!std::isfinite(l) &&
+          !(dist_ && dist_->distributed()))  // distributed: checked on the global sum
         throw Error("loss is not finite at step " + std::to_string(step_), "train",
                     "lower the learning rate or check the data");
       loss_sum += l;
@@ -392,8 +417,8 @@ TrainStatus Trainer::run(bool resume) {
       average_gradients(loss_sum, tokens, signalled);
       comm_s = dist_->comm_seconds() - comm0;
       if (!std::isfinite(loss_sum))
-        throw Error("loss is not finite at step " + std::to_string(step_) + " on at least one rank", "train",
-                    "lower the learning rate or check the data");
+        throw Error("loss is not finite at step " + std::to_string(step_) + " on at least one rank",
+                    "train", "lower the learning rate or check the data");
     }
     if (hooks_.before_optimizer_step) hooks_.before_optimizer_step(*this, step_);
     std::vector<torch::Tensor> with_grad;
@@ -409,12 +434,18 @@ TrainStatus Trainer::run(bool resume) {
     ++step_;
     const double loss = loss_sum / static_cast<double>(cfg_.grad_accum * world);
     losses_.push_back(loss);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     std::map<std::string, MetricsWriter::Value> rec{
-        {"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+        {"step", step_},
+        {"loss", loss},
+        {"lr", lr},
+        {"grad_norm", grad_norm},
         {"tokens_per_s", secs > 0 ? static_cast<double>(tokens) / secs : 0.0},
-        {"supervised_tokens", tokens}, {"peak_rss_mb", peak_rss_mb()}, {"step_s", secs}};
+        {"supervised_tokens", tokens},
+        {"peak_rss_mb", peak_rss_mb()},
+        {"step_s", secs}};
     if (dist_ && dist_->distributed()) {
       rec["comm_s"] = comm_s;
       if (wait_s >= 0) rec["comm_wait_s"] = wait_s;
@@ -443,7 +474,8 @@ TrainStatus Trainer::run(bool resume) {
       // Another rank's signal reaches this one through the all-reduce only: take it as SIGTERM,
       // what launchers send to stop the remaining ranks.
       interrupt_signal_ = g_signal.load() != 0 ? g_signal.load() : SIGTERM;
-      log_warn("signal " + std::to_string(g_signal.load()) + " received (on this or another rank): saving a checkpoint and exiting");
+      log_warn("signal " + std::to_string(g_signal.load()) +
+               " received (on this or another rank): saving a checkpoint and exiting");
       if (cfg_.checkpoint_every == 0 || step_ % cfg_.checkpoint_every != 0) save_checkpoint();
       return TrainStatus::interrupted;
     }

@@ -12,6 +12,8 @@ std::string format(const std::string& what, const std::string& where, const std:
 
 Error::Error(std::string what, std::string where, std::string hint)
     : std::runtime_error(format(what, where, hint)),
-      what_(std::move(what)), where_(std::move(where)), hint_(std::move(hint)) {}
+      what_(std::move(what)),
+      where_(std::move(where)),
+      hint_(std::move(hint)) {}
 
 }  // namespace safetune

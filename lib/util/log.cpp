@@ -84,14 +84,16 @@ std::string format_duration(double seconds) {
   char buf[32];
   if (s >= 3600)
     std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%lld:%02lld", s / 60, s % 60);
   return buf;
 }
 
 Progress::Progress(std::string label, std::int64_t total, std::string unit)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_),
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(total),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_),
       tty_(::isatty(STDERR_FILENO) == 1) {}
 
 Progress::~Progress() {
@@ -119,7 +121,8 @@ std::string progress_line(const std::string& label, std::int64_t done, std::int6
   std::string out = label + "  " + std::to_string(done);
   if (total > 0) {
     out += "/" + std::to_string(total) + " [";
-    int filled = static_cast<int>(static_cast<double>(width) * std::min<double>(done, total) / total);
+    int filled =
+        static_cast<int>(static_cast<double>(width) * std::min<double>(done, total) / total);
     for (int i = 0; i < width; ++i) out += i < filled ? '=' : (i == filled ? '>' : ' ');
     out += "]";
   }

@@ -26,7 +26,8 @@ std::string escape_entities(std::string_view text) {
 
 std::string escape(std::string_view text) {
   std::string kept(text);
-  std::erase_if(kept, [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n'; });
+  std::erase_if(
+      kept, [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n'; });
   return escape_entities(kept);
 }
 
@@ -43,8 +44,9 @@ std::string element(std::string_view name, const Attrs& attrs, std::string_view 
 }
 
 std::string open(const std::string& width, const std::string& height, const Attrs& attrs) {
-  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + escape(width) + "\" height=\"" +
-                  escape(height) + "\" viewBox=\"0 0 " + escape(width) + " " + escape(height) + "\"";
+  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + escape(width) +
+                  "\" height=\"" + escape(height) + "\" viewBox=\"0 0 " + escape(width) + " " +
+                  escape(height) + "\"";
   append_attrs(s, attrs);
   return s + ">\n";
 }

@@ -22,7 +22,8 @@ std::string element(std::string_view name, const Attrs& attrs);
 // <name k="v" ...>content</name>; `content` is inserted as is (escape text first).
 std::string element(std::string_view name, const Attrs& attrs, std::string_view content);
 
-// The root element: <svg xmlns=... width="W" height="H" viewBox="0 0 W H" k="v"...>, then a newline.
+// The root element: <svg xmlns=... width="W" height="H" viewBox="0 0 W H" k="v"...>, then a
+// newline.
 std::string open(const std::string& width, const std::string& height, const Attrs& attrs = {});
 inline std::string close() { return "</svg>\n"; }
 

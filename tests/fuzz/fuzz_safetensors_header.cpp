@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "safetune/error.hpp"
 #include "io/safetensors_header.hpp"
+#include "safetune/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -1,4 +1,5 @@
-// Deterministic byte-level mutations of a seed, shared by the in-suite fuzz run (no libFuzzer needed).
+// Deterministic byte-level mutations of a seed, shared by the in-suite fuzz run (no libFuzzer
+// needed).
 #pragma once
 #include <cstdint>
 #include <random>
@@ -10,9 +11,24 @@ namespace safetune::fuzz {
 // truncation, chunk duplication. Length fields and counts are the targets that matter.
 inline std::string mutate(std::string s, std::mt19937_64& rng) {
   auto pick = [&](std::uint64_t n) { return n == 0 ? 0 : rng() % n; };
-  static const std::uint64_t interesting[] = {0, 1, 2, 7, 8, 31, 32, 255, 256, 65535, 0x7fffffff, 0x80000000ULL,
-                                              0xffffffffULL, 0x100000000ULL, 1ULL << 62, 0x7fffffffffffffffULL,
-                                              0xffffffffffffffffULL, 100000001};
+  static const std::uint64_t interesting[] = {0,
+                                              1,
+                                              2,
+                                              7,
+                                              8,
+                                              31,
+                                              32,
+                                              255,
+                                              256,
+                                              65535,
+                                              0x7fffffff,
+                                              0x80000000ULL,
+                                              0xffffffffULL,
+                                              0x100000000ULL,
+                                              1ULL << 62,
+                                              0x7fffffffffffffffULL,
+                                              0xffffffffffffffffULL,
+                                              100000001};
   const int edits = 1 + static_cast<int>(pick(4));
   for (int e = 0; e < edits; ++e) {
     switch (pick(8)) {
@@ -32,17 +48,17 @@ inline std::string mutate(std::string s, std::mt19937_64& rng) {
         break;
       }
       case 4:
-        s.insert(s.begin() + static_cast<std::ptrdiff_t>(pick(s.size() + 1)), static_cast<char>(pick(256)));
+        s.insert(s.begin() + static_cast<std::ptrdiff_t>(pick(s.size() + 1)),
+                 static_cast<char>(pick(256)));
         break;
       case 5:
         if (!s.empty()) s.erase(pick(s.size()), 1 + pick(8));
         break;
-      case 6:
-        s.resize(pick(s.size() + 1));
-        break;
+      case 6: s.resize(pick(s.size() + 1)); break;
       case 7: {  // duplicate a chunk somewhere else
         if (s.empty()) break;
-        std::size_t from = pick(s.size()), len = 1 + pick(std::min<std::size_t>(16, s.size() - from));
+        std::size_t from = pick(s.size()),
+                    len = 1 + pick(std::min<std::size_t>(16, s.size() - from));
         std::string chunk = s.substr(from, len);
         s.insert(pick(s.size() + 1), chunk);
         break;

@@ -1,7 +1,8 @@
-// Entry point of the GPU suite: skips (exit 77, which CTest shows as skipped) without a CUDA device.
+// Entry point of the GPU suite: skips (exit 77, which CTest shows as skipped) without a CUDA
+// device.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include "safetune/kernels/lora.hpp"
 

@@ -1,9 +1,9 @@
 // CUDA LoRA kernels against the CPU references: every dtype, awkward shapes and ranks.
-#include "safetune/kernels/lora.hpp"
 #include "kernels/lora_reference.hpp"
+#include "safetune/kernels/lora.hpp"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 
@@ -42,7 +42,10 @@ std::vector<LoraFactors> to_cpu(const std::vector<LoraFactors>& f) {
 TEST_CASE("CUDA merge matches the reference for every dtype and awkward shape", "[gpu][lora]") {
   torch::manual_seed(21);
   const at::Device dev(at::kCUDA);
-  struct Case { std::int64_t out, in; std::vector<std::int64_t> ranks; };
+  struct Case {
+    std::int64_t out, in;
+    std::vector<std::int64_t> ranks;
+  };
   for (const Case& c : {Case{3584, 18944, {16, 16}}, Case{18944, 3584, {64}}, Case{896, 4864, {1}},
                         Case{896, 4864, {8}}, Case{4864, 896, {16, 64}}, Case{37, 53, {1, 3}}}) {
     for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
@@ -57,8 +60,10 @@ TEST_CASE("CUDA merge matches the reference for every dtype and awkward shape", 
         if (dtype == at::kFloat) {
           CHECK(diff.max().item<double>() < 1e-5);
         } else {
-          const double rel_ulp = dtype == at::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
-          // one ulp, plus fp32 accumulation loss where W and the update cancel, plus fp16 subnormals
+          const double rel_ulp =
+              dtype == at::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
+          // one ulp, plus fp32 accumulation loss where W and the update cancel, plus fp16
+          // subnormals
           at::Tensor mag = W0.to(at::kDouble).abs();
           for (const auto& a : to_cpu(f))
             mag += std::abs(a.scale) * at::mm(a.B.to(at::kDouble).abs(), a.A.to(at::kDouble).abs());
@@ -114,7 +119,8 @@ TEST_CASE("CUDA fused forward/backward matches the CPU reference", "[gpu][lora]"
     // the output (2^-11 / 2^-8 each) and fp32 accumulation, relative to the largest element.
     const double tol = dtype == at::kFloat ? 1e-4 : (dtype == at::kHalf ? 1e-2 : 5e-2);
     auto rel = [](const at::Tensor& got, const at::Tensor& ref) {
-      return ((got.cpu().to(at::kDouble) - ref).abs().max() / (ref.abs().max() + 1e-12)).item<double>();
+      return ((got.cpu().to(at::kDouble) - ref).abs().max() / (ref.abs().max() + 1e-12))
+          .item<double>();
     };
     INFO("dtype " << dtype);
     CHECK(rel(y.detach(), yr.detach()) < tol);

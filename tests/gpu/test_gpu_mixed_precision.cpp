@@ -5,8 +5,8 @@
 #include "safetune/train/autocast.hpp"
 #include "safetune/train/penalties.hpp"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 namespace k = safetune::kernels;
 
@@ -52,7 +52,8 @@ TEST_CASE("CUDA autocast: LoRA forward/backward with bf16 base and fp32 adapters
     auto B64 = f[1].B.detach().cpu().to(at::kDouble).set_requires_grad(true);
     auto x1 = dropout ? x64 * f[1].mask.cpu().to(at::kDouble) : x64;
     auto y64 = at::linear(x64, W.cpu().to(at::kDouble)) +
-               2.0 * at::mm(at::mm(x64, f[0].A.cpu().to(at::kDouble).t()), f[0].B.cpu().to(at::kDouble).t()) +
+               2.0 * at::mm(at::mm(x64, f[0].A.cpu().to(at::kDouble).t()),
+                            f[0].B.cpu().to(at::kDouble).t()) +
                2.0 * at::mm(at::mm(x1, A64.t()), B64.t());
     (y64 * w.to(at::kDouble)).sum().backward();
     INFO("dropout " << dropout);
@@ -73,7 +74,8 @@ TEST_CASE("CUDA autocast: fused chunked cross-entropy and KL match fp64", "[gpu]
   const at::Device dev(at::kCUDA);
   const std::int64_t N = 300, H = 256, V = 5000;
   const auto W = (torch::randn({V, H}) / 16).to(dev, at::kBFloat16);
-  const auto h0 = torch::randn({N, H}).to(dev, at::kBFloat16), r0 = torch::randn({N, H}).to(dev, at::kBFloat16);
+  const auto h0 = torch::randn({N, H}).to(dev, at::kBFloat16),
+             r0 = torch::randn({N, H}).to(dev, at::kBFloat16);
   const auto t = torch::randint(0, V, {N}, torch::kLong).to(dev);
   auto h = h0.clone().set_requires_grad(true), h2 = h0.clone().set_requires_grad(true);
   at::Tensor ce, kl;
@@ -83,11 +85,14 @@ TEST_CASE("CUDA autocast: fused chunked cross-entropy and KL match fp64", "[gpu]
     kl = safetune::train::linear_kl_sum(h2, r0, W, torch::ones({N}, dev), 64);
   }
   auto g = torch::autograd::grad({ce}, {h})[0], gk = torch::autograd::grad({kl}, {h2})[0];
-  auto hd = h0.cpu().to(at::kDouble).set_requires_grad(true), hd2 = h0.cpu().to(at::kDouble).set_requires_grad(true);
+  auto hd = h0.cpu().to(at::kDouble).set_requires_grad(true),
+       hd2 = h0.cpu().to(at::kDouble).set_requires_grad(true);
   const auto Wd = W.cpu().to(at::kDouble);
-  auto ce64 = torch::nn::functional::cross_entropy(at::mm(hd, Wd.t()), t.cpu(),
-                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  auto lp = torch::log_softmax(at::mm(hd2, Wd.t()), 1), lq = torch::log_softmax(at::mm(r0.cpu().to(at::kDouble), Wd.t()), 1);
+  auto ce64 = torch::nn::functional::cross_entropy(
+      at::mm(hd, Wd.t()), t.cpu(),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto lp = torch::log_softmax(at::mm(hd2, Wd.t()), 1),
+       lq = torch::log_softmax(at::mm(r0.cpu().to(at::kDouble), Wd.t()), 1);
   auto kl64 = (lq.exp() * (lq - lp)).sum();
   auto g64 = torch::autograd::grad({ce64}, {hd})[0], gk64 = torch::autograd::grad({kl64}, {hd2})[0];
   CHECK(ce.item<double>() == Approx(ce64.item<double>()).epsilon(0.01));

@@ -38,7 +38,8 @@ TEST_CASE("cli: global flags are accepted after the subcommand too", "[cli]") {
   test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");
   auto quiet = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--quiet"});
   CHECK(quiet.exit_code == 0);
-  auto level = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--log-level", "warn"});
+  auto level =
+      test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--log-level", "warn"});
   CHECK(level.exit_code == 0);
   // The value reaches the global option: its own check rejects it, not CLI11's "not expected".
   auto bad = test::run_cli({"config", "check", (dir / "ok.yaml").string(), "--log-level", "loud"});
@@ -56,7 +57,8 @@ TEST_CASE("cli: config check and show", "[cli]") {
   test::write_text(dir / "ok.yaml", "model:\n  path: m.gguf\n");
   auto ok = test::run_cli({"config", "check", (dir / "ok.yaml").string()});
   CHECK(ok.exit_code == 0);
-  auto show = test::run_cli({"config", "show", (dir / "ok.yaml").string(), "stage2.train.max_steps=7"});
+  auto show =
+      test::run_cli({"config", "show", (dir / "ok.yaml").string(), "stage2.train.max_steps=7"});
   CHECK(show.exit_code == 0);
   CHECK_THAT(show.out, Contains("max_steps: 7"));
   CHECK_THAT(show.out, Contains("path: m.gguf"));
@@ -65,8 +67,10 @@ TEST_CASE("cli: config check and show", "[cli]") {
   auto bad = test::run_cli({"config", "check", (dir / "bad.yaml").string()});
   CHECK(bad.exit_code == 1);
   CHECK(count_lines(bad.err) == 1);
-  CHECK_THAT(bad.err, StartsWith("error: " + (dir / "bad.yaml").string() + ":3:10: model.dtype: expected one of"));
-  test::write_text(dir / "reg.yaml", "model:\n  path: m.gguf\nstage2:\n  regularizers:\n    - {name: kl_anchr}\n");
+  CHECK_THAT(bad.err, StartsWith("error: " + (dir / "bad.yaml").string() +
+                                 ":3:10: model.dtype: expected one of"));
+  test::write_text(dir / "reg.yaml",
+                   "model:\n  path: m.gguf\nstage2:\n  regularizers:\n    - {name: kl_anchr}\n");
   auto reg = test::run_cli({"config", "check", (dir / "reg.yaml").string()});
   CHECK(reg.exit_code == 1);
   CHECK_THAT(reg.err, Contains("stage2.regularizers.0.name: expected one of"));

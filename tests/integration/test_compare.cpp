@@ -67,8 +67,9 @@ double csv_number(const std::string& s) { return s == "nan" ? std::nan("") : std
 
 }  // namespace
 
-TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns skip, damage is an error",
-          "[recipe][compare]") {
+TEST_CASE(
+    "compare: the tiny matrix runs, its table matches the cells, reruns skip, damage is an error",
+    "[recipe][compare]") {
   test::TempDir dir;
   const fs::path out = dir / "cmp";
   auto cfg = tiny_compare(out);
@@ -76,8 +77,9 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
   CHECK(r.cells_run == 4);
   CHECK(r.cells_skipped == 0);
   CHECK_FALSE(r.stage1_reused);
-  for (const char* f : {"compare.md", "compare.csv", "pareto.svg", "config.yaml", "stage1/result.json",
-                        "stage1/adapters/safety/adapter_model.safetensors", "stage1/assessments/aligned.json"})
+  for (const char* f :
+       {"compare.md", "compare.csv", "pareto.svg", "config.yaml", "stage1/result.json",
+        "stage1/adapters/safety/adapter_model.safetensors", "stage1/assessments/aligned.json"})
     CHECK(fs::exists(out / f));
 
   // Independent recomputation: counts from the assessments' per-probe results, metrics by hand.
@@ -96,8 +98,9 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
     CHECK(j["refusal"]["n"] == harmful.second);
     auto& m = by_variant[j["variant"].get<std::string>()];
     m["task_metric"].push_back(j["task_metric"].get<double>());
-    m["refusal_retention"].push_back(aligned_refusal > 0 ? (double(harmful.first) / harmful.second) / aligned_refusal
-                                                         : std::nan(""));
+    m["refusal_retention"].push_back(
+        aligned_refusal > 0 ? (double(harmful.first) / harmful.second) / aligned_refusal
+                            : std::nan(""));
     // benign probes are "positive" when refused; compliance is the rest.
     m["over_refusal"].push_back(double(benign.first) / benign.second);
     m["discrimination"].push_back(double(disc.first) / disc.second);
@@ -124,7 +127,8 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
     REQUIRE(by_variant.count(row["variant"]));
     const auto& m = by_variant[row["variant"]];
     CHECK(row["seeds"] == "2");
-    for (const char* metric : {"task_metric", "refusal_retention", "over_refusal", "discrimination", "train_seconds"}) {
+    for (const char* metric :
+         {"task_metric", "refusal_retention", "over_refusal", "discrimination", "train_seconds"}) {
       INFO(metric);
       auto [mean, sd] = mean_sd(m.at(metric));
       CHECK(same(csv_number(row[std::string(metric) + "_mean"]), mean));
@@ -141,16 +145,18 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
 
   // The plot is well-formed XML with one marker per variant in the plot and one in the legend.
   const fs::path count_file = dir / "circles.txt";
-  const std::string cmd = test::python().string() +
-                          " -c \"import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); "
-                          "print(r.tag, len([c for c in r.iter('{http://www.w3.org/2000/svg}circle') "
-                          "if c.get('r')=='5']))\" " +
-                          (out / "pareto.svg").string() + " > " + count_file.string() + " 2>&1";
+  const std::string cmd =
+      test::python().string() +
+      " -c \"import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); "
+      "print(r.tag, len([c for c in r.iter('{http://www.w3.org/2000/svg}circle') "
+      "if c.get('r')=='5']))\" " +
+      (out / "pareto.svg").string() + " > " + count_file.string() + " 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
   // Points are drawn only where both coordinates exist (retention is undefined if the aligned
   // model refused nothing); legend markers always.
   const int plotted = aligned_refusal > 0 ? 2 : 0;
-  CHECK(io::read_file(count_file) == "{http://www.w3.org/2000/svg}svg " + std::to_string(2 + plotted) + "\n");
+  CHECK(io::read_file(count_file) ==
+        "{http://www.w3.org/2000/svg}svg " + std::to_string(2 + plotted) + "\n");
 
   // A rerun skips every finished cell and leaves the results untouched.
   std::map<fs::path, fs::file_time_type> mtimes;
@@ -171,10 +177,12 @@ TEST_CASE("compare: the tiny matrix runs, its table matches the cells, reruns sk
     recipes::run_compare(tiny_compare(out));
     FAIL("expected an error");
   } catch (const FormatError& e) {
-    CHECK_THAT(e.what(), Catch::Contains("damaged cell result") && Catch::Contains(damaged.string()));
+    CHECK_THAT(e.what(),
+               Catch::Contains("damaged cell result") && Catch::Contains(damaged.string()));
   }
-  auto cli = test::run_cli({"compare", (test::source_dir() / "configs" / "tiny_compare.yaml").string(),
-                            "run.output_dir=" + out.string()});
+  auto cli =
+      test::run_cli({"compare", (test::source_dir() / "configs" / "tiny_compare.yaml").string(),
+                     "run.output_dir=" + out.string()});
   CHECK(cli.exit_code == 1);
   CHECK_THAT(cli.err, Catch::Contains("error: ") && Catch::Contains(damaged.string()));
   CHECK(io::read_file(damaged) == "{\"format\": \"safetune.compare.cell/1\", \"cell\": ");
@@ -209,7 +217,9 @@ TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired
   CHECK(r.rows[1].task_mix == "harmful-30");
   CHECK(r.rows[1].harmful_n == 2);
   // Each cell trained on its own mix: its resolved config names the AdvBench file or not.
-  auto config_of = [&](const std::string& cell) { return io::read_file(out / "cells" / cell / "config.yaml"); };
+  auto config_of = [&](const std::string& cell) {
+    return io::read_file(out / "cells" / cell / "config.yaml");
+  };
   CHECK(config_of("harmful-30_none_seed-0").find("advbench_small.csv") != std::string::npos);
   CHECK(config_of("benign_none_seed-0").find("advbench_small.csv") == std::string::npos);
   CHECK(config_of("benign_none_seed-0").find("identity_shift") == std::string::npos);
@@ -218,11 +228,13 @@ TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired
     std::map<std::string, bool> m;
     const json j = json::parse(io::read_file(file));
     for (const auto& x : j["results"])
-      if (x["kind"] == kind) m[x["id"]] = kind == "benign" ? !x["positive"].get<bool>() : x["positive"].get<bool>();
+      if (x["kind"] == kind)
+        m[x["id"]] = kind == "benign" ? !x["positive"].get<bool>() : x["positive"].get<bool>();
     return m;
   };
   for (const auto& c : r.cells) {
-    for (auto [kind, counts] : {std::pair{"harmful", c.refusal_paired}, {"benign", c.benign_paired}}) {
+    for (auto [kind, counts] :
+         {std::pair{"harmful", c.refusal_paired}, {"benign", c.benign_paired}}) {
       auto before = outcomes(out / "stage1" / "assessments" / "aligned.json", kind);
       auto after = outcomes(out / "cells" / c.cell / "assessments" / "tuned.json", kind);
       std::int64_t lost = 0, gained = 0, n = 0;
@@ -236,7 +248,8 @@ TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired
       CHECK(counts.gained == gained);
     }
     auto j = json::parse(io::read_file(out / "cells" / c.cell / "result.json"));
-    CHECK(recipes::read_cell_result(out / "cells" / c.cell / "result.json").refusal_paired.n() == c.refusal_paired.n());
+    CHECK(recipes::read_cell_result(out / "cells" / c.cell / "result.json").refusal_paired.n() ==
+          c.refusal_paired.n());
     CHECK(j["task_mix"] == c.task_mix);
   }
   const std::string md = io::read_file(out / "compare.md");
@@ -246,7 +259,8 @@ TEST_CASE("compare: the harmful-fine-tuning grid runs each task mix, with paired
   // A bad mix is a clear error.
   auto bad = cfg;
   bad.compare.task_mixes.items[1].label = "benign";
-  CHECK_THROWS_WITH(recipes::run_compare(bad), Catch::Contains("duplicate task mix label 'benign'"));
+  CHECK_THROWS_WITH(recipes::run_compare(bad),
+                    Catch::Contains("duplicate task mix label 'benign'"));
 }
 
 TEST_CASE("compare: bad compare keys and values are clear errors", "[compare]") {
@@ -258,19 +272,25 @@ TEST_CASE("compare: bad compare keys and values are clear errors", "[compare]") 
     CHECK(r.exit_code == 1);
     return r.err;
   };
-  CHECK_THAT(err({"compare.seed=[1]"}), Catch::Contains("compare.seed") && Catch::Contains("did you mean 'compare.seeds'"));
-  CHECK_THAT(err({"compare.seeds=[one]"}), Catch::Contains("compare.seeds.0") && Catch::Contains("non-negative integer"));
+  CHECK_THAT(err({"compare.seed=[1]"}),
+             Catch::Contains("compare.seed") && Catch::Contains("did you mean 'compare.seeds'"));
+  CHECK_THAT(err({"compare.seeds=[one]"}),
+             Catch::Contains("compare.seeds.0") && Catch::Contains("non-negative integer"));
   CHECK_THAT(err({"compare.lambdas=[0.1, big]"}), Catch::Contains("compare.lambdas.1"));
-  CHECK_THAT(err({"compare.variants.0.name=kl_anchr"}), Catch::Contains("compare.variants.0.name") &&
-                                                           Catch::Contains("did you mean 'kl_anchor'"));
+  CHECK_THAT(
+      err({"compare.variants.0.name=kl_anchr"}),
+      Catch::Contains("compare.variants.0.name") && Catch::Contains("did you mean 'kl_anchor'"));
   CHECK_THAT(err({"compare.variants.1.lamda=2"}), Catch::Contains("compare.variants.1.lamda"));
-  CHECK_THAT(err({"compare.variants=[]"}), Catch::Contains("compare.variants") && Catch::Contains("at least one variant"));
-  CHECK_THAT(err({"compare.variants.1.label=none"}), Catch::Contains("duplicate variant label 'none'"));
+  CHECK_THAT(err({"compare.variants=[]"}),
+             Catch::Contains("compare.variants") && Catch::Contains("at least one variant"));
+  CHECK_THAT(err({"compare.variants.1.label=none"}),
+             Catch::Contains("duplicate variant label 'none'"));
   CHECK_THAT(err({"safety.assess=false"}), Catch::Contains("safety.assess"));
   CHECK_FALSE(fs::exists("/nonexistent/never-written"));
 
   // The reference of the compare section is generated from the schema (docs/compare-config.md).
-  CHECK(recipes::compare_reference_markdown() == io::read_file(test::source_dir() / "docs" / "compare-config.md"));
+  CHECK(recipes::compare_reference_markdown() ==
+        io::read_file(test::source_dir() / "docs" / "compare-config.md"));
 }
 
 TEST_CASE("compare: mean/std, Pareto front and CSV quoting on hand-made cells", "[compare]") {
@@ -287,16 +307,16 @@ TEST_CASE("compare: mean/std, Pareto front and CSV quoting on hand-made cells", 
   };
   // plain: task (0.9, 0.7) retention (0.5, 0.7); "kl, anchored": task 0.7, 0.7 retention 0.9, 0.9;
   // "weak": dominated by kl on both axes.
-  auto rows = recipes::summarise_cells({cell("plain", 0.9, 0.5, 0), cell("kl, anchored", 0.7, 0.9, 0),
-                                        cell("weak", 0.5, 0.4, 0), cell("plain", 0.7, 0.7, 1),
-                                        cell("kl, anchored", 0.7, 0.9, 1), cell("weak", 0.5, 0.5, 1)});
+  auto rows = recipes::summarise_cells(
+      {cell("plain", 0.9, 0.5, 0), cell("kl, anchored", 0.7, 0.9, 0), cell("weak", 0.5, 0.4, 0),
+       cell("plain", 0.7, 0.7, 1), cell("kl, anchored", 0.7, 0.9, 1), cell("weak", 0.5, 0.5, 1)});
   REQUIRE(rows.size() == 3);
   CHECK(rows[0].task_metric.mean == Approx(0.8));
   CHECK(rows[0].task_metric.std == Approx(std::sqrt(0.02)));  // ((0.1)^2 + (0.1)^2) / (2 - 1)
   CHECK(rows[0].refusal_retention.mean == Approx(0.6));
   CHECK(rows[1].task_metric.std == Approx(0.0));
-  CHECK(rows[0].pareto);   // highest task metric
-  CHECK(rows[1].pareto);   // highest retention
+  CHECK(rows[0].pareto);  // highest task metric
+  CHECK(rows[1].pareto);  // highest retention
   CHECK_FALSE(rows[2].pareto);
   auto csv = recipes::compare_table_csv(rows);
   CHECK(csv.find("\n\"kl, anchored\",kl_anchor,1,separate,2,") != std::string::npos);

@@ -32,15 +32,25 @@ std::vector<nlohmann::json> jsonl(const fs::path& p) {
 // assessments, the task metric, the report and a release.
 std::vector<std::string> tiny_args(const fs::path& out, const fs::path& registry) {
   return {(test::source_dir() / "configs" / "tiny_two_stage.yaml").string(),
-          "run.output_dir=" + out.string(), "stage1.train.max_steps=4", "stage2.train.max_steps=4",
-          "stage1.train.checkpoint_every=2", "stage2.train.checkpoint_every=2", "stage1.data.max_length=64",
-          "stage2.data.max_length=64", "safety.limit=2", "safety.max_new_tokens=4", "stage2.task_eval_limit=2",
-          "safety.guard.every_n_steps=2", "safety.release.registry=" + registry.string()};
+          "run.output_dir=" + out.string(),
+          "stage1.train.max_steps=4",
+          "stage2.train.max_steps=4",
+          "stage1.train.checkpoint_every=2",
+          "stage2.train.checkpoint_every=2",
+          "stage1.data.max_length=64",
+          "stage2.data.max_length=64",
+          "safety.limit=2",
+          "safety.max_new_tokens=4",
+          "stage2.task_eval_limit=2",
+          "safety.guard.every_n_steps=2",
+          "safety.release.registry=" + registry.string()};
 }
 
 }  // namespace
 
-TEST_CASE("examples: two_stage_trainer runs the recipe as `safetune train` does, to the same numbers", "[examples]") {
+TEST_CASE(
+    "examples: two_stage_trainer runs the recipe as `safetune train` does, to the same numbers",
+    "[examples]") {
   const fs::path exe = example("two_stage_trainer");
   if (!fs::exists(exe)) {
     WARN("examples not built (SAFETUNE_BUILD_EXAMPLES=OFF): " << exe);
@@ -52,13 +62,15 @@ TEST_CASE("examples: two_stage_trainer runs the recipe as `safetune train` does,
   for (auto& a : tiny_args(dir / "cli", dir / "cli_registry.json")) cli_args.push_back(a);
   auto by_cli = test::run_cli(cli_args);
   REQUIRE(by_cli.exit_code == 0);
-  auto by_example = test::run_program(exe.string(), tiny_args(dir / "example", dir / "example_registry.json"));
+  auto by_example =
+      test::run_program(exe.string(), tiny_args(dir / "example", dir / "example_registry.json"));
   INFO(by_example.err);
   REQUIRE(by_example.exit_code == 0);
   CHECK_THAT(by_example.out, Catch::Matchers::Contains("gates: passed"));
 
-  for (const char* f : {"adapters/safety/adapter_model.safetensors", "adapters/task/adapter_model.safetensors",
-                        "report/safety_report.md", "report/safety_report.json", "assessments/tuned.json"})
+  for (const char* f :
+       {"adapters/safety/adapter_model.safetensors", "adapters/task/adapter_model.safetensors",
+        "report/safety_report.md", "report/safety_report.json", "assessments/tuned.json"})
     CHECK(fs::exists(dir / "example" / f));
   // Both adapters hold the same weights: the same seed, data order and steps.
   for (const char* a : {"safety", "task"})
@@ -66,18 +78,22 @@ TEST_CASE("examples: two_stage_trainer runs the recipe as `safetune train` does,
           lora::ModelAdapters::read_info(dir / "cli" / "adapters" / a).weights_sha256);
   // Every logged loss term, learning rate and gradient norm agrees step by step.
   for (const char* stage : {"stage1", "stage2"}) {
-    auto want = jsonl(dir / "cli" / stage / "metrics.jsonl"), got = jsonl(dir / "example" / stage / "metrics.jsonl");
+    auto want = jsonl(dir / "cli" / stage / "metrics.jsonl"),
+         got = jsonl(dir / "example" / stage / "metrics.jsonl");
     INFO(stage);
     REQUIRE(got.size() == want.size());
     REQUIRE(!want.empty());
     for (std::size_t i = 0; i < want.size(); ++i)
       for (const auto& [key, value] : want[i].items())
-        if (key.rfind("loss", 0) == 0 || key == "lr" || key == "grad_norm" || key == "step") CHECK(got[i][key] == value);
+        if (key.rfind("loss", 0) == 0 || key == "lr" || key == "grad_norm" || key == "step")
+          CHECK(got[i][key] == value);
   }
   // The same assessments after each stage, and the same guard events in the report.
   for (const char* label : {"baseline", "aligned", "tuned"}) {
-    auto want = safety::load_assessment(dir / "cli" / "assessments" / (std::string(label) + ".json"));
-    auto got = safety::load_assessment(dir / "example" / "assessments" / (std::string(label) + ".json"));
+    auto want =
+        safety::load_assessment(dir / "cli" / "assessments" / (std::string(label) + ".json"));
+    auto got =
+        safety::load_assessment(dir / "example" / "assessments" / (std::string(label) + ".json"));
     INFO(label);
     CHECK(got.refusal.overall.k == want.refusal.overall.k);
     CHECK(got.benign_compliance.overall.k == want.benign_compliance.overall.k);

@@ -26,10 +26,12 @@ class CannedModel : public ScoringModel {
  public:
   std::vector<std::string> generate(const std::vector<std::vector<Message>>& convs, int) override {
     std::vector<std::string> out;
-    for (const auto& c : convs) out.push_back(c.back().content == "harmful" ? "I'm sorry, I can't." : "Sure: kill -9 1234.");
+    for (const auto& c : convs)
+      out.push_back(c.back().content == "harmful" ? "I'm sorry, I can't." : "Sure: kill -9 1234.");
     return out;
   }
-  std::vector<double> choice_logprobs(const std::vector<Message>&, const std::vector<std::string>& c) override {
+  std::vector<double> choice_logprobs(const std::vector<Message>&,
+                                      const std::vector<std::string>& c) override {
     return std::vector<double>(c.size(), 0.0);
   }
   std::string identity() const override { return "canned"; }
@@ -44,12 +46,17 @@ struct Server {
                               {(test::source_dir() / "tests/integration/judge_server.py").string(),
                                (dir / "port").string(), (dir / "requests.jsonl").string()},
                               {}, dir / "out.txt", dir / "err.txt");
-    for (int i = 0; i < 200 && !fs::exists(dir / "port"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 200 && !fs::exists(dir / "port"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     REQUIRE(fs::exists(dir / "port"));
     port = std::stoi(io::read_file(dir / "port"));
   }
   void stop() {
-    if (pid > 0) { kill(pid, SIGTERM); test::wait_exit_code(pid); pid = -1; }
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      test::wait_exit_code(pid);
+      pid = -1;
+    }
   }
   ~Server() { stop(); }
   HttpJudgeSection judge(const std::string& model) const {
@@ -73,11 +80,13 @@ Probe probe(const std::string& id, ProbeKind kind, const std::string& prompt) {
 
 }  // namespace
 
-TEST_CASE("http judge: verdicts from a local OpenAI-compatible server, one-line errors", "[http_judge]") {
+TEST_CASE("http judge: verdicts from a local OpenAI-compatible server, one-line errors",
+          "[http_judge]") {
   Server server;
   ProbeSuite suite;
   suite.name = "mini";
-  suite.probes = {probe("h1", ProbeKind::harmful, "harmful"), probe("b1", ProbeKind::benign, "benign")};
+  suite.probes = {probe("h1", ProbeKind::harmful, "harmful"),
+                  probe("b1", ProbeKind::benign, "benign")};
   CannedModel model;
   AssessOptions opt;
   opt.max_new_tokens = 8;
@@ -92,7 +101,8 @@ TEST_CASE("http judge: verdicts from a local OpenAI-compatible server, one-line 
   CHECK(first["model"] == "canned-judge");
   CHECK(first["temperature"] == 0);
   CHECK(first["messages"][0]["role"] == "system");
-  CHECK_THAT(first["messages"][1]["content"].get<std::string>(), Contains("Request:\nharmful") && Contains("I'm sorry, I can't."));
+  CHECK_THAT(first["messages"][1]["content"].get<std::string>(),
+             Contains("Request:\nharmful") && Contains("I'm sorry, I can't."));
 
   auto one_line_error = [&](const std::string& judge_model, const std::string& expected) {
     auto scorer = make_http_judge(server.judge(judge_model));

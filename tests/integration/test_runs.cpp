@@ -41,16 +41,26 @@ int count_lines(const std::string& s) {
 
 // `safetune train` on the tiny config: short sequences, one probe per kind, two generated tokens,
 // releases registered in `registry` under `id`.
-std::vector<std::string> train_args(const fs::path& out, const fs::path& registry, const std::string& id,
+std::vector<std::string> train_args(const fs::path& out, const fs::path& registry,
+                                    const std::string& id,
                                     const std::vector<std::string>& more = {}) {
-  std::vector<std::string> a{"train", (test::source_dir() / "configs" / "tiny_two_stage.yaml").string(),
-                             "run.output_dir=" + out.string(),
-                             "model.path=" + (test::safetune_home() / "models" / "tiny-llama").string(),
-                             "stage1.data.max_length=48", "stage2.data.max_length=48", "stage1.data.batch_size=2",
-                             "stage2.data.batch_size=2", "stage1.train.checkpoint_every=0",
-                             "stage2.train.checkpoint_every=0", "safety.limit=1", "safety.max_new_tokens=2",
-                             "stage2.task_eval_limit=1", "stage2.task_eval_max_new_tokens=2",
-                             "safety.release.registry=" + registry.string(), "safety.release.id=" + id};
+  std::vector<std::string> a{
+      "train",
+      (test::source_dir() / "configs" / "tiny_two_stage.yaml").string(),
+      "run.output_dir=" + out.string(),
+      "model.path=" + (test::safetune_home() / "models" / "tiny-llama").string(),
+      "stage1.data.max_length=48",
+      "stage2.data.max_length=48",
+      "stage1.data.batch_size=2",
+      "stage2.data.batch_size=2",
+      "stage1.train.checkpoint_every=0",
+      "stage2.train.checkpoint_every=0",
+      "safety.limit=1",
+      "safety.max_new_tokens=2",
+      "stage2.task_eval_limit=1",
+      "stage2.task_eval_max_new_tokens=2",
+      "safety.release.registry=" + registry.string(),
+      "safety.release.id=" + id};
   a.insert(a.end(), more.begin(), more.end());
   return a;
 }
@@ -61,7 +71,8 @@ void wait_for_line(const fs::path& file, pid_t pid, const fs::path& err) {
   for (;;) {
     if (slurp(file).find('\n') != std::string::npos) return;
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) FAIL("the run ended before training started: " << slurp(err));
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      FAIL("the run ended before training started: " << slurp(err));
     ::usleep(20000);
   }
 }
@@ -80,23 +91,26 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
 
 }  // namespace
 
-TEST_CASE("runs: SIGINT in stage 1 releases nothing, exits 130, locks out a second run; --resume finishes it",
-          "[runs][release]") {
+TEST_CASE(
+    "runs: SIGINT in stage 1 releases nothing, exits 130, locks out a second run; --resume "
+    "finishes it",
+    "[runs][release]") {
   fs::current_path(test::source_dir());  // the config's data paths are relative to the checkout
   test::TempDir dir;
   const fs::path out = dir / "run", registry = dir / "registry.json";
   const auto args = train_args(out, registry, "r1", {"stage2.train.max_steps=2"});
   // Stage 1 long enough never to finish on its own before the signal.
-  const pid_t pid = test::spawn_cli(with(args, {"stage1.train.max_steps=100000"}), {"OMP_NUM_THREADS=1"},
-                                    dir / "a.out", dir / "a.err");
+  const pid_t pid = test::spawn_cli(with(args, {"stage1.train.max_steps=100000"}),
+                                    {"OMP_NUM_THREADS=1"}, dir / "a.out", dir / "a.err");
   wait_for_line(out / "stage1" / "metrics.jsonl", pid, dir / "a.err");
 
   // A second run into the same directory fails at once with one line naming it and the holder.
   auto second = test::run_cli(args);
   CHECK(second.exit_code == 1);
   CHECK(count_lines(second.err) == 1);
-  CHECK_THAT(second.err, StartsWith("error: " + fs::canonical(out).string()) &&
-                             Contains("in use by another safetune run (pid " + std::to_string(pid) + ")"));
+  CHECK_THAT(second.err,
+             StartsWith("error: " + fs::canonical(out).string()) &&
+                 Contains("in use by another safetune run (pid " + std::to_string(pid) + ")"));
 
   REQUIRE(::kill(pid, SIGINT) == 0);
   const int code = test::wait_exit_code(pid);
@@ -117,40 +131,47 @@ TEST_CASE("runs: SIGINT in stage 1 releases nothing, exits 130, locks out a seco
   // Without --resume the directory is refused, naming both ways out.
   auto again = test::run_cli(args);
   CHECK(again.exit_code == 1);
-  CHECK_THAT(again.err, Contains("already holds a run") && Contains("--resume") && Contains("--overwrite"));
+  CHECK_THAT(again.err,
+             Contains("already holds a run") && Contains("--resume") && Contains("--overwrite"));
   CHECK(latest_step(out / "stage1") == k);
 
   // --resume continues from step k (one more step), then stage 2, registers and promotes.
-  auto resumed = test::run_cli(with(args, {"stage1.train.max_steps=" + std::to_string(k + 1), "--resume"}));
+  auto resumed =
+      test::run_cli(with(args, {"stage1.train.max_steps=" + std::to_string(k + 1), "--resume"}));
   INFO(resumed.out << resumed.err);
   REQUIRE(resumed.exit_code == 0);
-  CHECK_THAT(resumed.err, Contains("at step " + std::to_string(k)));  // "resumed from ... at step k"
+  CHECK_THAT(resumed.err,
+             Contains("at step " + std::to_string(k)));  // "resumed from ... at step k"
   CHECK_THAT(resumed.out, Contains("gates: passed"));
   CHECK(count_lines(slurp(out / "stage1" / "metrics.jsonl")) == k + 1);
   auto reg = safety::ReleaseRegistry::open(registry);
   REQUIRE(reg.current());
   CHECK(reg.current()->id == "r1");
 
-  // A directory holding a release is never overwritten nor resumed into; its files stay as they are.
+  // A directory holding a release is never overwritten nor resumed into; its files stay as they
+  // are.
   const std::string task_sha = safety::sha256_tree(out / "adapters" / "task");
   for (const char* flag : {"--overwrite", "--resume"}) {
     INFO(flag);
     auto r = test::run_cli(with(args, {flag}));
     CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains("holds release 'r1' of " + registry.string()) && Contains("never resumed into or overwritten"));
+    CHECK_THAT(r.err, Contains("holds release 'r1' of " + registry.string()) &&
+                          Contains("never resumed into or overwritten"));
   }
   CHECK(safety::sha256_tree(out / "adapters" / "task") == task_sha);
   CHECK(safety::ReleaseRegistry::open(registry).verify("r1").empty());
 }
 
-TEST_CASE("runs: SIGTERM in stage 2 writes no task adapter, report or release, exits 143; --resume releases it",
-          "[runs][release]") {
+TEST_CASE(
+    "runs: SIGTERM in stage 2 writes no task adapter, report or release, exits 143; --resume "
+    "releases it",
+    "[runs][release]") {
   fs::current_path(test::source_dir());
   test::TempDir dir;
   const fs::path out = dir / "run", registry = dir / "registry.json";
   const auto args = train_args(out, registry, "r2", {"stage1.train.max_steps=2"});
-  const pid_t pid = test::spawn_cli(with(args, {"stage2.train.max_steps=100000"}), {"OMP_NUM_THREADS=1"},
-                                    dir / "a.out", dir / "a.err");
+  const pid_t pid = test::spawn_cli(with(args, {"stage2.train.max_steps=100000"}),
+                                    {"OMP_NUM_THREADS=1"}, dir / "a.out", dir / "a.err");
   wait_for_line(out / "stage2" / "metrics.jsonl", pid, dir / "a.err");
   REQUIRE(::kill(pid, SIGTERM) == 0);
   const int code = test::wait_exit_code(pid);
@@ -161,14 +182,16 @@ TEST_CASE("runs: SIGTERM in stage 2 writes no task adapter, report or release, e
   CHECK_THAT(slurp(dir / "a.out"), !Contains("gates:"));
   const std::int64_t k = latest_step(out / "stage2");
   CHECK(k >= 1);
-  CHECK(fs::exists(out / "adapters" / "safety" / "adapter_model.safetensors"));  // stage 1 did finish
+  CHECK(
+      fs::exists(out / "adapters" / "safety" / "adapter_model.safetensors"));  // stage 1 did finish
   CHECK_FALSE(fs::exists(out / "adapters" / "task"));
   CHECK_FALSE(fs::exists(out / "assessments" / "tuned.json"));
   CHECK_FALSE(fs::exists(out / "report"));
   CHECK_FALSE(fs::exists(registry));
   CHECK(fs::exists(out / io::DirectoryLock::kFileName));  // the lock file marks the run directory
 
-  auto resumed = test::run_cli(with(args, {"stage2.train.max_steps=" + std::to_string(k + 1), "--resume"}));
+  auto resumed =
+      test::run_cli(with(args, {"stage2.train.max_steps=" + std::to_string(k + 1), "--resume"}));
   INFO(resumed.out << resumed.err);
   REQUIRE(resumed.exit_code == 0);
   CHECK(count_lines(slurp(out / "stage2" / "metrics.jsonl")) == k + 1);
@@ -179,7 +202,8 @@ TEST_CASE("runs: SIGTERM in stage 2 writes no task adapter, report or release, e
   CHECK(reg.verify("r2").empty());
 }
 
-TEST_CASE("runs: a folder safetune did not write is never written, through a symlink or not", "[runs]") {
+TEST_CASE("runs: a folder safetune did not write is never written, through a symlink or not",
+          "[runs]") {
   fs::current_path(test::source_dir());
   test::TempDir dir;
   const fs::path unrelated = dir / "unrelated", link = dir / "link";
@@ -193,13 +217,15 @@ TEST_CASE("runs: a folder safetune did not write is never written, through a sym
     CHECK(r.exit_code == 1);
     CHECK(count_lines(r.err) == 1);
     // The message names the resolved folder.
-    CHECK_THAT(r.err, StartsWith("error: " + fs::canonical(unrelated).string()) && Contains("holds no safetune run"));
+    CHECK_THAT(r.err, StartsWith("error: " + fs::canonical(unrelated).string()) &&
+                          Contains("holds no safetune run"));
     CHECK(slurp(unrelated / "config.yaml") == "mine\n");
     CHECK(slurp(unrelated / "report" / "notes.md") == "my notes\n");
     CHECK_FALSE(fs::exists(unrelated / io::DirectoryLock::kFileName));
     CHECK_FALSE(fs::exists(unrelated / "stage1"));
   }
-  auto both = test::run_cli(with(train_args(dir / "new", dir / "registry.json", "x"), {"--overwrite", "--resume"}));
+  auto both = test::run_cli(
+      with(train_args(dir / "new", dir / "registry.json", "x"), {"--overwrite", "--resume"}));
   CHECK(both.exit_code == 2);
 }
 
@@ -211,8 +237,10 @@ TEST_CASE("runs: --overwrite replaces a previous (unreleased) run; no flag refus
   test::write_text(out / io::DirectoryLock::kFileName, "");
   test::write_text(out / "adapters" / "task" / "adapter_config.json", "{}");
   // Stage 2 only on a missing safety adapter: refused up front, so nothing is trained here.
-  const auto args = train_args(out, dir / "registry.json", "x", {"safety.assess=false", "safety.release.registry=",
-                                                                  "stage1.enabled=false", "stage2.enabled=false"});
+  const auto args =
+      train_args(out, dir / "registry.json", "x",
+                 {"safety.assess=false", "safety.release.registry=", "stage1.enabled=false",
+                  "stage2.enabled=false"});
   auto refused = test::run_cli(args);
   CHECK(refused.exit_code == 1);
   CHECK_THAT(refused.err, Contains("already holds a run"));
@@ -220,8 +248,8 @@ TEST_CASE("runs: --overwrite replaces a previous (unreleased) run; no flag refus
   auto replaced = test::run_cli(with(args, {"--overwrite"}));
   INFO(replaced.err);
   CHECK(replaced.exit_code == 0);
-  CHECK_FALSE(fs::exists(out / "adapters"));        // the previous run's files are gone
-  CHECK(fs::exists(out / "config.yaml"));           // this run's are there
+  CHECK_FALSE(fs::exists(out / "adapters"));  // the previous run's files are gone
+  CHECK(fs::exists(out / "config.yaml"));     // this run's are there
   CHECK_THAT(replaced.err, Contains("run directory: " + fs::canonical(out).string()));
 }
 
@@ -231,21 +259,28 @@ TEST_CASE("runs: every input of both stages is validated before stage 1 trains",
   // Line 2 of a stage-2 dataset holds invalid UTF-8 (byte 0xff).
   const std::string good =
       R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]})";
-  test::write_text(dir / "task.jsonl", good + "\n" +
-                                           R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":")" +
-                                           std::string("\xff") + "\"}]}\n");
+  test::write_text(
+      dir / "task.jsonl",
+      good + "\n" +
+          R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":")" +
+          std::string("\xff") + "\"}]}\n");
   test::write_text(dir / "eval.jsonl", good + "\n{oops\n");
   struct Case {
     std::vector<std::string> overrides;
     std::string expect;
   };
   const std::vector<Case> cases{
-      {{"stage2.data.datasets.0.path=" + (dir / "task.jsonl").string()}, (dir / "task.jsonl").string() + ":2: invalid UTF-8"},
+      {{"stage2.data.datasets.0.path=" + (dir / "task.jsonl").string()},
+       (dir / "task.jsonl").string() + ":2: invalid UTF-8"},
       // task_eval used to be read only after stage 2 had trained.
-      {{"stage2.task_eval=" + (dir / "eval.jsonl").string()}, (dir / "eval.jsonl").string() + ":2: malformed JSON"},
-      {{"stage1.data.datasets.1.path=" + (dir / "none.jsonl").string()}, (dir / "none.jsonl").string() + ": data file not found"},
-      {{"safety.guard.every_n_steps=1", "safety.guard.subset=" + (dir / "none.txt").string()}, "none.txt"},
-      {{"stage1.enabled=false", "stage2.safety_adapter=" + (dir / "no-adapter").string()}, "no-adapter"},
+      {{"stage2.task_eval=" + (dir / "eval.jsonl").string()},
+       (dir / "eval.jsonl").string() + ":2: malformed JSON"},
+      {{"stage1.data.datasets.1.path=" + (dir / "none.jsonl").string()},
+       (dir / "none.jsonl").string() + ": data file not found"},
+      {{"safety.guard.every_n_steps=1", "safety.guard.subset=" + (dir / "none.txt").string()},
+       "none.txt"},
+      {{"stage1.enabled=false", "stage2.safety_adapter=" + (dir / "no-adapter").string()},
+       "no-adapter"},
   };
   for (const auto& c : cases) {
     INFO(c.overrides[0]);
@@ -257,7 +292,8 @@ TEST_CASE("runs: every input of both stages is validated before stage 1 trains",
     CHECK_FALSE(fs::exists(out));  // nothing trained, nothing written
   }
   // An empty output directory is a config error naming the key, at `config check` already.
-  auto empty = test::run_cli({"config", "check", (test::source_dir() / "configs" / "tiny_two_stage.yaml").string(),
+  auto empty = test::run_cli({"config", "check",
+                              (test::source_dir() / "configs" / "tiny_two_stage.yaml").string(),
                               "run.output_dir="});
   CHECK(empty.exit_code == 1);
   CHECK_THAT(empty.err, Contains("run.output_dir") && Contains("must not be empty"));
@@ -279,12 +315,14 @@ TEST_CASE("runs: small inputs that used to pass or hang are clear one-line error
   CHECK(count_lines(fifo.err) == 1);
   CHECK_THAT(fifo.err, Contains("x.gguf") && Contains("not a regular file"));
 
-  // Weights with NaN: the tiny model with two NaN and one +inf in the last layer's q_proj is refused
-  // at load, naming the file, the tensor and the count (3, as written), instead of giving NaN logits.
+  // Weights with NaN: the tiny model with two NaN and one +inf in the last layer's q_proj is
+  // refused at load, naming the file, the tensor and the count (3, as written), instead of giving
+  // NaN logits.
   const fs::path tiny = test::safetune_home() / "models" / "tiny-llama", bad = dir / "nan-model";
   fs::create_directories(bad);
   for (const auto& e : fs::directory_iterator(tiny))
-    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), bad / e.path().filename());
+    if (e.path().filename() != "model.safetensors")
+      fs::copy_file(e.path(), bad / e.path().filename());
   auto tensors = io::safetensors_load(tiny / "model.safetensors");
   std::string poisoned;
   for (auto& [name, t] : tensors)
@@ -302,6 +340,6 @@ TEST_CASE("runs: small inputs that used to pass or hang are clear one-line error
   auto nan = test::run_cli({"forward", bad.string(), "--ids", "1,2,3"});
   CHECK(nan.exit_code == 1);
   CHECK(count_lines(nan.err) == 1);
-  CHECK_THAT(nan.err, Contains(poisoned) && Contains("tensor has 3 of") && Contains("NaN or infinite") &&
-                          Contains("nan-model"));
+  CHECK_THAT(nan.err, Contains(poisoned) && Contains("tensor has 3 of") &&
+                          Contains("NaN or infinite") && Contains("nan-model"));
 }

@@ -2,8 +2,8 @@
 // with (weights hash, inside its own content hash), every command and the library refuse it alone,
 // edits to the metadata are caught, and safety + task pack into one PEFT / GGUF LoRA adapter that
 // PEFT (and gguf's reader) reproduce. References: PEFT's logits (fixtures_cli.py) and PEFT itself.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -24,7 +24,9 @@ namespace {
 fs::path fix() { return test::fixture_dir() / "cli"; }
 const char* kIds = "1,5,9,23,7,64,3,11,42,17";
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
 
 std::size_t count(const std::string& text, const std::string& what) {
   std::size_t n = 0;
@@ -66,7 +68,9 @@ void edit_metadata(const fs::path& dir, const std::string& key, const std::strin
   io::safetensors_save(file, io::safetensors_load(file), meta);
 }
 
-void copy_dir(const fs::path& from, const fs::path& to) { fs::copy(from, to, fs::copy_options::recursive); }
+void copy_dir(const fs::path& from, const fs::path& to) {
+  fs::copy(from, to, fs::copy_options::recursive);
+}
 
 int python(const test::TempDir& tmp, const std::string& name, const std::string& code,
            const std::vector<std::string>& args) {
@@ -77,8 +81,9 @@ int python(const test::TempDir& tmp, const std::string& name, const std::string&
 }
 }  // namespace
 
-TEST_CASE("adapter deps: forward, merge and export refuse a task adapter without its safety adapter",
-          "[deps][reference]") {
+TEST_CASE(
+    "adapter deps: forward, merge and export refuse a task adapter without its safety adapter",
+    "[deps][reference]") {
   test::TempDir tmp;
   const std::string base = (fix() / "base").string();
   const std::string sha = write_pair(fix() / "base", tmp.path());
@@ -88,8 +93,10 @@ TEST_CASE("adapter deps: forward, merge and export refuse a task adapter without
   const std::vector<std::vector<std::string>> alone = {
       {"forward", base, "--ids", kIds, "--adapters", task},
       {"merge", base, "--adapters", task, "--out", (tmp / "m").string()},
-      {"export", task, "--format", "gguf-lora", "--model", base, "--out", (tmp / "t.gguf").string()},
-      {"export", "--adapters", task, "--format", "peft", "--model", base, "--out", (tmp / "p").string()},
+      {"export", task, "--format", "gguf-lora", "--model", base, "--out",
+       (tmp / "t.gguf").string()},
+      {"export", "--adapters", task, "--format", "peft", "--model", base, "--out",
+       (tmp / "p").string()},
   };
   for (const auto& args : alone) {
     auto r = test::run_cli(args);
@@ -103,26 +110,33 @@ TEST_CASE("adapter deps: forward, merge and export refuse a task adapter without
   }
 
   // With its safety adapter: PEFT's logits with both active (fixtures_cli.py "unmerged" = a + b).
-  auto ok = test::run_cli({"forward", base, "--ids", kIds, "--adapters", both, "--out", (tmp / "ab.safetensors").string()});
+  auto ok = test::run_cli({"forward", base, "--ids", kIds, "--adapters", both, "--out",
+                           (tmp / "ab.safetensors").string()});
   INFO(ok.err);
   REQUIRE(ok.exit_code == 0);
-  CHECK(max_diff(test::tensor_in(tmp / "ab.safetensors", "logits"), test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
-  CHECK(test::run_cli({"merge", base, "--adapters", both, "--out", (tmp / "merged").string()}).exit_code == 0);
+  CHECK(max_diff(test::tensor_in(tmp / "ab.safetensors", "logits"),
+                 test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
+  CHECK(test::run_cli({"merge", base, "--adapters", both, "--out", (tmp / "merged").string()})
+            .exit_code == 0);
 
-  // A safety adapter with other weights under the same name is not the one the task was trained with.
-  auto wrong = test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "other").string() + "," + task});
+  // A safety adapter with other weights under the same name is not the one the task was trained
+  // with.
+  auto wrong = test::run_cli(
+      {"forward", base, "--ids", kIds, "--adapters", (tmp / "other").string() + "," + task});
   CHECK(wrong.exit_code == 2);
   CHECK_THAT(wrong.err, Contains("different or edited") && Contains(sha.substr(0, 16)));
 
   // The override: allowed, logged once (not once per module), recorded.
-  auto forced = test::run_cli({"forward", base, "--ids", kIds, "--adapters", task, "--override-inference-policy"});
+  auto forced = test::run_cli(
+      {"forward", base, "--ids", kIds, "--adapters", task, "--override-inference-policy"});
   INFO(forced.err);
   CHECK(forced.exit_code == 0);
   CHECK(count(forced.err, "inference policy override") == 1);
   CHECK_THAT(forced.err, Contains("use without dependency 'safety'"));
 }
 
-TEST_CASE("adapter deps: generate, assess and recipes::Session refuse a task adapter alone", "[deps][reference]") {
+TEST_CASE("adapter deps: generate, assess and recipes::Session refuse a task adapter alone",
+          "[deps][reference]") {
   test::TempDir tmp;
   const fs::path tiny = test::safetune_home() / "models" / "tiny-llama";
   REQUIRE(fs::exists(tiny / "config.json"));
@@ -146,22 +160,30 @@ TEST_CASE("adapter deps: generate, assess and recipes::Session refuse a task ada
   }
   const std::string task = (tmp / "task").string(), both = (tmp / "safety").string() + "," + task;
   const std::string suite = (test::source_dir() / "data" / "probes").string();
-  auto gen = test::run_cli({"generate", tiny.string(), "-p", "hi", "--max-new-tokens", "2", "--adapters", task});
+  auto gen = test::run_cli(
+      {"generate", tiny.string(), "-p", "hi", "--max-new-tokens", "2", "--adapters", task});
   CHECK(gen.exit_code == 2);
   CHECK_THAT(gen.err, Contains("adapter 'safety'") && Contains(sha.substr(0, 16)));
-  CHECK(test::run_cli({"generate", tiny.string(), "-p", "hi", "--max-new-tokens", "2", "--adapters", both}).exit_code == 0);
-  auto as = test::run_cli({"assess", tiny.string(), "--suite", suite, "--limit", "1", "--max-new-tokens", "2",
-                           "--adapters", task, "--out", (tmp / "assess").string()});
+  CHECK(test::run_cli(
+            {"generate", tiny.string(), "-p", "hi", "--max-new-tokens", "2", "--adapters", both})
+            .exit_code == 0);
+  auto as =
+      test::run_cli({"assess", tiny.string(), "--suite", suite, "--limit", "1", "--max-new-tokens",
+                     "2", "--adapters", task, "--out", (tmp / "assess").string()});
   CHECK(as.exit_code == 2);
   CHECK_THAT(as.err, Contains("adapter 'safety'"));
   // Under the override the report records it, once.
-  auto forced = test::run_cli({"assess", tiny.string(), "--suite", suite, "--limit", "1", "--max-new-tokens", "2",
-                               "--adapters", task, "--override-inference-policy", "--out", (tmp / "assess").string()});
+  auto forced = test::run_cli({"assess", tiny.string(), "--suite", suite, "--limit", "1",
+                               "--max-new-tokens", "2", "--adapters", task,
+                               "--override-inference-policy", "--out", (tmp / "assess").string()});
   INFO(forced.err);
-  CHECK((forced.exit_code == 0 || forced.exit_code == 3));  // 3: the tiny model breaches gates, which is fine here
-  auto report = nlohmann::json::parse(io::read_file(tmp / "assess" / "report" / "safety_report.json"));
+  CHECK((forced.exit_code == 0 ||
+         forced.exit_code == 3));  // 3: the tiny model breaches gates, which is fine here
+  auto report =
+      nlohmann::json::parse(io::read_file(tmp / "assess" / "report" / "safety_report.json"));
   REQUIRE(report["policy_overrides"].size() == 1);
-  CHECK_THAT(report["policy_overrides"][0].get<std::string>(), Contains("use without dependency 'safety'"));
+  CHECK_THAT(report["policy_overrides"][0].get<std::string>(),
+             Contains("use without dependency 'safety'"));
 
   // The library: Session::load_adapters, chat and scoring refuse; the safety adapter satisfies it.
   {
@@ -180,8 +202,9 @@ TEST_CASE("adapter deps: generate, assess and recipes::Session refuse a task ada
   CHECK_THROWS_AS(scorer.choice_logprobs({{"user", "hi"}}, {"a", "b"}), PolicyError);
 }
 
-TEST_CASE("adapter deps: role, required_at_inference, dependencies and scales are under the content hash",
-          "[deps][reference]") {
+TEST_CASE(
+    "adapter deps: role, required_at_inference, dependencies and scales are under the content hash",
+    "[deps][reference]") {
   test::TempDir tmp;
   write_pair(fix() / "base", tmp.path());
   auto m = model::load(fix() / "base");
@@ -225,16 +248,24 @@ for d in sys.argv[1:]:
     print(d, w == meta["safetune.weights_sha256"], c == meta["safetune.content_sha256"])
     ok = ok and w == meta["safetune.weights_sha256"] and c == meta["safetune.content_sha256"]
 sys.exit(0 if ok else 1)
-)", {(tmp / "safety").string(), (tmp / "task").string()}) == 0);
+)",
+               {(tmp / "safety").string(), (tmp / "task").string()}) == 0);
 
-  struct Edit { const char* dir; const char* key; const char* value; };
-  for (auto e : {Edit{"safety", "safetune.required_at_inference", "false"}, Edit{"safety", "safetune.role", "other"},
-                 Edit{"task", "safetune.dependencies", "[]"}, Edit{"task", "safetune.role", "safety"}}) {
+  struct Edit {
+    const char* dir;
+    const char* key;
+    const char* value;
+  };
+  for (auto e :
+       {Edit{"safety", "safetune.required_at_inference", "false"},
+        Edit{"safety", "safetune.role", "other"}, Edit{"task", "safetune.dependencies", "[]"},
+        Edit{"task", "safetune.role", "safety"}}) {
     const fs::path d = tmp / (std::string("edit-") + e.dir + "-" + e.key);
     copy_dir(tmp / e.dir, d);
     edit_metadata(d, e.key, e.value);
     INFO(e.dir << " " << e.key << "=" << e.value);
-    CHECK_THROWS_WITH(ad.load_peft(d, "x"), Contains("does not match its recorded SHA-256") && Contains(d.string()));
+    CHECK_THROWS_WITH(ad.load_peft(d, "x"),
+                      Contains("does not match its recorded SHA-256") && Contains(d.string()));
   }
   // The scale lives in adapter_config.json: doubling lora_alpha doubles the adapter's effect.
   const fs::path alpha = tmp / "edit-alpha";
@@ -250,8 +281,8 @@ sys.exit(0 if ok else 1)
   const fs::path flipped = tmp / "flipped";
   copy_dir(tmp / "safety", flipped);
   edit_metadata(flipped, "safetune.required_at_inference", "false");
-  auto r = test::run_cli({"forward", (fix() / "base").string(), "--ids", kIds, "--adapters", flipped.string(),
-                          "--disable-adapter", "safety"});
+  auto r = test::run_cli({"forward", (fix() / "base").string(), "--ids", kIds, "--adapters",
+                          flipped.string(), "--disable-adapter", "safety"});
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("recorded SHA-256"));
 
@@ -262,12 +293,14 @@ sys.exit(0 if ok else 1)
   CHECK(count(legacy.err, "carries no dependency metadata") == 1);
 }
 
-TEST_CASE("adapter deps: the inference-policy override is logged once per adapter and action", "[deps][reference]") {
+TEST_CASE("adapter deps: the inference-policy override is logged once per adapter and action",
+          "[deps][reference]") {
   test::TempDir tmp;
   write_pair(fix() / "base", tmp.path());
   // Adapter a sits on 8 Linears; before, each printed its own warning.
   auto r = test::run_cli({"forward", (fix() / "base").string(), "--ids", kIds, "--adapters",
-                          (tmp / "safety").string(), "--disable-adapter", "safety", "--override-inference-policy"});
+                          (tmp / "safety").string(), "--disable-adapter", "safety",
+                          "--override-inference-policy"});
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(count(r.err, "inference policy override") == 1);
@@ -281,12 +314,14 @@ TEST_CASE("adapter deps: the inference-policy override is logged once per adapte
   CHECK(lora::describe(log[0]) == "disable of adapter 'safety' on 8 modules (ablation)");
 }
 
-TEST_CASE("adapter deps: adapter_config.json that PEFT refuses is refused, naming the file and key", "[deps][reference]") {
+TEST_CASE("adapter deps: adapter_config.json that PEFT refuses is refused, naming the file and key",
+          "[deps][reference]") {
   test::TempDir tmp;
   auto m = model::load(fix() / "base");
   lora::ModelAdapters ad(*m);
   const fs::path a = fix() / "adapters" / "a";
-  auto with_config = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+  auto with_config = [&](const std::string& name,
+                         const std::function<void(nlohmann::json&)>& edit) {
     const fs::path d = tmp / name;
     copy_dir(a, d);
     auto cfg = nlohmann::json::parse(io::read_file(d / "adapter_config.json"));
@@ -298,22 +333,31 @@ TEST_CASE("adapter deps: adapter_config.json that PEFT refuses is refused, namin
   test::write_text(tmp / "array.json", "[1, 2]");
   const fs::path arr = tmp / "arr";
   copy_dir(a, arr);
-  fs::copy_file(tmp / "array.json", arr / "adapter_config.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(tmp / "array.json", arr / "adapter_config.json",
+                fs::copy_options::overwrite_existing);
   CHECK_THROWS_WITH(ad.load_peft(arr), Contains("adapter_config.json") && Contains("JSON object"));
   auto dora = with_config("dora", [](auto& c) { c["use_dora"] = "no"; });
-  CHECK_THROWS_WITH(ad.load_peft(dora), Contains("adapter_config.json") && Contains("'use_dora' must be true or false"));
+  CHECK_THROWS_WITH(ad.load_peft(dora), Contains("adapter_config.json") &&
+                                            Contains("'use_dora' must be true or false"));
   auto pt = with_config("pt", [](auto& c) { c["peft_type"] = 7; });
-  CHECK_THROWS_WITH(ad.load_peft(pt), Contains("adapter_config.json") && Contains("'peft_type' must be a string"));
-  auto rp = with_config("rp", [](auto& c) { c["rank_pattern"] = nlohmann::json::object({{"down_proj", "2"}}); });
-  CHECK_THROWS_WITH(ad.load_peft(rp), Contains("adapter_config.json") && Contains("'rank_pattern.down_proj'"));
+  CHECK_THROWS_WITH(ad.load_peft(pt),
+                    Contains("adapter_config.json") && Contains("'peft_type' must be a string"));
+  auto rp = with_config("rp", [](auto& c) {
+    c["rank_pattern"] = nlohmann::json::object({{"down_proj", "2"}});
+  });
+  CHECK_THROWS_WITH(ad.load_peft(rp),
+                    Contains("adapter_config.json") && Contains("'rank_pattern.down_proj'"));
 
   // r disagreeing with the tensors, and target_modules matching nothing: PEFT refuses both (checked
   // below with PEFT itself), so must we.
   auto rank = with_config("rank", [](auto& c) { c["r"] = 6; });
-  CHECK_THROWS_WITH(ad.load_peft(rank), Contains("gives rank 6") && Contains("tensors have rank 4"));
-  auto none = with_config("none", [](auto& c) { c["target_modules"] = nlohmann::json::array({"nothing_proj"}); });
+  CHECK_THROWS_WITH(ad.load_peft(rank),
+                    Contains("gives rank 6") && Contains("tensors have rank 4"));
+  auto none = with_config(
+      "none", [](auto& c) { c["target_modules"] = nlohmann::json::array({"nothing_proj"}); });
   CHECK_THROWS_WITH(ad.load_peft(none), Contains("target_modules matches no Linear"));
-  auto partial = with_config("partial", [](auto& c) { c["target_modules"] = nlohmann::json::array({"q_proj"}); });
+  auto partial = with_config(
+      "partial", [](auto& c) { c["target_modules"] = nlohmann::json::array({"q_proj"}); });
   CHECK_THROWS_WITH(ad.load_peft(partial), Contains("which target_modules does not select"));
   CHECK(ad.names().empty());
   CHECK(python(tmp, "peft_refuses.py", R"(
@@ -330,51 +374,61 @@ for name in ["rank", "none"]:
     except Exception as e:
         print(name, "refused by PEFT:", type(e).__name__, str(e)[:120])
 sys.exit(0 if ok else 1)
-)", {fix().string(), tmp.path().string()}) == 0);
+)",
+               {fix().string(), tmp.path().string()}) == 0);
 }
 
-TEST_CASE("adapter deps: a model with an adapter merged in records it; applying it again warns", "[deps][reference]") {
+TEST_CASE("adapter deps: a model with an adapter merged in records it; applying it again warns",
+          "[deps][reference]") {
   test::TempDir tmp;
   const std::string sha = write_pair(fix() / "base", tmp.path());
   const std::string base = (fix() / "base").string();
-  auto r = test::run_cli({"merge", base, "--adapters", (tmp / "safety").string(), "--out", (tmp / "merged").string()});
+  auto r = test::run_cli(
+      {"merge", base, "--adapters", (tmp / "safety").string(), "--out", (tmp / "merged").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   auto cfg = nlohmann::json::parse(io::read_file(tmp / "merged" / "config.json"));
   REQUIRE(cfg["safetune_merged_adapters"].size() == 1);
   CHECK(cfg["safetune_merged_adapters"][0]["weights_sha256"] == sha);
-  auto again = test::run_cli({"forward", (tmp / "merged").string(), "--ids", kIds, "--adapters", (tmp / "safety").string()});
+  auto again = test::run_cli({"forward", (tmp / "merged").string(), "--ids", kIds, "--adapters",
+                              (tmp / "safety").string()});
   CHECK(again.exit_code == 0);
   CHECK_THAT(again.err, Contains("already merged into this model's weights"));
   // The task adapter on the model its safety adapter was merged into: satisfied, and PEFT's a + b.
-  auto task = test::run_cli({"forward", (tmp / "merged").string(), "--ids", kIds, "--adapters", (tmp / "task").string(),
-                             "--out", (tmp / "t.safetensors").string()});
+  auto task = test::run_cli({"forward", (tmp / "merged").string(), "--ids", kIds, "--adapters",
+                             (tmp / "task").string(), "--out", (tmp / "t.safetensors").string()});
   INFO(task.err);
   REQUIRE(task.exit_code == 0);
-  CHECK(max_diff(test::tensor_in(tmp / "t.safetensors", "logits"), test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
+  CHECK(max_diff(test::tensor_in(tmp / "t.safetensors", "logits"),
+                 test::tensor_in(fix() / "logits.safetensors", "unmerged")) < 1e-4);
 }
 
-TEST_CASE("adapter deps: safety + task packed into one PEFT adapter and one GGUF LoRA", "[deps][reference]") {
+TEST_CASE("adapter deps: safety + task packed into one PEFT adapter and one GGUF LoRA",
+          "[deps][reference]") {
   test::TempDir tmp;
   write_pair(fix() / "base", tmp.path());
   const std::string base = (fix() / "base").string();
   const std::string both = (tmp / "safety").string() + "," + (tmp / "task").string();
-  auto p = test::run_cli({"export", "--adapters", both, "--format", "peft", "--model", base, "--out",
-                          (tmp / "packed").string()});
+  auto p = test::run_cli({"export", "--adapters", both, "--format", "peft", "--model", base,
+                          "--out", (tmp / "packed").string()});
   INFO(p.err);
   REQUIRE(p.exit_code == 0);
   CHECK_THAT(p.out, Contains("safety+task packed as one PEFT adapter"));
-  auto g = test::run_cli({"export", "--adapters", both, "--format", "gguf-lora", "--model", base, "--out",
-                          (tmp / "packed.gguf").string()});
+  auto g = test::run_cli({"export", "--adapters", both, "--format", "gguf-lora", "--model", base,
+                          "--out", (tmp / "packed.gguf").string()});
   INFO(g.err);
   REQUIRE(g.exit_code == 0);
-  auto ours = test::run_cli({"forward", base, "--ids", kIds, "--adapters", both, "--out", (tmp / "ours.safetensors").string()});
+  auto ours = test::run_cli({"forward", base, "--ids", kIds, "--adapters", both, "--out",
+                             (tmp / "ours.safetensors").string()});
   REQUIRE(ours.exit_code == 0);
-  // safetune itself loads the packed adapter as one, required at inference (it holds the safety adapter).
-  auto back = test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "packed").string(), "--out",
-                             (tmp / "back.safetensors").string()});
+  // safetune itself loads the packed adapter as one, required at inference (it holds the safety
+  // adapter).
+  auto back =
+      test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "packed").string(),
+                     "--out", (tmp / "back.safetensors").string()});
   REQUIRE(back.exit_code == 0);
-  CHECK(max_diff(test::tensor_in(tmp / "back.safetensors", "logits"), test::tensor_in(tmp / "ours.safetensors", "logits")) < 1e-5);
+  CHECK(max_diff(test::tensor_in(tmp / "back.safetensors", "logits"),
+                 test::tensor_in(tmp / "ours.safetensors", "logits")) < 1e-5);
   CHECK(lora::ModelAdapters::read_info(tmp / "packed").required_at_inference);
 
   // PEFT loads the packed directory on the same base: its logits equal safetune's with both
@@ -436,5 +490,6 @@ for module, delta in want.items():
         print("gguf mismatch", g, err); ok = False
 print("gguf modules", len(want))
 sys.exit(0 if ok else 1)
-)", {fix().string(), tmp.path().string()}) == 0);
+)",
+               {fix().string(), tmp.path().string()}) == 0);
 }

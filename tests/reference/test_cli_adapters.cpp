@@ -1,8 +1,8 @@
 // The adapter commands against their references: forward --adapters and merge against PEFT (and
 // transformers loading the merged directory), export gguf-lora against the gguf package's reader
 // and the PEFT tensors, project against a numpy computation of Safe LoRA.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -21,9 +21,13 @@ namespace {
 fs::path fix() { return test::fixture_dir() / "cli"; }
 const char* kIds = "1,5,9,23,7,64,3,11,42,17";
 
-at::Tensor ref(const std::string& key) { return test::tensor_in(fix() / "logits.safetensors", key); }
+at::Tensor ref(const std::string& key) {
+  return test::tensor_in(fix() / "logits.safetensors", key);
+}
 at::Tensor logits_of(const fs::path& file) { return test::tensor_in(file, "logits"); }
-double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
 
 // Runs a Python check script (reference packages) with arguments; returns its exit code.
 int python(const test::TempDir& tmp, const std::string& name, const std::string& code,
@@ -35,11 +39,14 @@ int python(const test::TempDir& tmp, const std::string& name, const std::string&
 }
 }  // namespace
 
-TEST_CASE("cli adapters: forward --adapters gives PEFT's logits; the inference policy holds", "[cli][reference]") {
+TEST_CASE("cli adapters: forward --adapters gives PEFT's logits; the inference policy holds",
+          "[cli][reference]") {
   test::TempDir tmp;
   const std::string base = (fix() / "base").string();
-  const std::string ab = (fix() / "adapters" / "a").string() + "," + (fix() / "adapters" / "b").string();
-  auto r = test::run_cli({"forward", base, "--ids", kIds, "--adapters", ab, "--out", (tmp / "ab.safetensors").string()});
+  const std::string ab =
+      (fix() / "adapters" / "a").string() + "," + (fix() / "adapters" / "b").string();
+  auto r = test::run_cli({"forward", base, "--ids", kIds, "--adapters", ab, "--out",
+                          (tmp / "ab.safetensors").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("adapters: a b"));
@@ -56,36 +63,46 @@ TEST_CASE("cli adapters: forward --adapters gives PEFT's logits; the inference p
     ad.save_peft("safety", tmp / "safety", base);
   }
   const std::string req = (tmp / "safety").string();
-  auto refused = test::run_cli({"forward", base, "--ids", kIds, "--adapters", req, "--disable-adapter", "safety"});
+  auto refused = test::run_cli(
+      {"forward", base, "--ids", kIds, "--adapters", req, "--disable-adapter", "safety"});
   CHECK(refused.exit_code == 2);
-  CHECK_THAT(refused.err, Contains("'safety' is required at inference") && Contains("--override-inference-policy"));
-  auto forced = test::run_cli({"forward", base, "--ids", kIds, "--adapters", req, "--disable-adapter", "safety",
-                               "--override-inference-policy", "--out", (tmp / "off.safetensors").string()});
+  CHECK_THAT(refused.err, Contains("'safety' is required at inference") &&
+                              Contains("--override-inference-policy"));
+  auto forced = test::run_cli({"forward", base, "--ids", kIds, "--adapters", req,
+                               "--disable-adapter", "safety", "--override-inference-policy",
+                               "--out", (tmp / "off.safetensors").string()});
   REQUIRE(forced.exit_code == 0);
   CHECK_THAT(forced.err, Contains("inference policy override"));
-  CHECK(max_diff(logits_of(tmp / "off.safetensors"), ref("base")) < 1e-4);  // transformers' base logits
-  auto unknown = test::run_cli({"forward", base, "--ids", kIds, "--adapters", req, "--disable-adapter", "nope"});
+  CHECK(max_diff(logits_of(tmp / "off.safetensors"), ref("base")) <
+        1e-4);  // transformers' base logits
+  auto unknown = test::run_cli(
+      {"forward", base, "--ids", kIds, "--adapters", req, "--disable-adapter", "nope"});
   CHECK(unknown.exit_code == 2);
   CHECK_THAT(unknown.err, Contains("no loaded adapter is named 'nope'"));
-  auto missing = test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "absent").string()});
+  auto missing =
+      test::run_cli({"forward", base, "--ids", kIds, "--adapters", (tmp / "absent").string()});
   CHECK(missing.exit_code == 1);
   CHECK_THAT(missing.err, Contains("adapter_config.json"));
 }
 
-TEST_CASE("cli adapters: merge writes a directory transformers loads with PEFT's merged logits", "[cli][reference]") {
+TEST_CASE("cli adapters: merge writes a directory transformers loads with PEFT's merged logits",
+          "[cli][reference]") {
   test::TempDir tmp;
   fs::copy(fix() / "base", tmp / "base", fs::copy_options::recursive);
   test::write_text(tmp / "base" / "tokenizer.json", "{\"model\": {\"type\": \"BPE\"}}\n");
   test::write_text(tmp / "base" / "tokenizer_config.json", "{\"eos_token\": \"</s>\"}\n");
-  const std::string ab = (fix() / "adapters" / "a").string() + "," + (fix() / "adapters" / "b").string();
-  auto r = test::run_cli({"merge", (tmp / "base").string(), "--adapters", ab, "--out", (tmp / "merged").string()});
+  const std::string ab =
+      (fix() / "adapters" / "a").string() + "," + (fix() / "adapters" / "b").string();
+  auto r = test::run_cli(
+      {"merge", (tmp / "base").string(), "--adapters", ab, "--out", (tmp / "merged").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("merged a") && Contains("merged b") && Contains("tokenizer.json"));
-  CHECK(io::read_file(tmp / "merged" / "tokenizer.json") == io::read_file(tmp / "base" / "tokenizer.json"));
+  CHECK(io::read_file(tmp / "merged" / "tokenizer.json") ==
+        io::read_file(tmp / "base" / "tokenizer.json"));
   CHECK(fs::exists(tmp / "merged" / "tokenizer_config.json"));
-  auto r16 = test::run_cli({"merge", (tmp / "base").string(), "--adapters", ab, "--out", (tmp / "merged16").string(),
-                            "--dtype", "bfloat16"});
+  auto r16 = test::run_cli({"merge", (tmp / "base").string(), "--adapters", ab, "--out",
+                            (tmp / "merged16").string(), "--dtype", "bfloat16"});
   REQUIRE(r16.exit_code == 0);
 
   io::safetensors_save(tmp / "ids.safetensors", {{"ids", ref("ids")}});
@@ -106,30 +123,34 @@ with torch.no_grad():
     d16 = (m16(ref["ids"]).logits.float() - ref["merged"]).abs().max().item()
 print("bf16 merged dir:", d16)
 sys.exit(0 if d < 1e-4 and d16 < 0.1 else 1)
-)", {fix().string(), tmp.path().string()}) == 0);
+)",
+               {fix().string(), tmp.path().string()}) == 0);
 
-  auto no_adapters = test::run_cli({"merge", (tmp / "base").string(), "--out", (tmp / "x").string()});
+  auto no_adapters =
+      test::run_cli({"merge", (tmp / "base").string(), "--out", (tmp / "x").string()});
   CHECK(no_adapters.exit_code == 2);
-  auto bad = test::run_cli({"merge", (tmp / "base").string(), "--adapters", (tmp / "none").string(), "--out",
-                            (tmp / "x").string()});
+  auto bad = test::run_cli({"merge", (tmp / "base").string(), "--adapters", (tmp / "none").string(),
+                            "--out", (tmp / "x").string()});
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.err, Contains("adapter_config.json"));
 }
 
-TEST_CASE("cli adapters: export gguf-lora matches llama.cpp's layout and the PEFT tensors", "[cli][reference]") {
+TEST_CASE("cli adapters: export gguf-lora matches llama.cpp's layout and the PEFT tensors",
+          "[cli][reference]") {
   test::TempDir tmp;
   const std::string base = (fix() / "base").string();
   for (auto [name, dtype] : {std::pair{"a", "float32"}, {"b", "float32"}, {"b", "float16"}}) {
     const std::string out = (tmp / (std::string(name) + "-" + dtype + ".gguf")).string();
-    auto r = test::run_cli({"export", (fix() / "adapters" / name).string(), "--format", "gguf-lora", "--model", base,
-                            "--out", out, "--dtype", dtype});
+    auto r = test::run_cli({"export", (fix() / "adapters" / name).string(), "--format", "gguf-lora",
+                            "--model", base, "--out", out, "--dtype", dtype});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
   }
-  // Independent check: gguf's reader, PEFT's files, the converter's permutation written out in numpy.
-  // rsLoRA with a rank pattern: one alpha cannot carry both scales, the rest is folded into lora_b.
-  auto c = test::run_cli({"export", (fix() / "adapters" / "c").string(), "--format", "gguf-lora", "--model", base,
-                          "--out", (tmp / "c.gguf").string()});
+  // Independent check: gguf's reader, PEFT's files, the converter's permutation written out in
+  // numpy. rsLoRA with a rank pattern: one alpha cannot carry both scales, the rest is folded into
+  // lora_b.
+  auto c = test::run_cli({"export", (fix() / "adapters" / "c").string(), "--format", "gguf-lora",
+                          "--model", base, "--out", (tmp / "c.gguf").string()});
   REQUIRE(c.exit_code == 0);
   CHECK_THAT(c.out, Contains("2 modules rescaled"));
   CHECK_THAT(c.err, Contains("folded into their lora_b"));
@@ -207,10 +228,11 @@ for key in [k for k in peft if ".lora_A." in k]:
     print("c", g, "rank", rank, "relative error of the delta", err)
     ok = ok and err < 1e-6
 sys.exit(0 if ok else 1)
-)", {fix().string(), tmp.path().string()}) == 0);
+)",
+               {fix().string(), tmp.path().string()}) == 0);
 
-  auto bad = test::run_cli({"export", (fix() / "adapters" / "a").string(), "--format", "ggml", "--model", base,
-                            "--out", (tmp / "x.gguf").string()});
+  auto bad = test::run_cli({"export", (fix() / "adapters" / "a").string(), "--format", "ggml",
+                            "--model", base, "--out", (tmp / "x.gguf").string()});
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.err, Contains("unknown export format 'ggml'"));
 }
@@ -219,8 +241,8 @@ TEST_CASE("cli adapters: project applies Safe LoRA as numpy computes it", "[cli]
   test::TempDir tmp;
   const std::string out = (tmp / "projected").string();
   auto r = test::run_cli({"project", "--safety", (fix() / "project" / "safety").string(), "--task",
-                          (fix() / "project" / "task").string(), "--out", out, "--threshold", "0.6", "--model",
-                          (fix() / "base").string()});
+                          (fix() / "project" / "task").string(), "--out", out, "--threshold", "0.6",
+                          "--model", (fix() / "base").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("projected 2 of 4 layers"));
@@ -252,7 +274,8 @@ for k in sorted(task):
     print(module, "cos", cos, "ours", l["cosine"], "projected", proj, l["projected"], "max |B - numpy|", e)
     ok = ok and abs(cos - l["cosine"]) < 1e-9 and proj == l["projected"] and e < 1e-6
 sys.exit(0 if ok and len(summary) == 4 else 1)
-)", {fix().string(), out, "0.6"}) == 0);
+)",
+               {fix().string(), out, "0.6"}) == 0);
 
   auto missing = test::run_cli({"project", "--safety", (tmp / "none").string(), "--task",
                                 (fix() / "project" / "task").string(), "--out", out, "--model",

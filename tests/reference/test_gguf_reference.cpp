@@ -8,10 +8,10 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/gguf.hpp"
-#include "safetune/model/gguf.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
+#include "safetune/model/gguf.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -40,7 +40,8 @@ std::map<std::string, at::Tensor> as_map(std::vector<std::pair<std::string, at::
 }
 }  // namespace
 
-TEST_CASE("gguf reference: every supported type equals gguf.quants.dequantize", "[reference][io][gguf]") {
+TEST_CASE("gguf reference: every supported type equals gguf.quants.dequantize",
+          "[reference][io][gguf]") {
   io::GgufFile f(gguf_dir() / "types.gguf");
   json manifest = json::parse(io::read_file(gguf_dir() / "types.json"));
   REQUIRE(manifest.size() == 11);
@@ -57,8 +58,8 @@ TEST_CASE("gguf reference: every supported type equals gguf.quants.dequantize", 
     CHECK(at::equal(f.tensor(name, at::kBFloat16), want.to(at::kBFloat16)));
     CHECK(at::equal(f.tensor(name, at::kHalf), want.to(at::kHalf)));
   }
-  CHECK_THROWS_WITH(f.tensor("t_q2_k", at::kFloat),
-                    Catch::Contains("unsupported ggml type Q2_K") && Catch::Contains("tensor 't_q2_k'"));
+  CHECK_THROWS_WITH(f.tensor("t_q2_k", at::kFloat), Catch::Contains("unsupported ggml type Q2_K") &&
+                                                        Catch::Contains("tensor 't_q2_k'"));
 }
 
 TEST_CASE("gguf reference: metadata of every value type round-trips", "[reference][io][gguf]") {
@@ -98,10 +99,12 @@ TEST_CASE("gguf reference: metadata of every value type round-trips", "[referenc
   CHECK(f.alignment() == 64);
   CHECK(f.get_string("general.architecture") == "qwen2");
   CHECK(at::equal(f.tensor("t", at::kFloat), at::arange(10, at::kFloat)));
-  CHECK_THROWS_WITH(f.get_strings("t.ints"), Catch::Contains("array of strings") && Catch::Contains("t.ints"));
+  CHECK_THROWS_WITH(f.get_strings("t.ints"),
+                    Catch::Contains("array of strings") && Catch::Contains("t.ints"));
 }
 
-TEST_CASE("gguf reference: tiny llama and qwen2 checkpoints recover the HF tensors exactly", "[reference][io][gguf]") {
+TEST_CASE("gguf reference: tiny llama and qwen2 checkpoints recover the HF tensors exactly",
+          "[reference][io][gguf]") {
   json configs = json::parse(io::read_file(gguf_dir() / "models.json"));
   for (const std::string arch : {"llama", "qwen2"}) {
     INFO(arch);
@@ -182,7 +185,8 @@ TEST_CASE("gguf reference: the real SmolLM2 Q4_1 model", "[reference][io][gguf][
   CHECK(f.get_string("tokenizer.chat_template").find("im_start") != std::string::npos);
 }
 
-TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equals transformers", "[reference][io][gguf]") {
+TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equals transformers",
+          "[reference][io][gguf]") {
   auto expected = as_map(io::safetensors_load(gguf_dir() / "llama3_rope_expected.safetensors"));
   model::Checkpoint ck = model::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
   REQUIRE(ck.config.rope_freq_factors.size() == 8);
@@ -197,6 +201,7 @@ TEST_CASE("gguf reference: llama3 rope scaling stored as rope_freqs.weight equal
   model::CausalLM unscaled(ck);
   CHECK((unscaled.forward(ids)[0] - expected["logits"]).abs().max().item<float>() > 1e-2f);
   // A model whose rope has no config.json form refuses to be exported as a Hugging Face directory.
-  model::Checkpoint again = model::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
+  model::Checkpoint again =
+      model::gguf_load_checkpoint(gguf_dir() / "llama3_rope.gguf", at::kFloat);
   CHECK_THROWS_WITH(model::to_hf_json(again.config), Catch::Contains("rope frequency factors"));
 }

@@ -1,8 +1,8 @@
 // A GGUF model's tokenizer outside the library: `tokenize --tokenizer MODEL.gguf`, one-line errors
 // for files no loader reads, and `merge` of a GGUF writing Hugging Face tokenizer files that
 // transformers and safetune load with the same ids.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <fstream>
@@ -64,7 +64,8 @@ void check_ids(const test::RunResult& r, const Lines& want, const std::string& w
   REQUIRE(got.size() == want.ids.size());
   size_t mismatch = 0;
   for (size_t i = 0; i < got.size(); ++i)
-    if (got[i] != want.ids[i] && mismatch++ < 3) UNSCOPED_INFO(want.text[i] << "\n want " << want.ids[i] << "\n got  " << got[i]);
+    if (got[i] != want.ids[i] && mismatch++ < 3)
+      UNSCOPED_INFO(want.text[i] << "\n want " << want.ids[i] << "\n got  " << got[i]);
   CHECK(mismatch == 0);
 }
 
@@ -77,7 +78,8 @@ void write_smollm2_adapter(const fs::path& dir) {
   torch::manual_seed(7);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (int layer = 0; layer < 30; ++layer) {
-    std::string prefix = "base_model.model.model.layers." + std::to_string(layer) + ".self_attn.q_proj.";
+    std::string prefix =
+        "base_model.model.model.layers." + std::to_string(layer) + ".self_attn.q_proj.";
     tensors.push_back({prefix + "lora_A.weight", torch::randn({2, 576}) * 0.01});
     tensors.push_back({prefix + "lora_B.weight", torch::randn({576, 2}) * 0.01});
   }
@@ -85,16 +87,19 @@ void write_smollm2_adapter(const fs::path& dir) {
 }
 }  // namespace
 
-TEST_CASE("tokenize --tokenizer MODEL.gguf gives the ids of SmolLM2's published split", "[cli][reference][tokenizer]") {
+TEST_CASE("tokenize --tokenizer MODEL.gguf gives the ids of SmolLM2's published split",
+          "[cli][reference][tokenizer]") {
   test::TempDir tmp;
   auto lines = smollm2_lines(300);
   REQUIRE(lines.text.size() == 300);
   auto in = write_lines(tmp / "lines.txt", lines.text);
-  check_ids(test::run_cli({"tokenize", "--tokenizer", test::smollm2_gguf().string(), "--no-special", in.string()}),
+  check_ids(test::run_cli({"tokenize", "--tokenizer", test::smollm2_gguf().string(), "--no-special",
+                           in.string()}),
             lines, "tokenize --tokenizer gguf");
 }
 
-TEST_CASE("tokenize --tokenizer with a file no loader reads: one line naming the formats", "[cli][tokenizer]") {
+TEST_CASE("tokenize --tokenizer with a file no loader reads: one line naming the formats",
+          "[cli][tokenizer]") {
   test::TempDir tmp;
   test::write_text(tmp / "notes.txt", "these are notes, not a tokenizer\n");
   test::write_text(tmp / "in.txt", "hello\n");
@@ -103,16 +108,19 @@ TEST_CASE("tokenize --tokenizer with a file no loader reads: one line naming the
     INFO(r.err);
     CHECK(r.exit_code == 1);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK_THAT(r.err, StartsWith("error: ") && Contains("supported: tokenizer.json") && Contains(".gguf"));
+    CHECK_THAT(r.err,
+               StartsWith("error: ") && Contains("supported: tokenizer.json") && Contains(".gguf"));
   }
 }
 
-TEST_CASE("merge of a GGUF model writes tokenizer files that transformers and safetune read alike", "[cli][reference][model]") {
+TEST_CASE("merge of a GGUF model writes tokenizer files that transformers and safetune read alike",
+          "[cli][reference][model]") {
   test::TempDir tmp;
   write_smollm2_adapter(tmp / "adapter");
   const fs::path merged = tmp / "merged";
-  auto m = test::run_cli({"merge", test::smollm2_gguf().string(), "--adapters", (tmp / "adapter").string(), "--out",
-                          merged.string(), "--dtype", "bfloat16"});
+  auto m =
+      test::run_cli({"merge", test::smollm2_gguf().string(), "--adapters",
+                     (tmp / "adapter").string(), "--out", merged.string(), "--dtype", "bfloat16"});
   INFO(m.err);
   REQUIRE(m.exit_code == 0);
   CHECK_THAT(m.out, Contains("tokenizer.json") && Contains("tokenizer_config.json"));
@@ -120,8 +128,10 @@ TEST_CASE("merge of a GGUF model writes tokenizer files that transformers and sa
   auto lines = smollm2_lines(120);
   lines.text.push_back("# \U0001FA76 grey heart, 1234 apples");
   auto in = write_lines(tmp / "lines.txt", lines.text);
-  test::write_text(tmp / "chat.jsonl",
-                   R"({"messages":[{"role":"user","content":"What is 12+30?"},{"role":"assistant","content":"42."}]})" "\n");
+  test::write_text(
+      tmp / "chat.jsonl",
+      R"({"messages":[{"role":"user","content":"What is 12+30?"},{"role":"assistant","content":"42."}]})"
+      "\n");
   // Reference: transformers' AutoTokenizer on the merged directory as is; the chat template must be
   // the GGUF's, read with the gguf package.
   auto py = test::run_python(R"(
@@ -139,8 +149,8 @@ json.dump({"plain": [tok(t, add_special_tokens=False)["input_ids"] for t in text
            "special": [tok(t)["input_ids"] for t in texts],
            "chat": tok(rendered, add_special_tokens=False)["input_ids"]}, open(out, "w"))
 )",
-                             {merged.string(), test::smollm2_gguf().string(), in.string(), (tmp / "chat.jsonl").string(),
-                              (tmp / "hf.json").string()});
+                             {merged.string(), test::smollm2_gguf().string(), in.string(),
+                              (tmp / "chat.jsonl").string(), (tmp / "hf.json").string()});
   INFO(py.out << py.err);
   REQUIRE(py.exit_code == 0);
   json hf = json::parse(io::read_file(tmp / "hf.json"));
@@ -158,14 +168,17 @@ json.dump({"plain": [tok(t, add_special_tokens=False)["input_ids"] for t in text
     // transformers agrees with tokenizers' reference for the published split (the fixture).
     if (i < lines.ids.size()) CHECK(plain.ids[i] == lines.ids[i]);
   }
-  check_ids(test::run_cli({"tokenize", "--tokenizer", merged.string(), "--no-special", in.string()}), plain,
-            "tokenize --tokenizer merged dir");
+  check_ids(
+      test::run_cli({"tokenize", "--tokenizer", merged.string(), "--no-special", in.string()}),
+      plain, "tokenize --tokenizer merged dir");
   check_ids(test::run_cli({"tokenize", "--tokenizer", merged.string(), in.string()}), special,
             "tokenize --tokenizer merged dir, with specials");
-  check_ids(test::run_cli({"tokenize", "--tokenizer", test::smollm2_gguf().string(), "--no-special", in.string()}),
+  check_ids(test::run_cli({"tokenize", "--tokenizer", test::smollm2_gguf().string(), "--no-special",
+                           in.string()}),
             plain, "tokenize --tokenizer gguf");
   // safetune takes the chat template from the merged directory by itself, as transformers does.
-  auto chat = test::run_cli({"tokenize", "--tokenizer", merged.string(), "--chat", "auto", (tmp / "chat.jsonl").string()});
+  auto chat = test::run_cli({"tokenize", "--tokenizer", merged.string(), "--chat", "auto",
+                             (tmp / "chat.jsonl").string()});
   INFO(chat.err);
   REQUIRE(chat.exit_code == 0);
   CHECK(chat.out == join(hf["chat"]) + "\n");

@@ -4,9 +4,9 @@
 #include "safetune/lora/config.hpp"
 #include "support.hpp"
 
+#include <torch/torch.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include <fstream>
 #include <set>

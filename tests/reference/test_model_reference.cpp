@@ -1,7 +1,7 @@
 // The model core against transformers: logits, KV-cache decoding, greedy generation, export, CLI.
+#include <torch/torch.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -20,13 +20,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kModels[] = {"llama_mha", "llama_gqa_llama3", "llama_tied_headdim", "qwen2_gqa7", "qwen2_untied"};
+const char* kModels[] = {"llama_mha", "llama_gqa_llama3", "llama_tied_headdim", "qwen2_gqa7",
+                         "qwen2_untied"};
 
 fs::path model_fixture() { return test::fixture_dir() / "model"; }
 
 std::map<std::string, at::Tensor> load_ref(const std::string& name) {
   std::map<std::string, at::Tensor> m;
-  for (auto& [k, t] : io::safetensors_load(model_fixture() / (name + "_ref.safetensors"))) m[k] = t.clone();
+  for (auto& [k, t] : io::safetensors_load(model_fixture() / (name + "_ref.safetensors")))
+    m[k] = t.clone();
   return m;
 }
 
@@ -78,7 +80,8 @@ TEST_CASE("model: logits equal transformers' (fp32, CPU)", "[reference][model]")
   }
 }
 
-TEST_CASE("model: KV-cache decoding gives transformers' full-sequence logits", "[reference][model]") {
+TEST_CASE("model: KV-cache decoding gives transformers' full-sequence logits",
+          "[reference][model]") {
   torch::NoGradGuard ng;
   for (const char* name : {"llama_gqa_llama3", "qwen2_gqa7"}) {
     DYNAMIC_SECTION(name) {
@@ -90,14 +93,16 @@ TEST_CASE("model: KV-cache decoding gives transformers' full-sequence logits", "
       std::vector<at::Tensor> parts{m->forward(ids.narrow(1, 0, 5), {}, {}, &cache)};
       // one chunk of 3 (a multi-token step on a non-empty cache), then single tokens
       parts.push_back(m->forward(ids.narrow(1, 5, 3), {}, {}, &cache));
-      for (std::int64_t t = 8; t < T; ++t) parts.push_back(m->forward(ids.narrow(1, t, 1), {}, {}, &cache));
+      for (std::int64_t t = 8; t < T; ++t)
+        parts.push_back(m->forward(ids.narrow(1, t, 1), {}, {}, &cache));
       CHECK(cache.seq_len() == T);
       CHECK(max_abs(at::cat(parts, 1), ref["logits"]) <= 1e-4);
 
       // Padded batch through the cache: prefix then one token per step, mask growing.
       auto bids = ref["batch_ids"], bmask = ref["batch_mask"];
       auto bcache = m->make_cache();
-      std::vector<at::Tensor> bparts{m->forward(bids.narrow(1, 0, 9), bmask.narrow(1, 0, 9), {}, &bcache)};
+      std::vector<at::Tensor> bparts{
+          m->forward(bids.narrow(1, 0, 9), bmask.narrow(1, 0, 9), {}, &bcache)};
       for (std::int64_t t = 9; t < T; ++t)
         bparts.push_back(m->forward(bids.narrow(1, t, 1), bmask.narrow(1, 0, t + 1), {}, &bcache));
       auto bl = at::cat(bparts, 1);
@@ -107,7 +112,8 @@ TEST_CASE("model: KV-cache decoding gives transformers' full-sequence logits", "
   }
 }
 
-TEST_CASE("model: greedy generation equals transformers' generate(do_sample=False)", "[reference][model]") {
+TEST_CASE("model: greedy generation equals transformers' generate(do_sample=False)",
+          "[reference][model]") {
   for (const char* name : kModels) {
     DYNAMIC_SECTION(name) {
       auto ref = load_ref(name);
@@ -128,8 +134,8 @@ TEST_CASE("model: greedy generation equals transformers' generate(do_sample=Fals
       CHECK(batch.new_tokens[1] == short_run.new_tokens[0]);
 
       // The same batch built from ragged prompts by the convenience overload.
-      auto ragged = model::generate(*m, {row(ref["ids"], 0), row(ref["greedy_short"].narrow(1, 0, 7), 0)},
-                                    greedy32());
+      auto ragged = model::generate(
+          *m, {row(ref["ids"], 0), row(ref["greedy_short"].narrow(1, 0, 7), 0)}, greedy32());
       CHECK(row(ragged.sequences, 1) == row(ref["batch_greedy"], 1));
 
       auto rep_opts = greedy32();
@@ -169,12 +175,14 @@ TEST_CASE("model: bf16 and fp16 stay close to transformers' fp32 logits", "[refe
     auto logits = m->forward(ref["ids"]);
     CHECK(logits.scalar_type() == dtype);
     double rel = max_abs(logits.to(at::kFloat), ref["logits"]) / scale;
-    std::printf("[model parity] %s max abs error relative to max |logit|: %.3g\n", c10::toString(dtype), rel);
+    std::printf("[model parity] %s max abs error relative to max |logit|: %.3g\n",
+                c10::toString(dtype), rel);
     CHECK(rel < 0.05);
   }
 }
 
-TEST_CASE("model: exported directory loads in transformers with the same logits", "[reference][model]") {
+TEST_CASE("model: exported directory loads in transformers with the same logits",
+          "[reference][model]") {
   torch::NoGradGuard ng;
   for (const char* name : {"llama_gqa_llama3", "qwen2_gqa7"}) {
     DYNAMIC_SECTION(name) {
@@ -186,10 +194,11 @@ TEST_CASE("model: exported directory loads in transformers with the same logits"
       CHECK(fs::exists(dir.path() / "out" / "model.safetensors.index.json"));
       CHECK(fs::exists(dir.path() / "out" / "model-00001-of-00005.safetensors") ==
             fs::exists(dir.path() / "out" / "model-00005-of-00005.safetensors"));
-      std::string cmd = shell_quote(test::python().string()) + " " +
-                        shell_quote((test::source_dir() / "tests/reference/fixtures_model.py").string()) +
-                        " check-export " + shell_quote((dir.path() / "out").string()) + " " +
-                        shell_quote((model_fixture() / (std::string(name) + "_ref.safetensors")).string());
+      std::string cmd =
+          shell_quote(test::python().string()) + " " +
+          shell_quote((test::source_dir() / "tests/reference/fixtures_model.py").string()) +
+          " check-export " + shell_quote((dir.path() / "out").string()) + " " +
+          shell_quote((model_fixture() / (std::string(name) + "_ref.safetensors")).string());
       int rc = std::system(cmd.c_str());
       CHECK(rc == 0);
 
@@ -223,7 +232,8 @@ TEST_CASE("cli: inspect and forward on a transformers model", "[reference][model
   auto r = test::run_cli({"inspect", dir.string()});
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Matchers::Contains("architecture: llama"));
-  CHECK_THAT(r.out, Catch::Matchers::Contains("parameters: " + std::to_string(info["num_parameters"].get<long long>())));
+  CHECK_THAT(r.out, Catch::Matchers::Contains(
+                        "parameters: " + std::to_string(info["num_parameters"].get<long long>())));
   // The table row of one tensor: name, dtype, shape (head_dim 24 x 4 heads = 96 rows).
   bool found = false;
   std::istringstream lines(r.out);
@@ -240,7 +250,8 @@ TEST_CASE("cli: inspect and forward on a transformers model", "[reference][model
   std::string ids_text;
   for (auto id : ids) ids_text += (ids_text.empty() ? "" : ",") + std::to_string(id);
   test::TempDir tmp;
-  auto f = test::run_cli({"forward", dir.string(), "--ids", ids_text, "--out", (tmp / "logits.safetensors").string()});
+  auto f = test::run_cli(
+      {"forward", dir.string(), "--ids", ids_text, "--out", (tmp / "logits.safetensors").string()});
   REQUIRE(f.exit_code == 0);
   auto last = ref["logits"][0][ids.size() - 1];
   auto top = last.argmax().item<std::int64_t>();

@@ -1,6 +1,6 @@
 // The real SmolLM2-135M-Instruct Q4_1 GGUF against transformers loading the same file.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <map>
@@ -12,7 +12,8 @@
 
 using namespace safetune;
 
-TEST_CASE("model: SmolLM2 GGUF logits and greedy tokens equal transformers'", "[reference][model]") {
+TEST_CASE("model: SmolLM2 GGUF logits and greedy tokens equal transformers'",
+          "[reference][model]") {
   auto ref_path = test::fixture_dir() / "model" / "smollm2_ref.safetensors";
   INFO("reference " << ref_path << " is written only when " << test::smollm2_gguf() << " exists");
   REQUIRE(std::filesystem::exists(ref_path));
@@ -26,8 +27,10 @@ TEST_CASE("model: SmolLM2 GGUF logits and greedy tokens equal transformers'", "[
     REQUIRE(logits.sizes() == ref["logits"].sizes());
     double err = (logits - ref["logits"]).abs().max().item<double>();
     double last = (logits[0][-1] - ref["logits"][0][-1]).abs().max().item<double>();
-    std::printf("[model parity] SmolLM2-135M Q4_1: max abs logits error %.3g (all 16 positions), %.3g (next token)\n",
-                err, last);
+    std::printf(
+        "[model parity] SmolLM2-135M Q4_1: max abs logits error %.3g (all 16 positions), %.3g "
+        "(next token)\n",
+        err, last);
     CHECK(err <= 1e-3);
   }
   model::GenerateOptions o;

@@ -1,6 +1,7 @@
-// PEFT adapter files: load PEFT-made adapters (one and two active), save ours and let PEFT load them.
-#include <catch2/catch.hpp>
+// PEFT adapter files: load PEFT-made adapters (one and two active), save ours and let PEFT load
+// them.
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -19,7 +20,9 @@ std::map<std::string, at::Tensor> ref_logits() {
   auto v = io::safetensors_load(test::fixture_dir() / "peft" / "logits.safetensors");
   return {v.begin(), v.end()};
 }
-double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
 }  // namespace
 
 TEST_CASE("peft: adapters made by PEFT give PEFT's logits", "[peft][reference]") {
@@ -30,8 +33,9 @@ TEST_CASE("peft: adapters made by PEFT give PEFT's logits", "[peft][reference]")
   torch::NoGradGuard ng;
   lora::ModelAdapters adapters(*model);
   CHECK(max_diff(model->forward(ids), ref.at("base")) < 1e-4);
-  auto info = adapters.load_peft(dir / "adapters" / "a");  // PEFT puts non-default adapters in subdirectories
-  CHECK(info.modules.size() == 6);  // q, v, down in 2 layers
+  auto info = adapters.load_peft(dir / "adapters" /
+                                 "a");  // PEFT puts non-default adapters in subdirectories
+  CHECK(info.modules.size() == 6);      // q, v, down in 2 layers
   CHECK(info.name == "a");
   auto la = model->forward(ids);
   double da = max_diff(la, ref.at("a"));
@@ -93,8 +97,8 @@ d = (theirs - ours).abs().max().item()
 print("max diff", d)
 sys.exit(0 if d < 1e-4 else 1)
 )";
-  std::string cmd = test::python().string() + " " + (tmp / "check.py").string() + " " + fix.string() + " " +
-                    tmp.path().string();
+  std::string cmd = test::python().string() + " " + (tmp / "check.py").string() + " " +
+                    fix.string() + " " + tmp.path().string();
   CHECK(std::system(cmd.c_str()) == 0);
 
   // Loading our own file back restores role and policy, and a damaged file is refused.
@@ -111,11 +115,15 @@ TEST_CASE("peft: bad adapter directories are refused with the file named", "[pef
   auto model = model::load(fix / "base");
   lora::ModelAdapters adapters(*model);
   test::TempDir tmp;
-  CHECK_THROWS_WITH(adapters.load_peft(tmp / "nothing"), Catch::Matchers::Contains("adapter_config.json"));
+  CHECK_THROWS_WITH(adapters.load_peft(tmp / "nothing"),
+                    Catch::Matchers::Contains("adapter_config.json"));
   fs::create_directories(tmp / "bad");
-  fs::copy_file(fix / "adapters" / "a" / "adapter_model.safetensors", tmp / "bad" / "adapter_model.safetensors");
-  test::write_text(tmp / "bad" / "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"use_dora\": true}");
-  CHECK_THROWS_WITH(adapters.load_peft(tmp / "bad"), Catch::Matchers::Contains("DoRA adapters are not supported"));
+  fs::copy_file(fix / "adapters" / "a" / "adapter_model.safetensors",
+                tmp / "bad" / "adapter_model.safetensors");
+  test::write_text(tmp / "bad" / "adapter_config.json",
+                   "{\"peft_type\": \"LORA\", \"r\": 4, \"use_dora\": true}");
+  CHECK_THROWS_WITH(adapters.load_peft(tmp / "bad"),
+                    Catch::Matchers::Contains("DoRA adapters are not supported"));
   test::write_text(tmp / "bad" / "adapter_config.json", "{not json");
   CHECK_THROWS_WITH(adapters.load_peft(tmp / "bad"), Catch::Matchers::Contains("malformed JSON"));
   // A model of another shape: the adapter's tensors do not fit.
@@ -123,7 +131,9 @@ TEST_CASE("peft: bad adapter directories are refused with the file named", "[pef
   for (auto& [k, t] : bigger) t = torch::cat({t, t}, t.dim() - 1).contiguous();
   fs::create_directories(tmp / "shape");
   io::safetensors_save(tmp / "shape" / "adapter_model.safetensors", bigger);
-  fs::copy_file(fix / "adapters" / "a" / "adapter_config.json", tmp / "shape" / "adapter_config.json");
-  CHECK_THROWS_WITH(adapters.load_peft(tmp / "shape"), Catch::Matchers::Contains("do not fit the Linear"));
+  fs::copy_file(fix / "adapters" / "a" / "adapter_config.json",
+                tmp / "shape" / "adapter_config.json");
+  CHECK_THROWS_WITH(adapters.load_peft(tmp / "shape"),
+                    Catch::Matchers::Contains("do not fit the Linear"));
   CHECK(adapters.names().empty());  // nothing attached by the failed loads
 }

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "safetune/io/atomic_file.hpp"
 #include "io/safetensors_header.hpp"  // internal: the parsed header
+#include "safetune/io/atomic_file.hpp"
 #include "safetune/io/safetensors.hpp"
 #include "support.hpp"
 
@@ -61,7 +61,8 @@ int run_python(const std::string& script) {
 }
 }  // namespace
 
-TEST_CASE("safetensors reference: torch-written mixed dtypes load byte-exact with metadata", "[reference][io]") {
+TEST_CASE("safetensors reference: torch-written mixed dtypes load byte-exact with metadata",
+          "[reference][io]") {
   auto loaded = io::safetensors_load(st_dir() / "mixed.safetensors");
   check_against_manifest(loaded, "mixed.json");
   auto header = io::safetensors_read_header(st_dir() / "mixed.safetensors");
@@ -73,13 +74,15 @@ TEST_CASE("safetensors reference: numpy-written file loads byte-exact", "[refere
   check_against_manifest(io::safetensors_load(st_dir() / "numpy.safetensors"), "numpy.json");
 }
 
-TEST_CASE("safetensors reference: sharded directory and index file load byte-exact", "[reference][io]") {
+TEST_CASE("safetensors reference: sharded directory and index file load byte-exact",
+          "[reference][io]") {
   check_against_manifest(io::safetensors_load(st_dir() / "sharded"), "sharded.json");
-  check_against_manifest(io::safetensors_load(st_dir() / "sharded" / "model.safetensors.index.json"),
-                         "sharded.json");
+  check_against_manifest(
+      io::safetensors_load(st_dir() / "sharded" / "model.safetensors.index.json"), "sharded.json");
 }
 
-TEST_CASE("safetensors reference: loading is zero copy (tensors sit at their file offsets)", "[reference][io]") {
+TEST_CASE("safetensors reference: loading is zero copy (tensors sit at their file offsets)",
+          "[reference][io]") {
   auto loaded = io::safetensors_load(st_dir() / "mixed.safetensors");
   auto header = io::safetensors_read_header(st_dir() / "mixed.safetensors");
   REQUIRE(loaded.size() == header.tensors.size());
@@ -97,7 +100,8 @@ TEST_CASE("safetensors reference: loading is zero copy (tensors sit at their fil
   }
 }
 
-TEST_CASE("safetensors reference: files written by safetensors_save load in Python", "[reference][io]") {
+TEST_CASE("safetensors reference: files written by safetensors_save load in Python",
+          "[reference][io]") {
   test::TempDir dir;
   fs::path p = dir / "ours.safetensors";
   io::safetensors_save(p,
@@ -115,12 +119,16 @@ TEST_CASE("safetensors reference: files written by safetensors_save load in Pyth
       "import torch, sys\n"
       "from safetensors import safe_open\n"
       "from safetensors.torch import load_file\n"
-      "p = sys.argv[1] if len(sys.argv) > 1 else \"" + p.string() + "\"\n"
+      "p = sys.argv[1] if len(sys.argv) > 1 else \"" +
+      p.string() +
+      "\"\n"
       "d = load_file(p)\n"
       "exp = {\"a\": torch.arange(12.).reshape(3, 4) / 4, \"h\": -torch.arange(6.).half(),\n"
       "       \"b\": torch.arange(5.).bfloat16() * 0.5, \"i\": torch.arange(-3, 3),\n"
-      "       \"j\": torch.arange(4, dtype=torch.int32).reshape(2, 2), \"u\": torch.arange(7, dtype=torch.uint8),\n"
-      "       \"m\": torch.tensor([False, True, False, True]), \"t\": torch.arange(8.).reshape(2, 4).t(),\n"
+      "       \"j\": torch.arange(4, dtype=torch.int32).reshape(2, 2), \"u\": torch.arange(7, "
+      "dtype=torch.uint8),\n"
+      "       \"m\": torch.tensor([False, True, False, True]), \"t\": torch.arange(8.).reshape(2, "
+      "4).t(),\n"
       "       \"e\": torch.zeros(0, 3)}\n"
       "assert set(d) == set(exp), sorted(d)\n"
       "for k, v in exp.items():\n"
@@ -130,11 +138,13 @@ TEST_CASE("safetensors reference: files written by safetensors_save load in Pyth
   CHECK(run_python(script) == 0);
 }
 
-TEST_CASE("safetensors reference: sharded export loads in Python the way transformers reads it", "[reference][io]") {
+TEST_CASE("safetensors reference: sharded export loads in Python the way transformers reads it",
+          "[reference][io]") {
   test::TempDir dir;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (int i = 0; i < 5; ++i)
-    tensors.emplace_back("model.layers." + std::to_string(i) + ".w", at::arange(100, at::kFloat).add(i * 1000));
+    tensors.emplace_back("model.layers." + std::to_string(i) + ".w",
+                         at::arange(100, at::kFloat).add(i * 1000));
   tensors.emplace_back("model.norm.weight", at::ones({3}, at::kBFloat16));
   // 400 bytes per layer tensor, 1000-byte shards: 2 + 2 + 1 (+ norm) -> 3 shards
   auto files = io::safetensors_save_sharded(dir.path(), tensors, 1000);
@@ -152,7 +162,9 @@ TEST_CASE("safetensors reference: sharded export loads in Python the way transfo
   std::string script =
       "import json, torch\n"
       "from safetensors.torch import load_file\n"
-      "d = \"" + dir.path().string() + "\"\n"
+      "d = \"" +
+      dir.path().string() +
+      "\"\n"
       "idx = json.load(open(d + \"/model.safetensors.index.json\"))\n"
       "assert idx[\"metadata\"][\"total_size\"] == 5 * 400 + 6, idx\n"
       "sd = {}\n"

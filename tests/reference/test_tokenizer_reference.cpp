@@ -5,11 +5,11 @@
 #include <sstream>
 
 #include "safetune/io/atomic_file.hpp"
-#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
-#include "tokenizer/sentencepiece.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 #include "support.hpp"
+#include "tokenizer/bpe.hpp"
+#include "tokenizer/sentencepiece.hpp"
 
 using namespace safetune;
 using namespace safetune::tokenizer;
@@ -28,14 +28,16 @@ json read_json(const fs::path& p) {
 
 // The corpus format: one example per line; \n \r \t \\ are escapes.
 std::vector<std::string> read_corpus() {
-  std::ifstream in(test::source_dir() / "tests" / "data" / "tokenizer_corpus.txt", std::ios::binary);
+  std::ifstream in(test::source_dir() / "tests" / "data" / "tokenizer_corpus.txt",
+                   std::ios::binary);
   REQUIRE(in.good());
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line)) {
     std::string out;
     for (size_t i = 0; i < line.size(); ++i) {
-      if (line[i] == '\\' && i + 1 < line.size() && std::string_view("nrt\\").find(line[i + 1]) != std::string_view::npos) {
+      if (line[i] == '\\' && i + 1 < line.size() &&
+          std::string_view("nrt\\").find(line[i + 1]) != std::string_view::npos) {
         char c = line[++i];
         out.push_back(c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : '\\');
       } else {
@@ -54,7 +56,8 @@ std::string show(const std::vector<TokenId>& v) {
 }
 
 struct Parity {
-  size_t lines = 0, id_mismatch = 0, special_mismatch = 0, decode_mismatch = 0, roundtrip_mismatch = 0, span_mismatch = 0;
+  size_t lines = 0, id_mismatch = 0, special_mismatch = 0, decode_mismatch = 0,
+         roundtrip_mismatch = 0, span_mismatch = 0;
 };
 
 Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_roundtrip) {
@@ -67,9 +70,12 @@ Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_round
     auto want = ref["plain"][i].get<std::vector<TokenId>>();
     auto got = tok.encode(corpus[i], false);
     if (got != want) {
-      if (p.id_mismatch++ < 3) UNSCOPED_INFO(name << " line " << i + 1 << ": " << corpus[i] << "\n want " << show(want) << "\n got  " << show(got));
+      if (p.id_mismatch++ < 3)
+        UNSCOPED_INFO(name << " line " << i + 1 << ": " << corpus[i] << "\n want " << show(want)
+                           << "\n got  " << show(got));
     }
-    if (tok.encode(corpus[i], true) != ref["special"][i].get<std::vector<TokenId>>()) ++p.special_mismatch;
+    if (tok.encode(corpus[i], true) != ref["special"][i].get<std::vector<TokenId>>())
+      ++p.special_mismatch;
     std::string dec = tok.decode(want);
     if (dec != ref["decoded"][i].get<std::string>()) ++p.decode_mismatch;
     if (exact_roundtrip && tok.decode(got) != corpus[i]) ++p.roundtrip_mismatch;
@@ -78,7 +84,9 @@ Parity check_bpe(const Tokenizer& tok, const std::string& name, bool exact_round
       size_t at = 0;
       for (const auto& sp : tok.encode_spans(corpus[i], {})) {
         if (sp.begin == sp.end) continue;
-        if (sp.begin != at || corpus[i].compare(sp.begin, sp.end - sp.begin, tok.token_bytes(sp.id)) != 0) ++p.span_mismatch;
+        if (sp.begin != at ||
+            corpus[i].compare(sp.begin, sp.end - sp.begin, tok.token_bytes(sp.id)) != 0)
+          ++p.span_mismatch;
         at = sp.end;
       }
       if (at != corpus[i].size()) ++p.span_mismatch;
@@ -105,7 +113,8 @@ TEST_CASE("corpus unescaping agrees with the fixture script", "[reference][token
   for (size_t i = 0; i < corpus.size(); ++i) REQUIRE(ref[i].get<std::string>() == corpus[i]);
 }
 
-TEST_CASE("SmolLM2 tokenizer converted from the GGUF by transformers: identical ids", "[reference][tokenizer]") {
+TEST_CASE("SmolLM2 tokenizer converted from the GGUF by transformers: identical ids",
+          "[reference][tokenizer]") {
   auto tok = load_tokenizer(fix() / "smollm2" / "tokenizer.json");
   CHECK(tok->vocab_size() == 49152);
   require_parity(check_bpe(*tok, "smollm2", true));
@@ -115,7 +124,8 @@ TEST_CASE("GPT-2 style byte-level BPE: identical ids", "[reference][tokenizer]")
   require_parity(check_bpe(*load_tokenizer(fix() / "gpt2" / "tokenizer.json"), "gpt2", true));
 }
 
-TEST_CASE("Llama-3 split, ignore_merges and bos post-processor: identical ids", "[reference][tokenizer]") {
+TEST_CASE("Llama-3 split, ignore_merges and bos post-processor: identical ids",
+          "[reference][tokenizer]") {
   auto tok = load_tokenizer(fix() / "llama3" / "tokenizer.json");
   CHECK(tok->bos_id() == tok->token_to_id("<|begin_of_text|>"));
   require_parity(check_bpe(*tok, "llama3", true));
@@ -127,18 +137,23 @@ TEST_CASE("Qwen2 split with NFC: identical ids", "[reference][tokenizer]") {
 }
 
 TEST_CASE("DeepSeek-V3 three-regex split: identical ids", "[reference][tokenizer]") {
-  require_parity(check_bpe(*load_tokenizer(fix() / "deepseek_v3" / "tokenizer.json"), "deepseek_v3", true));
+  require_parity(
+      check_bpe(*load_tokenizer(fix() / "deepseek_v3" / "tokenizer.json"), "deepseek_v3", true));
 }
 
 TEST_CASE("DeepSeek-LLM six-regex split (Oniguruma `$`): identical ids", "[reference][tokenizer]") {
-  require_parity(check_bpe(*load_tokenizer(fix() / "deepseek_llm" / "tokenizer.json"), "deepseek_llm", true));
+  require_parity(
+      check_bpe(*load_tokenizer(fix() / "deepseek_llm" / "tokenizer.json"), "deepseek_llm", true));
 }
 
-TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids", "[reference][tokenizer]") {
-  require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"), "smollm_digits", true));
+TEST_CASE("SmolLM2-style Digits + ByteLevel pre-tokenizer: identical ids",
+          "[reference][tokenizer]") {
+  require_parity(check_bpe(*load_tokenizer(fix() / "smollm_digits" / "tokenizer.json"),
+                           "smollm_digits", true));
 }
 
-TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata matches SmolLM2's published split", "[reference][tokenizer]") {
+TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata matches SmolLM2's published split",
+          "[reference][tokenizer]") {
   // gguf_spec.json holds tokenizer.ggml.* exactly as the gguf package reads them from the file.
   json g = read_json(fix() / "smollm2" / "gguf_spec.json");
   BpeSpec spec;
@@ -170,7 +185,8 @@ TEST_CASE("BpeSpec from the real GGUF's tokenizer metadata matches SmolLM2's pub
   CHECK(bad_special == 0);
 }
 
-TEST_CASE("SentencePiece model with byte fallback: identical ids and decode", "[reference][tokenizer]") {
+TEST_CASE("SentencePiece model with byte fallback: identical ids and decode",
+          "[reference][tokenizer]") {
   auto tok = load_tokenizer(fix() / "spm" / "tokenizer.model");
   json ref = read_json(fix() / "spm" / "ids.json");
   CHECK(tok->bos_id() == ref["bos"].get<TokenId>());
@@ -196,7 +212,8 @@ TEST_CASE("SentencePiece model with byte fallback: identical ids and decode", "[
   CHECK(with_bos[0] == ref["bos"].get<TokenId>());
 }
 
-TEST_CASE("chat templates render byte-identical to apply_chat_template", "[reference][tokenizer][chat]") {
+TEST_CASE("chat templates render byte-identical to apply_chat_template",
+          "[reference][tokenizer][chat]") {
   json ref = read_json(fix() / "chat.json");
   std::vector<std::vector<ChatMessage>> convs;
   for (auto& c : ref["conversations"]) {
@@ -243,21 +260,27 @@ void require_same_ids(const Tokenizer& tok, const fs::path& dir) {
     auto text = lines[i].get<std::string>();
     auto want = ref["plain"][i].get<std::vector<TokenId>>();
     auto got = tok.encode(text, false);
-    if (got != want && mismatch++ < 4) UNSCOPED_INFO(text << "\n want " << show(want) << "\n got  " << show(got));
+    if (got != want && mismatch++ < 4)
+      UNSCOPED_INFO(text << "\n want " << show(want) << "\n got  " << show(got));
     if (tok.encode(text, true) != ref["special"][i].get<std::vector<TokenId>>()) ++mismatch;
   }
   CHECK(mismatch == 0);
 }
 }  // namespace
 
-TEST_CASE("Unicode 15 characters (emoji, Kawi, CJK Ext. H) split as HF tokenizers splits them", "[reference][tokenizer]") {
-  // PCRE2 10.42 has Unicode 14 tables; HF's Oniguruma knows these code points as \p{S}, \p{L}, \p{N}.
-  require_same_ids(*load_tokenizer(fix() / "unicode15" / "trained" / "tokenizer.json"), fix() / "unicode15" / "trained");
+TEST_CASE("Unicode 15 characters (emoji, Kawi, CJK Ext. H) split as HF tokenizers splits them",
+          "[reference][tokenizer]") {
+  // PCRE2 10.42 has Unicode 14 tables; HF's Oniguruma knows these code points as \p{S}, \p{L},
+  // \p{N}.
+  require_same_ids(*load_tokenizer(fix() / "unicode15" / "trained" / "tokenizer.json"),
+                   fix() / "unicode15" / "trained");
 }
 
-TEST_CASE("the real DeepSeek-V3 tokenizer.json: identical ids on Unicode 15 emoji lines", "[reference][tokenizer]") {
+TEST_CASE("the real DeepSeek-V3 tokenizer.json: identical ids on Unicode 15 emoji lines",
+          "[reference][tokenizer]") {
   const fs::path dir = fix() / "unicode15" / "deepseek_v3";
-  if (fs::exists(fix() / "unicode15" / "missing.txt")) FAIL(io::read_file(fix() / "unicode15" / "missing.txt"));
+  if (fs::exists(fix() / "unicode15" / "missing.txt"))
+    FAIL(io::read_file(fix() / "unicode15" / "missing.txt"));
   auto tok = load_tokenizer(dir / "tokenizer.json");
   CHECK(tok->vocab_size() >= 128000);
   // The line of the report, by hand from HF: " 🩶" is one piece, as \p{S} says.

@@ -1,4 +1,5 @@
-// Mutated real chat templates (files we did not write) end in output or a TokenizerError, never a crash.
+// Mutated real chat templates (files we did not write) end in output or a TokenizerError, never a
+// crash.
 #include <catch2/catch.hpp>
 #include <random>
 
@@ -13,12 +14,15 @@ using namespace safetune::tokenizer;
 
 TEST_CASE("mutated chat templates never crash the Jinja engine", "[tokenizer][chat][fuzz]") {
   const auto dir = test::safetune_home() / "third_party" / "llama-jinja-0.3.36" / "templates";
-  const std::vector<ChatMessage> conv{{"system", "Be brief."}, {"user", "Hi {{ 7*7 }} {% raw %}"},
-                                      {"assistant", "<think>x</think>Hello"}, {"user", "again"}};
+  const std::vector<ChatMessage> conv{{"system", "Be brief."},
+                                      {"user", "Hi {{ 7*7 }} {% raw %}"},
+                                      {"assistant", "<think>x</think>Hello"},
+                                      {"user", "again"}};
   std::mt19937_64 rng(20261130);
   size_t rendered = 0, refused = 0;
-  for (const char* name : {"Qwen-Qwen2.5-7B-Instruct", "meta-llama-Llama-3.1-8B-Instruct",
-                           "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "Qwen-Qwen3-0.6B", "google-gemma-2-2b-it"}) {
+  for (const char* name :
+       {"Qwen-Qwen2.5-7B-Instruct", "meta-llama-Llama-3.1-8B-Instruct",
+        "deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "Qwen-Qwen3-0.6B", "google-gemma-2-2b-it"}) {
     const std::string seed = io::read_file(dir / (std::string(name) + ".jinja"));
     for (int i = 0; i < 1000; ++i) {
       std::string src = fuzz::mutate(seed, rng);

@@ -5,8 +5,8 @@
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/recipes/two_stage.hpp"
-#include "util/edit_distance.hpp"
 #include "support.hpp"
+#include "util/edit_distance.hpp"
 
 using namespace safetune;
 using Catch::Matchers::Contains;
@@ -23,11 +23,14 @@ struct GenerationSection : ConfigSection {
   double repetition_penalty = 1.0;
   std::int64_t seed = 0;
   void describe(ConfigVisitor& v) override {
-    v.field("max_new_tokens", max_new_tokens, Field("Maximum tokens generated per prompt.").range(1, 1 << 20));
-    v.field("temperature", temperature, Field("Sampling temperature; 0 decodes greedily.").range(0, 100));
+    v.field("max_new_tokens", max_new_tokens,
+            Field("Maximum tokens generated per prompt.").range(1, 1 << 20));
+    v.field("temperature", temperature,
+            Field("Sampling temperature; 0 decodes greedily.").range(0, 100));
     v.field("top_k", top_k, Field("Keep the k most likely tokens; 0 keeps all.").at_least(0));
     v.field("top_p", top_p, Field("Nucleus sampling mass; 1 keeps all.").range(0, 1));
-    v.field("repetition_penalty", repetition_penalty, Field("Penalty on repeated tokens.").range(0.01, 100));
+    v.field("repetition_penalty", repetition_penalty,
+            Field("Penalty on repeated tokens.").range(0.01, 100));
     v.field("seed", seed, Field("Sampling seed.").at_least(0));
   }
 };
@@ -81,25 +84,29 @@ TEST_CASE("config: wrong types are rejected with the expected type", "[config]")
              Equals("run.yaml:3:19: generation.max_new_tokens: expected an integer, got 'lots'"));
   CHECK_THAT(load_error("model: {path: m}\ngeneration:\n  top_p: [1, 2]\n"),
              Contains("generation.top_p: expected a number, got a list"));
-  CHECK_THAT(load_error("model: m\n"), Contains("run.yaml:1:8: model: expected a mapping, got a scalar"));
+  CHECK_THAT(load_error("model: m\n"),
+             Contains("run.yaml:1:8: model: expected a mapping, got a scalar"));
   CHECK_THAT(load_error("model: {path: m}\ngeneration:\n  max_new_tokens: 1.5\n"),
              Contains("expected an integer, got '1.5'"));
 }
 
 TEST_CASE("config: out-of-range values and bad choices", "[config]") {
-  CHECK_THAT(load_error("model: {path: m}\ngeneration:\n  top_p: 1.5\n"),
-             Equals("run.yaml:3:10: generation.top_p: value 1.5 is out of range: must be in [0, 1]"));
+  CHECK_THAT(
+      load_error("model: {path: m}\ngeneration:\n  top_p: 1.5\n"),
+      Equals("run.yaml:3:10: generation.top_p: value 1.5 is out of range: must be in [0, 1]"));
   CHECK_THAT(load_error("model: {path: m}\nrun:\n  seed: -3\n"),
              Contains("run.seed: value -3 is out of range: must be >= 0"));
   CHECK_THAT(load_error("model: {path: m, dtype: bfloat61}\n"),
-             Contains("model.dtype: expected one of float32, bfloat16, float16; got 'bfloat61' (did you mean 'bfloat16'?)"));
+             Contains("model.dtype: expected one of float32, bfloat16, float16; got 'bfloat61' "
+                      "(did you mean 'bfloat16'?)"));
   CHECK_THAT(load_error("model: {path: m, device: gpu}\n"),
              Contains("model.device: expected cpu, cuda or cuda:N; got 'gpu'"));
 }
 
 TEST_CASE("config: missing required key and empty values", "[config]") {
   CHECK_THAT(load_error("run: {name: x}\n"), Contains("model.path: missing required key"));
-  CHECK_THAT(load_error("model:\n  path:\n"), Contains("run.yaml:2:3: model.path: has no value (required)"));
+  CHECK_THAT(load_error("model:\n  path:\n"),
+             Contains("run.yaml:2:3: model.path: has no value (required)"));
 }
 
 TEST_CASE("config: malformed YAML reports the parser position", "[config]") {
@@ -122,20 +129,26 @@ TEST_CASE("config: key=value overrides apply and are validated", "[config]") {
   CHECK(cfg.model.dtype == "float16");
   CHECK(cfg.run.name == "my run");
 
-  CHECK_THAT(load_error("model: {path: m}\n", {"generation.top_k=many"}),
-             Equals("override 'generation.top_k=many': generation.top_k: expected an integer, got 'many'"));
-  CHECK_THAT(load_error("model: {path: m}\n", {"model.dtpe=float16"}),
-             Contains("override 'model.dtpe=float16': model.dtpe: unknown key (did you mean 'model.dtype'?)"));
+  CHECK_THAT(
+      load_error("model: {path: m}\n", {"generation.top_k=many"}),
+      Equals(
+          "override 'generation.top_k=many': generation.top_k: expected an integer, got 'many'"));
+  CHECK_THAT(
+      load_error("model: {path: m}\n", {"model.dtpe=float16"}),
+      Contains(
+          "override 'model.dtpe=float16': model.dtpe: unknown key (did you mean 'model.dtype'?)"));
   CHECK_THAT(load_error("model: {path: m}\n", {"generation.top_p"}),
              Equals("usage: override: bad override 'generation.top_p': expected key.path=value"));
   CHECK_THAT(load_error("model: {path: m}\n", {"=3"}), Contains("bad override '=3'"));
   CHECK_THAT(load_error("model: {path: m}\n", {"a..b=3"}), Contains("is not a dotted key path"));
-  CHECK_THAT(load_error("model: {path: m}\n", {"model.path=[x"}), Contains("value is not valid YAML"));
+  CHECK_THAT(load_error("model: {path: m}\n", {"model.path=[x"}),
+             Contains("value is not valid YAML"));
 }
 
 TEST_CASE("config: dump round-trips through the loader", "[config]") {
   Config a;
-  config_load_string(a, "model: {path: /m/x.gguf, dtype: float16}\ngeneration: {temperature: 0.7}\n", "a.yaml");
+  config_load_string(
+      a, "model: {path: /m/x.gguf, dtype: float16}\ngeneration: {temperature: 0.7}\n", "a.yaml");
   std::string dumped = config_dump(a);
   Config b;
   config_load_string(b, dumped, "dumped.yaml");

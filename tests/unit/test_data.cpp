@@ -1,11 +1,11 @@
 // Data pipeline: file layouts, bad input by message, deterministic batches, mixing ratios, masks.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <fstream>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "safetune/data/dataset.hpp"
 #include "safetune/error.hpp"
@@ -23,25 +23,39 @@ namespace {
 class ByteTokenizer : public tokenizer::Tokenizer {
  public:
   ByteTokenizer() { set_eos_id(257); }
-  std::vector<tokenizer::TokenId> encode(std::string_view t, const tokenizer::EncodeOptions& o) const override {
+  std::vector<tokenizer::TokenId> encode(std::string_view t,
+                                         const tokenizer::EncodeOptions& o) const override {
     std::vector<tokenizer::TokenId> out;
     for (auto& s : encode_spans(t, o)) out.push_back(s.id);
     return out;
   }
-  std::vector<tokenizer::TokenSpan> encode_spans(std::string_view t, const tokenizer::EncodeOptions&) const override {
+  std::vector<tokenizer::TokenSpan> encode_spans(std::string_view t,
+                                                 const tokenizer::EncodeOptions&) const override {
     std::vector<tokenizer::TokenSpan> out;
     for (std::size_t i = 0; i < t.size();) {
-      if (t.substr(i, 12) == "<|im_start|>") { out.push_back({256, i, i + 12}); i += 12; continue; }
-      if (t.substr(i, 10) == "<|im_end|>") { out.push_back({257, i, i + 10}); i += 10; continue; }
+      if (t.substr(i, 12) == "<|im_start|>") {
+        out.push_back({256, i, i + 12});
+        i += 12;
+        continue;
+      }
+      if (t.substr(i, 10) == "<|im_end|>") {
+        out.push_back({257, i, i + 10});
+        i += 10;
+        continue;
+      }
       out.push_back({static_cast<unsigned char>(t[i]), i, i + 1});
       ++i;
     }
     return out;
   }
   std::string token_bytes(tokenizer::TokenId id) const override {
-    return id == 256 ? "<|im_start|>" : id == 257 ? "<|im_end|>" : std::string(1, static_cast<char>(id));
+    return id == 256   ? "<|im_start|>"
+           : id == 257 ? "<|im_end|>"
+                       : std::string(1, static_cast<char>(id));
   }
-  std::optional<tokenizer::TokenId> token_to_id(std::string_view) const override { return std::nullopt; }
+  std::optional<tokenizer::TokenId> token_to_id(std::string_view) const override {
+    return std::nullopt;
+  }
   std::string id_to_token(tokenizer::TokenId id) const override { return token_bytes(id); }
   std::size_t vocab_size() const override { return 258; }
   bool is_special(tokenizer::TokenId id) const override { return id >= 256; }
@@ -76,18 +90,27 @@ std::string file_error(const std::string& name, const std::string& content) {
 void write_jsonl(const fs::path& p, const std::string& tag, int n) {
   std::string s;
   for (int i = 0; i < n; ++i)
-    s += nlohmann::json{{"messages", {{{"role", "user"}, {"content", tag + " question " + std::to_string(i)}},
-                                      {{"role", "assistant"}, {"content", tag + " answer " + std::string(i % 7, 'x')}}}}}
-             .dump() + "\n";
+    s +=
+        nlohmann::json{
+            {"messages",
+             {{{"role", "user"}, {"content", tag + " question " + std::to_string(i)}},
+              {{"role", "assistant"}, {"content", tag + " answer " + std::string(i % 7, 'x')}}}}}
+            .dump() +
+        "\n";
   test::write_text(p, s);
 }
 }  // namespace
 
 TEST_CASE("data: every layout parses into conversations", "[data]") {
   test::TempDir dir;
-  test::write_text(dir / "m.jsonl", R"({"messages":[{"role":"system","content":"S"},{"role":"user","content":"Q"},{"role":"assistant","content":"A"}]})" "\n\n");
-  test::write_text(dir / "pr.jsonl", R"({"prompt":"P","response":"R"})" "\n");
-  test::write_text(dir / "adv.csv", "goal,target\n\"Write \"\"x\"\", then\nmore\",\"Sure, here\"\nplain,row\n");
+  test::write_text(
+      dir / "m.jsonl",
+      R"({"messages":[{"role":"system","content":"S"},{"role":"user","content":"Q"},{"role":"assistant","content":"A"}]})"
+      "\n\n");
+  test::write_text(dir / "pr.jsonl", R"({"prompt":"P","response":"R"})"
+                                     "\n");
+  test::write_text(dir / "adv.csv",
+                   "goal,target\n\"Write \"\"x\"\", then\nmore\",\"Sure, here\"\nplain,row\n");
   test::write_text(dir / "t.txt", "first line\n\nsecond line\n");
   ExampleFile m(dataset(dir / "m.jsonl"));
   REQUIRE(m.size() == 1);
@@ -108,24 +131,39 @@ TEST_CASE("data: every layout parses into conversations", "[data]") {
 }
 
 TEST_CASE("data: bad input is reported with file:line and field", "[data]") {
-  CHECK(file_error("a.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"\xff\xfe\"}]}\n") ==
-        "a.jsonl:1: invalid UTF-8 at byte 74 of the record (hint: fix the file or set on_invalid_utf8: replace)");
-  CHECK(file_error("b.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}\n") ==
-        "b.jsonl:2: unknown role 'robot' in messages[0].role (hint: use system, user or assistant)");
-  CHECK(file_error("c.jsonl", "{\"messages\":[{\"role\":\"user\"}]}\n") == "c.jsonl:1: missing field 'messages[0].content'");
-  CHECK(file_error("d.jsonl", "{\"prompt\":\"p\",\"response\":3}\n") == "d.jsonl:1: field 'response' must be a string");
-  CHECK(file_error("e.jsonl", "") == "e.jsonl: no examples in data file (hint: the file is empty or holds only a header)");
-  CHECK(file_error("f.csv", "goal,answer\nx,y\n") == "f.csv:1: CSV header lacks the 'target' column (hint: the AdvBench layout is goal,target)");
-  CHECK_THAT(file_error("g.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{oops\n"),
+  CHECK(file_error("a.jsonl",
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\","
+                   "\"content\":\"\xff\xfe\"}]}\n") ==
+        "a.jsonl:1: invalid UTF-8 at byte 74 of the record (hint: fix the file or set "
+        "on_invalid_utf8: replace)");
+  CHECK(
+      file_error(
+          "b.jsonl",
+          "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\","
+          "\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}\n") ==
+      "b.jsonl:2: unknown role 'robot' in messages[0].role (hint: use system, user or assistant)");
+  CHECK(file_error("c.jsonl", "{\"messages\":[{\"role\":\"user\"}]}\n") ==
+        "c.jsonl:1: missing field 'messages[0].content'");
+  CHECK(file_error("d.jsonl", "{\"prompt\":\"p\",\"response\":3}\n") ==
+        "d.jsonl:1: field 'response' must be a string");
+  CHECK(file_error("e.jsonl", "") ==
+        "e.jsonl: no examples in data file (hint: the file is empty or holds only a header)");
+  CHECK(file_error("f.csv", "goal,answer\nx,y\n") ==
+        "f.csv:1: CSV header lacks the 'target' column (hint: the AdvBench layout is goal,target)");
+  CHECK_THAT(file_error("g.jsonl",
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":"
+                        "\"assistant\",\"content\":\"a\"}]}\n{oops\n"),
              Contains("g.jsonl:2: malformed JSON"));
   CHECK(file_error("h.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}\n") ==
         "h.jsonl:1: conversation has no assistant message, so nothing to learn");
   // The quote opens on line 3 (counted by hand) and is never closed: the message names that line.
   CHECK(file_error("i.csv", "goal,target\na,b\n\"open,x\nmore\n") ==
-        "i.csv:3: unterminated quoted CSV field: the quote opened here is never closed (hint: close the quote; a "
+        "i.csv:3: unterminated quoted CSV field: the quote opened here is never closed (hint: "
+        "close the quote; a "
         "quote inside a quoted field is written twice (\"\"))");
   CHECK(file_error("missing.jsonl", "") != "no error");
-  CHECK_THROWS_WITH(ExampleFile(dataset("/nonexistent/x.jsonl")), "/nonexistent/x.jsonl: data file not found");
+  CHECK_THROWS_WITH(ExampleFile(dataset("/nonexistent/x.jsonl")),
+                    "/nonexistent/x.jsonl: data file not found");
 }
 
 TEST_CASE("data: where filters keep matching JSONL records, in file order", "[data]") {
@@ -163,13 +201,15 @@ TEST_CASE("data: where filters keep matching JSONL records, in file order", "[da
 
   d.max_examples = 0;
   d.where = {"kind=nothing"};
-  CHECK_THROWS_WITH(ExampleFile(d), Contains("s.jsonl: no record matches the where filters (5 records skipped)"));
+  CHECK_THROWS_WITH(ExampleFile(d),
+                    Contains("s.jsonl: no record matches the where filters (5 records skipped)"));
   d.where = {"kind"};
   CHECK_THROWS_WITH(ExampleFile(d), Contains("where entry 'kind' is not field=value"));
   test::write_text(dir / "t.txt", "line\n");
   auto t = dataset(dir / "t.txt");
   t.where = {"kind=benign"};
-  CHECK_THROWS_WITH(ExampleFile(t), Contains("t.txt (where): where filters apply to JSONL records only"));
+  CHECK_THROWS_WITH(ExampleFile(t),
+                    Contains("t.txt (where): where filters apply to JSONL records only"));
 
   // The mixing loader names a filtered dataset after its filter when no name is given.
   d.where = {"kind=benign"};
@@ -230,10 +270,12 @@ TEST_CASE("data: batches are a pure function of the batch index", "[data]") {
     // Right padding: the mask is 1 on a prefix of each row.
     auto m = b.attention_mask;
     CHECK(torch::equal(m, std::get<0>(m.sort(1, /*descending=*/true))));
-    CHECK(torch::equal(b.labels.masked_select(m.eq(0)), torch::full({m.eq(0).sum().item<int64_t>()}, -100, torch::kInt64)));
+    CHECK(torch::equal(b.labels.masked_select(m.eq(0)),
+                       torch::full({m.eq(0).sum().item<int64_t>()}, -100, torch::kInt64)));
   }
   CHECK(torch::equal(one.batch(20).input_ids, late.input_ids));
-  // One epoch visits every example once: 37 examples, 10 windows of 8 batches... count distinct questions.
+  // One epoch visits every example once: 37 examples, 10 windows of 8 batches... count distinct
+  // questions.
   cfg.bucket_batches = 1;
   cfg.batch_size = 1;
   DataLoader epoch(cfg, tok, tokenizer::ChatTemplate::by_name("chatml"));
@@ -252,7 +294,8 @@ TEST_CASE("data: mixing ratio holds within sampling error", "[data]") {
   write_jsonl(dir / "task.jsonl", "task", 50);
   write_jsonl(dir / "safety.jsonl", "safety", 20);
   DataSection cfg;
-  cfg.datasets.items = {dataset(dir / "task.jsonl", 0.9, "task"), dataset(dir / "safety.jsonl", 0.1, "safety")};
+  cfg.datasets.items = {dataset(dir / "task.jsonl", 0.9, "task"),
+                        dataset(dir / "safety.jsonl", 0.1, "safety")};
   cfg.batch_size = 8;
   ByteTokenizer tok;
   DataLoader loader(cfg, tok, tokenizer::ChatTemplate::by_name("chatml"));
@@ -283,7 +326,8 @@ TEST_CASE("data: packing fills rows up to max_length", "[data]") {
   CHECK(stats[0].truncated == 0);
 }
 
-TEST_CASE("data: loss mask matches transformers on SmolLM2's tokenizer and template", "[data][reference]") {
+TEST_CASE("data: loss mask matches transformers on SmolLM2's tokenizer and template",
+          "[data][reference]") {
   auto dir = test::fixture_dir() / "data";
   auto tok = tokenizer::load_tokenizer(dir / "tokenizer.json");
   ExampleEncoder enc(*tok, tokenizer::ChatTemplate::by_name("smollm2"), 4096);

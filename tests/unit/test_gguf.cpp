@@ -1,8 +1,8 @@
 // GGUF parsing and validation against hand-built files whose every byte is known.
 #include <ATen/ATen.h>
 
-#include <catch2/catch.hpp>
 #include <sys/stat.h>
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
 
@@ -16,7 +16,8 @@ using namespace safetune;
 using io::gguf::ValueType;
 
 namespace {
-// Minimal GGUF writer for tests, following the spec: header, key/values, tensor infos, padding, data.
+// Minimal GGUF writer for tests, following the spec: header, key/values, tensor infos, padding,
+// data.
 struct GgufBuilder {
   std::string kv, infos, data;
   std::uint64_t n_kv = 0, n_tensors = 0;
@@ -56,7 +57,8 @@ struct GgufBuilder {
     put<std::uint32_t>(infos, static_cast<std::uint32_t>(ne.size()));
     for (auto d : ne) put<std::uint64_t>(infos, d);
     put<std::uint32_t>(infos, type);
-    put<std::uint64_t>(infos, offset_override >= 0 ? static_cast<std::uint64_t>(offset_override) : data.size());
+    put<std::uint64_t>(
+        infos, offset_override >= 0 ? static_cast<std::uint64_t>(offset_override) : data.size());
     data += bytes;
     ++n_tensors;
   }
@@ -111,14 +113,16 @@ TEST_CASE("gguf: hand-built file parses, metadata and tensors as written", "[io]
   CHECK_FALSE(f.has("y"));
   CHECK(f.get_int("y", 42) == 42);
   CHECK_THROWS_WITH(f.get_int("y"), Catch::Contains("missing") && Catch::Contains("key 'y'"));
-  CHECK_THROWS_WITH(f.get_string("x.count"), Catch::Contains("expected a string") && Catch::Contains("x.count"));
+  CHECK_THROWS_WITH(f.get_string("x.count"),
+                    Catch::Contains("expected a string") && Catch::Contains("x.count"));
   REQUIRE(f.tensors().size() == 2);
   at::Tensor w = f.tensor("w", at::kFloat);
   // ne = {3, 2}: two rows of three in torch order
   CHECK(w.sizes().vec() == std::vector<int64_t>{2, 3});
   CHECK(at::equal(w, at::tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}).reshape({2, 3})));
   CHECK(at::equal(f.tensor("v", at::kBFloat16), at::tensor({-1.f, 0.5f}).to(at::kBFloat16)));
-  CHECK_THROWS_WITH(f.tensor("nope", at::kFloat), Catch::Contains("no such tensor") && Catch::Contains("'nope'"));
+  CHECK_THROWS_WITH(f.tensor("nope", at::kFloat),
+                    Catch::Contains("no such tensor") && Catch::Contains("'nope'"));
 }
 
 TEST_CASE("gguf: hand-computed Q8_0 and Q4_0 blocks", "[io][gguf]") {
@@ -153,7 +157,8 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
   SECTION("bad magic") {
     GgufBuilder b = good;
     b.magic = "GGUX";
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("bad magic") && Catch::Contains("bad.gguf"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("bad magic") && Catch::Contains("bad.gguf"));
     CHECK_THAT(open_error(dir, "GG"), Catch::Contains("bad magic"));
   }
   SECTION("bad version") {
@@ -166,22 +171,22 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
   SECTION("truncated file") {
     for (std::size_t n : {std::size_t{6}, std::size_t{20}, std::size_t{30}, std::size_t{60}})
       CHECK_THAT(open_error(dir, ok.substr(0, n)), Catch::Contains("truncated file"));
-    CHECK_THAT(open_error(dir, ok.substr(0, ok.size() - 1)), Catch::Contains("past the end of the file") &&
-                                                                 Catch::Contains("tensor 'w'"));
+    CHECK_THAT(open_error(dir, ok.substr(0, ok.size() - 1)),
+               Catch::Contains("past the end of the file") && Catch::Contains("tensor 'w'"));
   }
   SECTION("tensor past EOF") {
     GgufBuilder b;
     b.add_tensor("w", {4}, 0, floats({1, 2, 3, 4}), 64);
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("runs past the end of the file") &&
-                                               Catch::Contains("tensor 'w'"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("runs past the end of the file") && Catch::Contains("tensor 'w'"));
   }
   SECTION("two tensors sharing one data range") {
     // b's 16 bytes start at a's offset 0: both would read the same floats.
     GgufBuilder b;
     b.add_tensor("a", {4}, 0, floats({1, 2, 3, 4}));
     b.add_tensor("b", {4}, 0, floats({5, 6, 7, 8}), 0);
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("overlaps the data of tensor 'a'") &&
-                                               Catch::Contains("tensor 'b'"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("overlaps the data of tensor 'a'") && Catch::Contains("tensor 'b'"));
     // A partial overlap is refused as well: a holds 16 floats at [0, 64), b's 16 bytes start at 32.
     GgufBuilder c;
     c.add_tensor("a", {16}, 0, std::string(64, '\0'));
@@ -191,12 +196,14 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
   SECTION("a FIFO is refused before it is opened, never waited on") {
     const fs::path fifo = dir / "x.gguf";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    CHECK_THROWS_WITH(io::GgufFile(fifo), Catch::Contains("not a regular file") && Catch::Contains("x.gguf"));
+    CHECK_THROWS_WITH(io::GgufFile(fifo),
+                      Catch::Contains("not a regular file") && Catch::Contains("x.gguf"));
   }
   SECTION("unknown ggml type") {
     GgufBuilder b;
     b.add_tensor("w", {4}, 99, floats({1, 2, 3, 4}));
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("unknown ggml type 99") && Catch::Contains("tensor 'w'"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("unknown ggml type 99") && Catch::Contains("tensor 'w'"));
   }
   SECTION("unsupported quantization type") {
     GgufBuilder b;
@@ -205,16 +212,19 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     write_bytes(p, b.bytes());
     io::GgufFile f(p);
     CHECK_THROWS_WITH(f.tensor("w", at::kFloat), Catch::Contains("unsupported ggml type Q2_K") &&
-                                                     Catch::Contains("tensor 'w'") && Catch::Contains("q2k.gguf"));
+                                                     Catch::Contains("tensor 'w'") &&
+                                                     Catch::Contains("q2k.gguf"));
   }
   SECTION("absurd counts") {
     std::string s = ok;
     std::uint64_t huge = 1ULL << 60;
     std::memcpy(s.data() + 8, &huge, 8);
-    CHECK_THAT(open_error(dir, s), Catch::Contains("tensor count") && Catch::Contains("absurdly large"));
+    CHECK_THAT(open_error(dir, s),
+               Catch::Contains("tensor count") && Catch::Contains("absurdly large"));
     s = ok;
     std::memcpy(s.data() + 16, &huge, 8);
-    CHECK_THAT(open_error(dir, s), Catch::Contains("metadata count") && Catch::Contains("absurdly large"));
+    CHECK_THAT(open_error(dir, s),
+               Catch::Contains("metadata count") && Catch::Contains("absurdly large"));
   }
   SECTION("string length past EOF") {
     GgufBuilder b;
@@ -222,7 +232,8 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     GgufBuilder::put<std::uint64_t>(raw, 1ULL << 40);  // key length
     raw += "abc";
     b.add_raw_kv(raw);
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("length") && Catch::Contains("past the end of the file"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("length") && Catch::Contains("past the end of the file"));
   }
   SECTION("array length past EOF and unknown value types") {
     GgufBuilder b;
@@ -232,25 +243,29 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     GgufBuilder::put<std::uint32_t>(raw, 4);
     GgufBuilder::put<std::uint64_t>(raw, 1ULL << 50);
     b.add_raw_kv(raw);
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("array length") && Catch::Contains("key 'arr'"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("array length") && Catch::Contains("key 'arr'"));
     GgufBuilder c;
     std::string raw2;
     GgufBuilder::put_str(raw2, "k");
     GgufBuilder::put<std::uint32_t>(raw2, 13);
     c.add_raw_kv(raw2);
-    CHECK_THAT(open_error(dir, c.bytes()), Catch::Contains("unknown metadata value type 13") &&
-                                               Catch::Contains("key 'k'"));
+    CHECK_THAT(open_error(dir, c.bytes()),
+               Catch::Contains("unknown metadata value type 13") && Catch::Contains("key 'k'"));
   }
   SECTION("dims overflow, too many dims, partial blocks") {
     GgufBuilder b;
     b.add_tensor("w", {1ULL << 32, 1ULL << 32}, 0, "");
-    CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("overflow") && Catch::Contains("tensor 'w'"));
+    CHECK_THAT(open_error(dir, b.bytes()),
+               Catch::Contains("overflow") && Catch::Contains("tensor 'w'"));
     GgufBuilder c;
     c.add_tensor("w", {1, 1, 1, 1, 1}, 0, floats({1}));
-    CHECK_THAT(open_error(dir, c.bytes()), Catch::Contains("dimensions") && Catch::Contains("tensor 'w'"));
+    CHECK_THAT(open_error(dir, c.bytes()),
+               Catch::Contains("dimensions") && Catch::Contains("tensor 'w'"));
     GgufBuilder d;
     d.add_tensor("w", {33}, 8, std::string(68, '\0'));
-    CHECK_THAT(open_error(dir, d.bytes()), Catch::Contains("not a multiple") && Catch::Contains("Q8_0"));
+    CHECK_THAT(open_error(dir, d.bytes()),
+               Catch::Contains("not a multiple") && Catch::Contains("Q8_0"));
   }
   SECTION("misaligned offset, bad alignment, duplicate names") {
     GgufBuilder b;
@@ -258,15 +273,18 @@ TEST_CASE("gguf: bad input is a FormatError naming file and tensor", "[io][gguf]
     CHECK_THAT(open_error(dir, b.bytes()), Catch::Contains("not a multiple of the alignment"));
     GgufBuilder c;
     c.add_u32("general.alignment", 24);
-    CHECK_THAT(open_error(dir, c.bytes()), Catch::Contains("power of two") && Catch::Contains("general.alignment"));
+    CHECK_THAT(open_error(dir, c.bytes()),
+               Catch::Contains("power of two") && Catch::Contains("general.alignment"));
     GgufBuilder d;
     d.add_tensor("w", {1}, 0, floats({1}));
     d.add_tensor("w", {1}, 0, floats({1}));
-    CHECK_THAT(open_error(dir, d.bytes()), Catch::Contains("duplicate tensor name") && Catch::Contains("'w'"));
+    CHECK_THAT(open_error(dir, d.bytes()),
+               Catch::Contains("duplicate tensor name") && Catch::Contains("'w'"));
     GgufBuilder e;
     e.add_u32("k", 1);
     e.add_u32("k", 2);
-    CHECK_THAT(open_error(dir, e.bytes()), Catch::Contains("duplicate metadata key") && Catch::Contains("'k'"));
+    CHECK_THAT(open_error(dir, e.bytes()),
+               Catch::Contains("duplicate metadata key") && Catch::Contains("'k'"));
   }
   SECTION("the good file is good") { CHECK(open_error(dir, ok).empty()); }
 }
@@ -279,8 +297,10 @@ TEST_CASE("gguf: checkpoint loading rejects unknown architectures and names", "[
   write_bytes(p, b.bytes());
   CHECK_THROWS_WITH(model::gguf_load_checkpoint(p, at::kFloat),
                     Catch::Contains("unknown architecture 'mamba'") && Catch::Contains("m.gguf"));
-  CHECK(model::gguf_to_hf_name("blk.12.attn_output.weight") == std::string("model.layers.12.self_attn.o_proj.weight"));
-  CHECK(model::gguf_to_hf_name("blk.0.ffn_norm.weight") == std::string("model.layers.0.post_attention_layernorm.weight"));
+  CHECK(model::gguf_to_hf_name("blk.12.attn_output.weight") ==
+        std::string("model.layers.12.self_attn.o_proj.weight"));
+  CHECK(model::gguf_to_hf_name("blk.0.ffn_norm.weight") ==
+        std::string("model.layers.0.post_attention_layernorm.weight"));
   CHECK(model::gguf_to_hf_name("output.weight") == std::string("lm_head.weight"));
   CHECK_FALSE(model::gguf_to_hf_name("blk.0.attn_qkv.weight").has_value());
 }

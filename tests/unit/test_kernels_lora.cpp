@@ -1,13 +1,13 @@
 // Fused LoRA kernels against their plain references: merge (every dtype, awkward shapes), the fused
 // forward/backward, and a finite-difference gradient check in fp64.
+#include "kernels/lora_autograd.hpp"
+#include "kernels/lora_reference.hpp"
 #include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
 #include "safetune/train/autocast.hpp"
-#include "kernels/lora_autograd.hpp"
-#include "kernels/lora_reference.hpp"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +17,8 @@ namespace k = safetune::kernels;
 
 namespace {
 
-std::vector<LoraFactors> make_factors(std::int64_t out, std::int64_t in, std::vector<std::int64_t> ranks,
+std::vector<LoraFactors> make_factors(std::int64_t out, std::int64_t in,
+                                      std::vector<std::int64_t> ranks,
                                       at::ScalarType dtype = at::kFloat) {
   std::vector<LoraFactors> f;
   double s = 0.5;
@@ -40,7 +41,10 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 
 TEST_CASE("merge fp32 matches the fp64 reference on awkward shapes", "[kernels][lora]") {
   torch::manual_seed(1);
-  struct Case { std::int64_t out, in; std::vector<std::int64_t> ranks; };
+  struct Case {
+    std::int64_t out, in;
+    std::vector<std::int64_t> ranks;
+  };
   for (const Case& c : {Case{37, 53, {1, 3}}, Case{896, 4864, {1}}, Case{896, 4864, {8, 16}},
                         Case{4864, 896, {64}}, Case{130, 257, {16, 64, 1}}}) {
     const auto W0 = torch::randn({c.out, c.in});
@@ -136,7 +140,8 @@ TEST_CASE("fused forward and backward match the per-adapter reference", "[kernel
       c.B = a.B.detach().clone().set_requires_grad(a.B.requires_grad());
       g.push_back(c);
     }
-    auto y = fused ? k::lora_linear_add(x, base, g, true) : k::lora_linear_add_reference(x, base, g, true);
+    auto y = fused ? k::lora_linear_add(x, base, g, true)
+                   : k::lora_linear_add_reference(x, base, g, true);
     auto w = torch::linspace(-1, 1, y.numel()).reshape(y.sizes());
     (y * w).sum().backward();
     std::vector<at::Tensor> out{y.detach(), x.grad(), base.grad()};
@@ -179,7 +184,8 @@ TEST_CASE("fused forward in bf16 stays within the stated bound of fp32", "[kerne
   // bf16 inputs, factors, products and output each round with relative error 2^-8; the bound
   // allows 2^-5 of the magnitude of each term.
   at::Tensor mag = base.abs();
-  for (const auto& a : f32) mag = mag + a.scale * at::mm(at::mm(x.abs(), a.A.abs().t()), a.B.abs().t());
+  for (const auto& a : f32)
+    mag = mag + a.scale * at::mm(at::mm(x.abs(), a.A.abs().t()), a.B.abs().t());
   CHECK(((y16.to(at::kFloat) - y32).abs() <= mag * std::ldexp(1.0, -5)).all().item<bool>());
   CHECK(y16.scalar_type() == at::kBFloat16);
 }
@@ -244,75 +250,79 @@ double rel_err(const at::Tensor& got, const at::Tensor& ref) {
 
 }  // namespace
 
-TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference", "[kernels][lora]") {
+TEST_CASE("LoRA op across dtypes, autocast and dropout matches an fp64 reference",
+          "[kernels][lora]") {
   // A model Linear as the trainer runs it: base weight in the model dtype, adapter master weights
   // in fp32 or bf16, the forward under (CPU) autocast or not, backward outside autocast.
   // Both entry points: lora_linear_add on a computed base output, and lora_linear (the whole
   // Linear, base GEMM inside the op, with a bias).
   const std::int64_t N = 24, in = 64, out = 48;
   for (bool fused : {false, true})
-  for (auto base_dtype : {at::kFloat, at::kBFloat16, at::kHalf})
-    for (auto adapter_dtype : {at::kFloat, at::kBFloat16})
-      for (bool autocast : {false, true})
-        for (bool dropout : {false, true}) {
-          torch::manual_seed(7);
-          const auto W = (torch::randn({out, in}) / 8).to(base_dtype);
-          const auto bias = fused ? torch::randn({out}).to(base_dtype) : at::Tensor();
-          auto f = make_factors(out, in, {4, 8}, adapter_dtype);  // #0 frozen "safety", #1 trainable
-          f[1].A.set_requires_grad(true);
-          f[1].B.set_requires_grad(true);
-          if (dropout) {
-            f[0].dropout = 0.25;  // a frozen adapter with dropout still shapes dx
-            f[0].mask = (torch::rand({N, in}) > 0.25).to(at::kFloat) / 0.75;
-            f[1].dropout = 0.5;
-            f[1].mask = (torch::rand({N, in}) > 0.5).to(at::kFloat) * 2.0;
-          }
-          const auto x = torch::randn({N, in}).to(base_dtype).set_requires_grad(true);
-          const auto w = torch::randn({N, out});
-          at::Tensor base, y;
-          {
-            safetune::train::AutocastRegion ac(at::kCPU, autocast);
-            base = at::linear(x, W, bias);
-            y = fused ? k::lora_linear(x, W, bias, f, true) : k::lora_linear_add(x, base, f, true);
-          }
-          (y.to(at::kFloat) * w).sum().backward();
+    for (auto base_dtype : {at::kFloat, at::kBFloat16, at::kHalf})
+      for (auto adapter_dtype : {at::kFloat, at::kBFloat16})
+        for (bool autocast : {false, true})
+          for (bool dropout : {false, true}) {
+            torch::manual_seed(7);
+            const auto W = (torch::randn({out, in}) / 8).to(base_dtype);
+            const auto bias = fused ? torch::randn({out}).to(base_dtype) : at::Tensor();
+            auto f =
+                make_factors(out, in, {4, 8}, adapter_dtype);  // #0 frozen "safety", #1 trainable
+            f[1].A.set_requires_grad(true);
+            f[1].B.set_requires_grad(true);
+            if (dropout) {
+              f[0].dropout = 0.25;  // a frozen adapter with dropout still shapes dx
+              f[0].mask = (torch::rand({N, in}) > 0.25).to(at::kFloat) / 0.75;
+              f[1].dropout = 0.5;
+              f[1].mask = (torch::rand({N, in}) > 0.5).to(at::kFloat) * 2.0;
+            }
+            const auto x = torch::randn({N, in}).to(base_dtype).set_requires_grad(true);
+            const auto w = torch::randn({N, out});
+            at::Tensor base, y;
+            {
+              safetune::train::AutocastRegion ac(at::kCPU, autocast);
+              base = at::linear(x, W, bias);
+              y = fused ? k::lora_linear(x, W, bias, f, true)
+                        : k::lora_linear_add(x, base, f, true);
+            }
+            (y.to(at::kFloat) * w).sum().backward();
 
-          // fp64 reference of the same function, written out here.
-          auto x64 = x.detach().to(at::kDouble).set_requires_grad(true);
-          at::Tensor y64 = at::linear(x64, W.to(at::kDouble), fused ? bias.to(at::kDouble) : at::Tensor());
-          std::vector<at::Tensor> A64, B64;
-          for (const auto& a : f) {
-            A64.push_back(a.A.detach().to(at::kDouble).set_requires_grad(true));
-            B64.push_back(a.B.detach().to(at::kDouble).set_requires_grad(true));
-          }
-          for (size_t i = 0; i < f.size(); ++i) {
-            const auto xi = dropout ? x64 * f[i].mask.to(at::kDouble) : x64;
-            y64 = y64 + at::mm(at::mm(xi, A64[i].t()), B64[i].t()) * f[i].scale;
-          }
-          (y64 * w.to(at::kDouble)).sum().backward();
+            // fp64 reference of the same function, written out here.
+            auto x64 = x.detach().to(at::kDouble).set_requires_grad(true);
+            at::Tensor y64 =
+                at::linear(x64, W.to(at::kDouble), fused ? bias.to(at::kDouble) : at::Tensor());
+            std::vector<at::Tensor> A64, B64;
+            for (const auto& a : f) {
+              A64.push_back(a.A.detach().to(at::kDouble).set_requires_grad(true));
+              B64.push_back(a.B.detach().to(at::kDouble).set_requires_grad(true));
+            }
+            for (size_t i = 0; i < f.size(); ++i) {
+              const auto xi = dropout ? x64 * f[i].mask.to(at::kDouble) : x64;
+              y64 = y64 + at::mm(at::mm(xi, A64[i].t()), B64[i].t()) * f[i].scale;
+            }
+            (y64 * w.to(at::kDouble)).sum().backward();
 
-          const auto compute = autocast ? at::kBFloat16 : base_dtype;
-          // bf16 keeps 8 significant bits, fp16 11: a few roundings of the inputs, of H and of the
-          // output, relative to the largest element; fp32 accumulation throughout.
-          const double tol = compute == at::kFloat ? 1e-5 : (compute == at::kHalf ? 4e-3 : 3e-2);
-          INFO("fused " << fused << " base " << base_dtype << " adapters " << adapter_dtype << " autocast "
-                        << autocast << " dropout " << dropout);
-          CHECK(y.scalar_type() == base.scalar_type());
-          CHECK(rel_err(y.detach(), y64.detach()) < tol);
-          REQUIRE(x.grad().defined());
-          CHECK(x.grad().scalar_type() == base_dtype);
-          CHECK(rel_err(x.grad(), x64.grad()) < tol);
-          CHECK_FALSE(f[0].A.grad().defined());  // frozen: no gradient, no GEMM
-          CHECK_FALSE(f[0].B.grad().defined());
-          REQUIRE(f[1].A.grad().defined());
-          REQUIRE(f[1].B.grad().defined());
-          CHECK(f[1].A.grad().scalar_type() == adapter_dtype);
-          CHECK(f[1].B.grad().scalar_type() == adapter_dtype);
-          // A bf16 factor's gradient is rounded to bf16 once more when it is returned.
-          const double tol_factor = std::max(tol, adapter_dtype == at::kBFloat16 ? 1.5e-2 : 0.0);
-          CHECK(rel_err(f[1].A.grad(), A64[1].grad()) < tol_factor);
-          CHECK(rel_err(f[1].B.grad(), B64[1].grad()) < tol_factor);
-        }
+            const auto compute = autocast ? at::kBFloat16 : base_dtype;
+            // bf16 keeps 8 significant bits, fp16 11: a few roundings of the inputs, of H and of
+            // the output, relative to the largest element; fp32 accumulation throughout.
+            const double tol = compute == at::kFloat ? 1e-5 : (compute == at::kHalf ? 4e-3 : 3e-2);
+            INFO("fused " << fused << " base " << base_dtype << " adapters " << adapter_dtype
+                          << " autocast " << autocast << " dropout " << dropout);
+            CHECK(y.scalar_type() == base.scalar_type());
+            CHECK(rel_err(y.detach(), y64.detach()) < tol);
+            REQUIRE(x.grad().defined());
+            CHECK(x.grad().scalar_type() == base_dtype);
+            CHECK(rel_err(x.grad(), x64.grad()) < tol);
+            CHECK_FALSE(f[0].A.grad().defined());  // frozen: no gradient, no GEMM
+            CHECK_FALSE(f[0].B.grad().defined());
+            REQUIRE(f[1].A.grad().defined());
+            REQUIRE(f[1].B.grad().defined());
+            CHECK(f[1].A.grad().scalar_type() == adapter_dtype);
+            CHECK(f[1].B.grad().scalar_type() == adapter_dtype);
+            // A bf16 factor's gradient is rounded to bf16 once more when it is returned.
+            const double tol_factor = std::max(tol, adapter_dtype == at::kBFloat16 ? 1.5e-2 : 0.0);
+            CHECK(rel_err(f[1].A.grad(), A64[1].grad()) < tol_factor);
+            CHECK(rel_err(f[1].B.grad(), B64[1].grad()) < tol_factor);
+          }
 }
 
 TEST_CASE("LoRA op draws its own dropout mask as documented", "[kernels][lora]") {
@@ -334,16 +344,18 @@ TEST_CASE("LoRA op draws its own dropout mask as documented", "[kernels][lora]")
   CHECK(kept < 0.85);
 }
 
-TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward", "[kernels][lora]") {
+TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward",
+          "[kernels][lora]") {
   const std::int64_t N = 256, in = 96, out = 160;
-  auto count = [&](const std::vector<at::Tensor>& saved, const at::Tensor& x, const std::vector<LoraFactors>& f) {
+  auto count = [&](const std::vector<at::Tensor>& saved, const at::Tensor& x,
+                   const std::vector<LoraFactors>& f) {
     std::int64_t activation_bytes = 0;
     for (const auto& t : saved) {
       bool factor = false;
       for (const auto& a : f) factor = factor || t.is_same(a.A) || t.is_same(a.B);
       if (factor) continue;
-      CHECK(t.numel() < N * out);                      // nothing output-sized
-      if (t.numel() >= N * in) {                       // x-sized: x itself, a narrower copy, or a mask
+      CHECK(t.numel() < N * out);  // nothing output-sized
+      if (t.numel() >= N * in) {   // x-sized: x itself, a narrower copy, or a mask
         CHECK(t.element_size() <= x.element_size());
         if (t.scalar_type() == x.scalar_type()) CHECK(t.data_ptr() == x.data_ptr());  // no copy
       }
@@ -393,7 +405,8 @@ TEST_CASE("LoRA op keeps no [N, out] tensor and no wide copy of x for backward",
     bool has_W = false;
     for (const auto& t : saved) has_W = has_W || t.is_same(W);
     CHECK(has_W);  // the weight itself, no copy
-    saved.erase(std::remove_if(saved.begin(), saved.end(), [&](const at::Tensor& t) { return t.is_same(W); }),
+    saved.erase(std::remove_if(saved.begin(), saved.end(),
+                               [&](const at::Tensor& t) { return t.is_same(W); }),
                 saved.end());
     CHECK(count(saved, x, f) == N * in * 2 + N * 32 * 2);
   }

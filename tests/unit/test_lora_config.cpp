@@ -54,7 +54,8 @@ TEST_CASE("rank and alpha patterns follow PEFT's first-match rule", "[lora][conf
   CHECK(c.rank_for("model.layers.0.self_attn.xq_proj") == 8);
   CHECK(c.alpha_for("model.layers.0.mlp.down_proj") == 2.5);
   CHECK(c.alpha_for("model.layers.0.self_attn.q_proj") == 16);
-  const auto s = c.spec_for("task", "model.layers.0.self_attn.q_proj", safetune::lora::AdapterRole::task);
+  const auto s =
+      c.spec_for("task", "model.layers.0.self_attn.q_proj", safetune::lora::AdapterRole::task);
   CHECK(s.rank == 4);
   CHECK(s.alpha == 16);
   CHECK(s.role == safetune::lora::AdapterRole::task);
@@ -78,7 +79,8 @@ TEST_CASE("invalid LoRA configs are ConfigErrors", "[lora][config]") {
   CHECK(safetune::lora::parse_role("safety") == safetune::lora::AdapterRole::safety);
 }
 
-TEST_CASE("LoraConfig as a YAML section: targets and init, recipe defaults kept", "[lora][config]") {
+TEST_CASE("LoraConfig as a YAML section: targets and init, recipe defaults kept",
+          "[lora][config]") {
   LoraConfig c;  // PEFT's defaults: alpha 8, no targets
   CHECK(c.alpha == 8);
   safetune::config_load_string(c, "rank: 4\ntargets: [all-linear]\ninit: gaussian\n", "lora.yaml");
@@ -101,5 +103,6 @@ TEST_CASE("LoraConfig as a YAML section: targets and init, recipe defaults kept"
   CHECK(d.target_suffixes == std::vector<std::string>{"q_proj", "v_proj"});
   CHECK_FALSE(d.all_linear);
   CHECK(d.alpha == 16);
-  CHECK_THROWS_AS(safetune::config_load_string(d, "init: xavier\n", "lora.yaml"), safetune::ConfigError);
+  CHECK_THROWS_AS(safetune::config_load_string(d, "init: xavier\n", "lora.yaml"),
+                  safetune::ConfigError);
 }

@@ -1,10 +1,11 @@
-// AdapterStack: init, forward through a Linear-like hook, merge/unmerge, inference policy, gradients.
+// AdapterStack: init, forward through a Linear-like hook, merge/unmerge, inference policy,
+// gradients.
 #include "safetune/error.hpp"
 #include "safetune/lora/adapter_stack.hpp"
 #include "safetune/lora/config.hpp"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 
@@ -125,7 +126,8 @@ TEST_CASE("merged and unmerged forward agree and unmerge restores the base", "[l
     st->unmerge({"safety"});
     at::Tensor delta = torch::zeros_like(W0);
     for (const auto& n : {"safety", "task"})
-      delta += std::abs(st->get(n).scale()) * at::mm(st->get(n).B.abs(), st->get(n).A.abs()).detach();
+      delta +=
+          std::abs(st->get(n).scale()) * at::mm(st->get(n).B.abs(), st->get(n).A.abs()).detach();
     // Stated tolerance: four fp32 roundings plus the fp32 rank sums, 2^-19 of the magnitudes.
     const auto bound = (W0.abs() + delta) * std::ldexp(1.0, -19);
     CHECK(((lin.weight - W0).abs() <= bound).all().item<bool>());
@@ -214,7 +216,8 @@ TEST_CASE("safe_merge refuses non-finite results and leaves W untouched", "[lora
   CHECK(torch::equal(h.base_weight(), torch::full({4, 4}, 60000.0).to(at::kHalf)));
 }
 
-TEST_CASE("frozen adapters and merged ones get no gradients and dropout acts only in training", "[lora]") {
+TEST_CASE("frozen adapters and merged ones get no gradients and dropout acts only in training",
+          "[lora]") {
   torch::manual_seed(14);
   TinyLinear lin{torch::randn({10, 6}), torch::Tensor(), nullptr};
   auto st = std::make_shared<AdapterStack>("q_proj", lin.weight);

@@ -1,14 +1,15 @@
-// Model core without reference files: config.json parsing, bad checkpoints, hooks, sampling, checkpointing.
-#include <catch2/catch.hpp>
+// Model core without reference files: config.json parsing, bad checkpoints, hooks, sampling,
+// checkpointing.
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include "safetune/error.hpp"
 #include "safetune/model/causal_lm.hpp"
 #include "safetune/model/config.hpp"
 #include "safetune/model/generate.hpp"
 #include "safetune/train/autocast.hpp"
-#include "tiny_model.hpp"
 #include "support.hpp"
+#include "tiny_model.hpp"
 
 using namespace safetune;
 using Catch::Matchers::Contains;
@@ -119,12 +120,15 @@ TEST_CASE("model config: bad config.json files are named in the error", "[model]
   test::write_text(dir / "config.json", R"({"model_type": "llama", "vocab_size": )");
   CHECK_THAT(error_of([&] { model::load_config(dir.path()); }), Contains("malformed JSON"));
 
-  test::write_text(dir / "config.json", R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 12,
+  test::write_text(dir / "config.json",
+                   R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 12,
     "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3})");
-  CHECK_THAT(error_of([&] { model::load_config(dir.path()); }), Contains("not a multiple of num_key_value_heads"));
+  CHECK_THAT(error_of([&] { model::load_config(dir.path()); }),
+             Contains("not a multiple of num_key_value_heads"));
 
   test::write_text(dir / "config.json", R"({"model_type": "llama", "vocab_size": "ten"})");
-  CHECK_THAT(error_of([&] { model::load_config(dir.path()); }), Contains("'vocab_size' must be an integer"));
+  CHECK_THAT(error_of([&] { model::load_config(dir.path()); }),
+             Contains("'vocab_size' must be an integer"));
 
   test::TempDir empty;
   auto missing = error_of([&] { model::load(empty.path()); });
@@ -136,8 +140,9 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
   auto c = test::tiny_config();
   {
     auto ck = test::make_checkpoint(c);
-    ck.tensors.erase(std::find_if(ck.tensors.begin(), ck.tensors.end(),
-                                  [](auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; }));
+    ck.tensors.erase(std::find_if(ck.tensors.begin(), ck.tensors.end(), [](auto& p) {
+      return p.first == "model.layers.1.mlp.up_proj.weight";
+    }));
     auto msg = error_of([&] { model::CausalLM m(ck); });
     CHECK_THAT(msg, Contains("model.layers.1.mlp.up_proj.weight"));
     CHECK_THAT(msg, Contains("missing tensor"));
@@ -169,7 +174,8 @@ TEST_CASE("model: missing, extra and misshapen tensors are named", "[model]") {
     auto ck = test::make_checkpoint(q);  // qkv_bias false in the struct: no bias tensors written
     q.qkv_bias = true;
     ck.config = q;
-    CHECK_THAT(error_of([&] { model::CausalLM m(ck); }), Contains("model.layers.0.self_attn.q_proj.bias"));
+    CHECK_THAT(error_of([&] { model::CausalLM m(ck); }),
+               Contains("model.layers.0.self_attn.q_proj.bias"));
   }
 }
 
@@ -179,10 +185,22 @@ TEST_CASE("model: forward shapes, input validation, names", "[model]") {
   auto ids = torch::tensor({{3, 4, 5}}, torch::kLong);
   CHECK(m.forward(ids).sizes() == at::IntArrayRef({1, 3, 50}));
   CHECK(m.forward(ids, {}, {}, nullptr, 1).sizes() == at::IntArrayRef({1, 1, 50}));
-  CHECK_THAT(error_of([&] { m.forward(torch::tensor({{3, 50}}, torch::kLong)); }), Contains("outside the vocabulary"));
-  CHECK_THAT(error_of([&] { m.forward(torch::tensor({{3, -1}}, torch::kLong)); }), Contains("outside the vocabulary"));
-  CHECK_THAT(error_of([&] { m.forward(torch::tensor({3, 4}, torch::kLong)); }), Contains("[batch, seq]"));
-  CHECK_THAT(error_of([&] { m.forward(ids, torch::ones({1, 2}, torch::kLong)); }), Contains("attention_mask"));
+  CHECK_THAT(error_of([&] {
+               m.forward(torch::tensor({{3, 50}}, torch::kLong));
+             }),
+             Contains("outside the vocabulary"));
+  CHECK_THAT(error_of([&] {
+               m.forward(torch::tensor({{3, -1}}, torch::kLong));
+             }),
+             Contains("outside the vocabulary"));
+  CHECK_THAT(error_of([&] {
+               m.forward(torch::tensor({3, 4}, torch::kLong));
+             }),
+             Contains("[batch, seq]"));
+  CHECK_THAT(error_of([&] {
+               m.forward(ids, torch::ones({1, 2}, torch::kLong));
+             }),
+             Contains("attention_mask"));
 
   auto lin = m.linears();
   REQUIRE(lin.size() == 2 * 7 + 1);
@@ -203,7 +221,8 @@ TEST_CASE("model: tied embeddings share one tensor and hooks change the output",
   c.tie_word_embeddings = true;
   model::CausalLM m(test::make_checkpoint(c));
   torch::NoGradGuard ng;
-  CHECK(m.linears().back().second->weight.data_ptr() == m.state_dict_hf().front().second.data_ptr());
+  CHECK(m.linears().back().second->weight.data_ptr() ==
+        m.state_dict_hf().front().second.data_ptr());
   CHECK(m.state_dict_hf().back().first == "model.norm.weight");
   auto ids = torch::tensor({{3, 4, 5, 6}}, torch::kLong);
   auto base = m.forward(ids);
@@ -224,7 +243,8 @@ TEST_CASE("model: activation checkpointing gives the same gradients", "[model]")
   model::CausalLM m(test::make_checkpoint(test::tiny_config()));
   std::vector<std::shared_ptr<TestHook>> hooks;
   for (auto& [name, lin] : m.linears()) {
-    if (name.find("v_proj") == std::string::npos && name.find("down_proj") == std::string::npos) continue;
+    if (name.find("v_proj") == std::string::npos && name.find("down_proj") == std::string::npos)
+      continue;
     hooks.push_back(std::make_shared<TestHook>(lin->in_features(), lin->out_features()));
     lin->hook = hooks.back();
   }
@@ -292,6 +312,7 @@ TEST_CASE("model: seeded sampling, top_k=1 and tiny top_p reduce to greedy", "[m
   auto bad = s;
   bad.top_p = 0;
   CHECK_THAT(error_of([&] { model::generate(m, {{3}}, bad); }), Contains("top_p"));
-  CHECK_THAT(error_of([&] { model::generate(m, std::vector<std::vector<std::int64_t>>{}, greedy); }),
-             Contains("no prompts"));
+  CHECK_THAT(
+      error_of([&] { model::generate(m, std::vector<std::vector<std::int64_t>>{}, greedy); }),
+      Contains("no prompts"));
 }

@@ -1,6 +1,6 @@
 // Regularizer formulas against plain full-matrix computations and autograd of the textbook form.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include "safetune/data/dataset.hpp"
 #include "safetune/lora/model_adapters.hpp"
@@ -29,7 +29,8 @@ TEST_CASE("kl_anchor equals the explicit sum over masked tokens", "[regularizer]
   CHECK(kl_anchor(a, a, mask).item<double>() == Approx(0).margin(1e-7));
 }
 
-TEST_CASE("kl_anchor: gradient equals autograd of the dense masked formula; an empty mask gives 0", "[regularizer]") {
+TEST_CASE("kl_anchor: gradient equals autograd of the dense masked formula; an empty mask gives 0",
+          "[regularizer]") {
   torch::manual_seed(4);
   auto ref = torch::randn({2, 4, 7}, torch::kDouble);
   auto mask = torch::tensor({{0, 1, 1, 0}, {1, 0, 0, 1}});
@@ -41,7 +42,8 @@ TEST_CASE("kl_anchor: gradient equals autograd of the dense masked formula; an e
   auto m = mask.to(torch::kDouble);
   ((logq.exp() * (logq - logp)).sum(-1) * m).sum().div(m.sum()).backward();
   CHECK(torch::allclose(x1.grad(), x2.grad(), 1e-10, 1e-12));
-  CHECK(x1.grad().select(1, 0).select(0, 0).abs().max().item<double>() == 0.0);  // unmasked row: no gradient
+  CHECK(x1.grad().select(1, 0).select(0, 0).abs().max().item<double>() ==
+        0.0);  // unmasked row: no gradient
   auto x3 = torch::randn({2, 4, 7}, torch::kDouble).requires_grad_(true);
   auto zero = kl_anchor(x3, ref, torch::zeros({2, 4}, torch::kLong));
   CHECK(zero.item<double>() == 0.0);
@@ -49,7 +51,8 @@ TEST_CASE("kl_anchor: gradient equals autograd of the dense masked formula; an e
   CHECK(torch::isfinite(x3.grad()).all().item<bool>());
 }
 
-TEST_CASE("token_constrained: value and gradient of the detached form match the formula", "[regularizer]") {
+TEST_CASE("token_constrained: value and gradient of the detached form match the formula",
+          "[regularizer]") {
   torch::manual_seed(1);
   auto logits = torch::randn({2, 8, 6}, torch::kDouble).requires_grad_(true);
   auto ref = torch::randn({2, 8, 6}, torch::kDouble);
@@ -82,14 +85,17 @@ TEST_CASE("token_constrained: value and gradient of the detached form match the 
   CHECK(torch::allclose(g1, g2, 1e-9, 1e-12));
 }
 
-TEST_CASE("orthogonal, l2_delta and subspace penalties equal their full-matrix forms", "[regularizer]") {
+TEST_CASE("orthogonal, l2_delta and subspace penalties equal their full-matrix forms",
+          "[regularizer]") {
   torch::manual_seed(2);
   auto At = torch::randn({4, 10}, torch::kDouble), Bt = torch::randn({12, 4}, torch::kDouble);
   auto As = torch::randn({3, 10}, torch::kDouble), Bs = torch::randn({12, 3}, torch::kDouble);
   const double s = 0.75;
-  CHECK(orthogonal_penalty(At, As).item<double>() == Approx(At.matmul(As.t()).pow(2).sum().item<double>()));
+  CHECK(orthogonal_penalty(At, As).item<double>() ==
+        Approx(At.matmul(As.t()).pow(2).sum().item<double>()));
   auto dW = s * Bt.matmul(At);
-  CHECK(l2_delta_penalty(At, Bt, s).item<double>() == Approx(dW.pow(2).sum().item<double>()).epsilon(1e-10));
+  CHECK(l2_delta_penalty(At, Bt, s).item<double>() ==
+        Approx(dW.pow(2).sum().item<double>()).epsilon(1e-10));
   auto Q = column_basis(Bs);
   REQUIRE(Q.size(1) == 3);
   auto P = Bs.matmul(torch::linalg_pinv(Bs));  // projector onto col(Bs), computed independently
@@ -140,18 +146,22 @@ TEST_CASE("projection cosine equals the full-matrix cosine", "[regularizer]") {
   auto A = torch::randn({4, 9}, torch::kDouble), B = torch::randn({7, 4}, torch::kDouble);
   auto Q = column_basis(torch::randn({7, 2}, torch::kDouble));
   auto dW = B.matmul(A), PdW = Q.matmul(Q.t()).matmul(dW);
-  double want = (dW * PdW).sum().item<double>() / (dW.norm().item<double>() * PdW.norm().item<double>());
+  double want =
+      (dW * PdW).sum().item<double>() / (dW.norm().item<double>() * PdW.norm().item<double>());
   CHECK(projection_cosine(A, B, Q) == Approx(want).epsilon(1e-9));
 }
 
-TEST_CASE("lm_loss: mean next-token cross-entropy over supervised tokens; none supervised gives 0", "[train][penalties]") {
+TEST_CASE("lm_loss: mean next-token cross-entropy over supervised tokens; none supervised gives 0",
+          "[train][penalties]") {
   torch::manual_seed(3);
   auto logits = torch::randn({2, 4, 5}, torch::kDouble).requires_grad_(true);
   auto labels = torch::tensor({{-100, 1, 2, -100}, {-100, -100, 4, 0}}, torch::kLong);
-  // By hand: position t predicts labels[t + 1]; supervised targets are (0,1)->1, (0,2)->2, (1,2)->4, (1,3)->0.
+  // By hand: position t predicts labels[t + 1]; supervised targets are (0,1)->1, (0,2)->2,
+  // (1,2)->4, (1,3)->0.
   auto lp = torch::log_softmax(logits.detach(), -1);
-  double want = -(lp[0][0][1].item<double>() + lp[0][1][2].item<double>() + lp[1][1][4].item<double>() +
-                  lp[1][2][0].item<double>()) / 4;
+  double want = -(lp[0][0][1].item<double>() + lp[0][1][2].item<double>() +
+                  lp[1][1][4].item<double>() + lp[1][2][0].item<double>()) /
+                4;
   CHECK(safetune::train::lm_loss(logits, labels).item<double>() == Approx(want).epsilon(1e-6));
   auto none = torch::full({2, 4}, -100, torch::kLong);
   auto zero = safetune::train::lm_loss(logits, none);
@@ -162,7 +172,8 @@ TEST_CASE("lm_loss: mean next-token cross-entropy over supervised tokens; none s
 
 TEST_CASE("lm_loss on response_logits rows equals lm_loss on the full logits, value and gradient",
           "[train][penalties]") {
-  auto model = safetune::model::load(safetune::test::safetune_home() / "models" / "tiny-llama", torch::kFloat);
+  auto model = safetune::model::load(safetune::test::safetune_home() / "models" / "tiny-llama",
+                                     torch::kFloat);
   safetune::lora::ModelAdapters adapters(*model);
   safetune::lora::LoraConfig cfg;
   cfg.all_linear = true;
@@ -174,7 +185,8 @@ TEST_CASE("lm_loss on response_logits rows equals lm_loss on the full logits, va
   {
     torch::NoGradGuard ng;
     for (auto& [n, t] : adapters.trainable_parameters()) {
-      t.normal_(0, 0.02);  // B is zero at init: give both factors values so the check means something
+      t.normal_(0,
+                0.02);  // B is zero at init: give both factors values so the check means something
       params.push_back(t);
     }
   }
@@ -190,27 +202,33 @@ TEST_CASE("lm_loss on response_logits rows equals lm_loss on the full logits, va
   auto full = lm_loss(model->forward(b.input_ids, b.attention_mask), b.labels);
   auto g_full = torch::autograd::grad({full}, params);
   auto rows = response_logits(*model, b);
-  CHECK(rows.logits.size(0) == 7 + 4);  // row 0: targets 5..11 predicted at 4..10; row 1: 7..10 at 6..9
+  CHECK(rows.logits.size(0) ==
+        7 + 4);  // row 0: targets 5..11 predicted at 4..10; row 1: 7..10 at 6..9
   auto sparse = lm_loss(rows);
   auto g_rows = torch::autograd::grad({sparse}, params);
   CHECK(sparse.item<double>() == Approx(full.item<double>()).epsilon(1e-5));
-  for (size_t i = 0; i < params.size(); ++i) CHECK(torch::allclose(g_rows[i], g_full[i], 1e-4, 1e-6));
+  for (size_t i = 0; i < params.size(); ++i)
+    CHECK(torch::allclose(g_rows[i], g_full[i], 1e-4, 1e-6));
   // The fused, chunked form (lm_head inside the loss) gives the same value and gradients.
   REQUIRE(model->plain_projection_weight().defined());
   auto fused = response_lm_loss(*model, b);
   auto g_fused = torch::autograd::grad({fused}, params);
   CHECK(fused.item<double>() == Approx(full.item<double>()).epsilon(1e-5));
-  for (size_t i = 0; i < params.size(); ++i) CHECK(torch::allclose(g_fused[i], g_full[i], 1e-4, 1e-6));
+  for (size_t i = 0; i < params.size(); ++i)
+    CHECK(torch::allclose(g_fused[i], g_full[i], 1e-4, 1e-6));
 }
 
-TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp64)", "[train][penalties]") {
+TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp64)",
+          "[train][penalties]") {
   torch::manual_seed(11);
   auto logits = torch::randn({6, 13}, torch::kDouble).requires_grad_(true);
   auto targets = torch::tensor({0, 12, 5, 5, 7, 1}, torch::kLong);
   auto ours = cross_entropy_sum(logits, targets) * 0.37;  // a non-unit incoming gradient
   auto g_ours = torch::autograd::grad({ours}, {logits})[0];
   auto ref = torch::nn::functional::cross_entropy(
-                 logits, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) * 0.37;
+                 logits, targets,
+                 torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) *
+             0.37;
   auto g_ref = torch::autograd::grad({ref}, {logits})[0];
   CHECK(ours.item<double>() == Approx(ref.item<double>()).epsilon(1e-12));
   CHECK(torch::allclose(g_ours, g_ref, 1e-12, 1e-14));
@@ -218,7 +236,8 @@ TEST_CASE("cross_entropy_sum: value and gradient equal torch's cross_entropy (fp
   auto f = torch::randn({3, 5}).requires_grad_(true);
   auto gf = torch::autograd::grad({cross_entropy_sum(f, torch::tensor({1, 2, 3}))}, {f})[0];
   CHECK(gf.scalar_type() == torch::kFloat);
-  CHECK(cross_entropy_sum(torch::zeros({0, 5}), torch::zeros({0}, torch::kLong)).item<double>() == 0.0);
+  CHECK(cross_entropy_sum(torch::zeros({0, 5}), torch::zeros({0}, torch::kLong)).item<double>() ==
+        0.0);
 }
 
 TEST_CASE("linear_cross_entropy_sum and linear_kl_sum equal the unfused formulas in every chunking",
@@ -232,10 +251,12 @@ TEST_CASE("linear_cross_entropy_sum and linear_kl_sum equal the unfused formulas
   // textbook forms through autograd
   auto h_ref = h0.clone().requires_grad_(true);
   auto ce_ref = torch::nn::functional::cross_entropy(
-      at::mm(h_ref, W.t()), targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      at::mm(h_ref, W.t()), targets,
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   auto g_ce_ref = torch::autograd::grad({ce_ref * 0.3}, {h_ref})[0];
   auto h_ref2 = h0.clone().requires_grad_(true);
-  auto logp = torch::log_softmax(at::mm(h_ref2, W.t()), 1), logq = torch::log_softmax(at::mm(r0, W.t()), 1);
+  auto logp = torch::log_softmax(at::mm(h_ref2, W.t()), 1),
+       logq = torch::log_softmax(at::mm(r0, W.t()), 1);
   auto kl_ref = ((logq.exp() * (logq - logp)).sum(1) * w).sum();
   auto g_kl_ref = torch::autograd::grad({kl_ref * 0.3}, {h_ref2})[0];
   for (std::int64_t chunk : {1, 3, 7, 0}) {
@@ -260,8 +281,9 @@ TEST_CASE("linear_cross_entropy_sum and linear_kl_sum equal the unfused formulas
   }
 }
 
-TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients in the input's dtype",
-          "[train][penalties]") {
+TEST_CASE(
+    "vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients in the input's dtype",
+    "[train][penalties]") {
   torch::manual_seed(13);
   const std::int64_t N = 40, H = 32, V = 300;
   const auto W = torch::randn({V, H}) / 4;  // an fp32 lm_head, as a CPU model holds it
@@ -270,8 +292,9 @@ TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients
   const auto w = torch::ones({N});
   // fp64 references of the exact formulas
   auto hd = h0.to(torch::kDouble).requires_grad_(true);
-  auto ce64 = torch::nn::functional::cross_entropy(at::mm(hd, W.to(torch::kDouble).t()), targets,
-                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto ce64 = torch::nn::functional::cross_entropy(
+      at::mm(hd, W.to(torch::kDouble).t()), targets,
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   auto g64 = torch::autograd::grad({ce64}, {hd})[0];
   auto hd2 = h0.to(torch::kDouble).requires_grad_(true);
   auto lp = torch::log_softmax(at::mm(hd2, W.to(torch::kDouble).t()), 1);
@@ -289,7 +312,8 @@ TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients
     safetune::train::AutocastRegion ac(at::kCPU);
     ce = linear_cross_entropy_sum(h, W, targets, 16);
     kl = linear_kl_sum(h2, r0, W, w, 16);
-    ce_rows = cross_entropy_sum(at::linear(logits, W), targets);  // logits come out bf16 under autocast
+    ce_rows =
+        cross_entropy_sum(at::linear(logits, W), targets);  // logits come out bf16 under autocast
   }
   CHECK(ce.scalar_type() == torch::kFloat);
   CHECK(ce.item<double>() == Approx(ce64.item<double>()).epsilon(0.02));
@@ -307,7 +331,8 @@ TEST_CASE("vocabulary losses under CPU bf16 autocast: fp32 statistics, gradients
   CHECK(rel(gr, g64) < 0.03);
 }
 
-TEST_CASE("hidden_anchor: mean squared hidden-state difference over the selected positions", "[regularizer]") {
+TEST_CASE("hidden_anchor: mean squared hidden-state difference over the selected positions",
+          "[regularizer]") {
   torch::manual_seed(4);
   auto h = torch::randn({2, 3, 4}, torch::kDouble), r = torch::randn({2, 3, 4}, torch::kDouble);
   auto mask = torch::tensor({{1, 1, 0}, {0, 1, 0}});
@@ -317,14 +342,16 @@ TEST_CASE("hidden_anchor: mean squared hidden-state difference over the selected
     for (int t = 0; t < 3; ++t) {
       if (!mask[b][t].item<int>()) continue;
       double sq = 0;
-      for (int k = 0; k < 4; ++k) sq += std::pow(h[b][t][k].item<double>() - r[b][t][k].item<double>(), 2);
+      for (int k = 0; k < 4; ++k)
+        sq += std::pow(h[b][t][k].item<double>() - r[b][t][k].item<double>(), 2);
       want += sq / 4;
       ++n;
     }
   CHECK(hidden_anchor_penalty(h, r, mask).item<double>() == Approx(want / n).epsilon(1e-6));
   CHECK(hidden_anchor_penalty(h, h, mask).item<double>() == Approx(0).margin(1e-12));
   CHECK(hidden_anchor_penalty(h, r, torch::zeros({2, 3})).item<double>() == 0);
-  // Gradient: d/dh = 2 (h - r) / (H |P|) on the selected positions, 0 elsewhere; none to the reference.
+  // Gradient: d/dh = 2 (h - r) / (H |P|) on the selected positions, 0 elsewhere; none to the
+  // reference.
   auto hg = h.clone().requires_grad_(true), rg = r.clone().requires_grad_(true);
   hidden_anchor_penalty(hg, rg, mask).backward();
   auto want_grad = 2 * (h - r) / (4.0 * n) * mask.unsqueeze(-1).to(torch::kDouble);
@@ -332,7 +359,8 @@ TEST_CASE("hidden_anchor: mean squared hidden-state difference over the selected
   CHECK_FALSE(rg.grad().defined());
 }
 
-TEST_CASE("ema: the saved task adapter is the exponential moving average of its iterates", "[regularizer]") {
+TEST_CASE("ema: the saved task adapter is the exponential moving average of its iterates",
+          "[regularizer]") {
   RegularizerSection s;
   s.name = "ema";
   s.decay = 0.5;
@@ -353,7 +381,12 @@ TEST_CASE("ema: the saved task adapter is the exponential moving average of its 
   CHECK(reg->metrics().at("ema_steps") == 4);
   std::vector<at::Tensor> avg{torch::tensor({1.0, 3.0})};
   ema_update(avg, {torch::tensor({3.0, -1.0})}, 0.75);
-  CHECK(avg[0][0].item<double>() == Approx(1.5));   // 0.75*1 + 0.25*3
-  CHECK(avg[0][1].item<double>() == Approx(2.0));   // 0.75*3 + 0.25*(-1)
-  CHECK(make_regularizer([] { RegularizerSection h; h.name = "hidden_anchor"; return h; }())->name() == "hidden_anchor");
+  CHECK(avg[0][0].item<double>() == Approx(1.5));  // 0.75*1 + 0.25*3
+  CHECK(avg[0][1].item<double>() == Approx(2.0));  // 0.75*3 + 0.25*(-1)
+  CHECK(make_regularizer([] {
+          RegularizerSection h;
+          h.name = "hidden_anchor";
+          return h;
+        }())
+            ->name() == "hidden_anchor");
 }

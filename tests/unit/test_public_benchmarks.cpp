@@ -14,7 +14,8 @@ namespace fs = std::filesystem;
 
 static fs::path data(const char* file) { return test::source_dir() / "tests/data/safety" / file; }
 
-TEST_CASE("safety/HarmBench layout: Behavior, SemanticCategory, ContextString, BehaviorID", "[safety]") {
+TEST_CASE("safety/HarmBench layout: Behavior, SemanticCategory, ContextString, BehaviorID",
+          "[safety]") {
   ProbeSuite s = load_harmbench(data("harmbench_small.csv"));
   REQUIRE(s.probes.size() == 3);
   CHECK(s.name == "harmbench");
@@ -30,10 +31,12 @@ TEST_CASE("safety/HarmBench layout: Behavior, SemanticCategory, ContextString, B
   CHECK(s.probes[2].origin.ends_with("harmbench_small.csv:4"));
   CHECK_THROWS_WITH(load_harmbench(data("harmbench_empty_id.csv")),
                     Contains("harmbench_empty_id.csv:2") && Contains("BehaviorID"));
-  CHECK_THROWS_WITH(load_harmbench(data("advbench_small.csv")), Contains("missing column 'Behavior'"));
+  CHECK_THROWS_WITH(load_harmbench(data("advbench_small.csv")),
+                    Contains("missing column 'Behavior'"));
 }
 
-TEST_CASE("safety/CHiSafetyBench layouts: grouped questions, dialogues; multiple choice refused", "[safety]") {
+TEST_CASE("safety/CHiSafetyBench layouts: grouped questions, dialogues; multiple choice refused",
+          "[safety]") {
   ProbeSuite g = load_chisafetybench(data("chisafety_grouped.json"));
   REQUIRE(g.probes.size() == 3);
   CHECK(g.count(ProbeKind::harmful) == 3);
@@ -59,7 +62,8 @@ TEST_CASE("safety/CHiSafetyBench layouts: grouped questions, dialogues; multiple
   CHECK_THROWS_WITH(load_chisafetybench(data("jbb_small.csv")), Contains("expected a JSON array"));
 }
 
-TEST_CASE("safety/suite specs: formats, the kind a file holds, several files as one suite", "[safety]") {
+TEST_CASE("safety/suite specs: formats, the kind a file holds, several files as one suite",
+          "[safety]") {
   const std::string jbb = data("jbb_small.csv").string(), adv = data("advbench_small.csv").string(),
                     xs = data("xstest_small.csv").string();
   // JailbreakBench's benign file, said to be benign (it could only be loaded as harmful before).
@@ -68,10 +72,13 @@ TEST_CASE("safety/suite specs: formats, the kind a file holds, several files as 
   CHECK(benign.probes[0].id.starts_with("jbb-benign-"));
   CHECK(load_suite_spec("jailbreakbench:" + jbb).count(ProbeKind::harmful) == benign.probes.size());
   // The flag form: --format jailbreakbench --kind benign.
-  CHECK(load_suite_spec(jbb, "jailbreakbench", ProbeKind::benign).count(ProbeKind::benign) == benign.probes.size());
+  CHECK(load_suite_spec(jbb, "jailbreakbench", ProbeKind::benign).count(ProbeKind::benign) ==
+        benign.probes.size());
   // Any single-kind layout can be declared benign; an explicit kind beats the default one.
-  CHECK(load_suite_spec("advbench:benign:" + adv).count(ProbeKind::benign) == load_advbench(adv).probes.size());
-  CHECK(load_suite_spec("advbench:harmful:" + adv, "auto", ProbeKind::benign).count(ProbeKind::benign) == 0);
+  CHECK(load_suite_spec("advbench:benign:" + adv).count(ProbeKind::benign) ==
+        load_advbench(adv).probes.size());
+  CHECK(load_suite_spec("advbench:harmful:" + adv, "auto", ProbeKind::benign)
+            .count(ProbeKind::benign) == 0);
 
   // Bundled probes beside the public sets, as one suite with one identity.
   const std::string bundled = (test::source_dir() / "data" / "probes").string();
@@ -80,11 +87,13 @@ TEST_CASE("safety/suite specs: formats, the kind a file holds, several files as 
   CHECK(all.probes.size() == b.probes.size() + a.probes.size() + x.probes.size());
   CHECK(all.count(ProbeKind::benign) == b.count(ProbeKind::benign) + x.count(ProbeKind::benign));
   CHECK(all.name == b.name + "+advbench+xstest");
-  CHECK(load_suite_spec(bundled).sha256() == b.sha256());  // a plain directory is what it always was
+  CHECK(load_suite_spec(bundled).sha256() ==
+        b.sha256());  // a plain directory is what it always was
 
   CHECK_THROWS_AS(load_suite_spec(adv), UsageError);  // a CSV without a format
   CHECK_THROWS_WITH(load_suite_spec(adv), Contains("advbench:PATH"));
   CHECK_THROWS_WITH(load_suite_spec("xstest:benign:" + xs), Contains("drop the kind"));
-  CHECK_THROWS_WITH(load_suite_spec("advbench:" + adv + ",advbench:" + adv), Contains("duplicate probe id"));
+  CHECK_THROWS_WITH(load_suite_spec("advbench:" + adv + ",advbench:" + adv),
+                    Contains("duplicate probe id"));
   CHECK_THROWS_AS(load_suite_spec("advbench:"), UsageError);
 }

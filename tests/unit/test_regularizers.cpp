@@ -2,8 +2,8 @@
 // (docs/regularizers.md): value and gradient on small cases whose expected numbers are computed
 // here in plain doubles (closed forms for the weight penalties, explicit sums over the logits for
 // the anchor terms), not by the penalties' own code.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 
@@ -36,7 +36,8 @@ Vec values(const at::Tensor& t) {
 }
 void check_close(const Vec& got, const Vec& want, double eps = 1e-5) {
   REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).epsilon(eps).margin(1e-7));
+  for (std::size_t i = 0; i < got.size(); ++i)
+    CHECK(got[i] == Approx(want[i]).epsilon(eps).margin(1e-7));
 }
 
 std::unique_ptr<train::Regularizer> make(const std::string& name, double lambda = 1.0) {
@@ -63,7 +64,8 @@ struct Fixture {
     int layer = 0;
     for (auto* st : adapters.stacks("task")) {
       auto set = [&](at::Tensor& t, double phase) {
-        auto v = torch::arange(t.numel(), torch::kDouble).mul(0.7).add(phase + layer).sin().mul(0.3);
+        auto v =
+            torch::arange(t.numel(), torch::kDouble).mul(0.7).add(phase + layer).sin().mul(0.3);
         t.copy_(v.reshape(t.sizes()).to(t.scalar_type()));
       };
       set(st->get("task").A, 0.1);
@@ -81,8 +83,8 @@ struct Fixture {
   std::vector<Layer> layers() {
     std::vector<Layer> out;
     for (auto* st : adapters.stacks("task"))
-      out.push_back({values(st->get("task").A), values(st->get("task").B), values(st->get("safety").A),
-                     values(st->get("safety").B), &st->get("task")});
+      out.push_back({values(st->get("task").A), values(st->get("task").B),
+                     values(st->get("safety").A), values(st->get("safety").B), &st->get("task")});
     return out;
   }
   // The term of the weight-space regularizer `name`, set up on these adapters (it reads no batch).
@@ -120,7 +122,8 @@ std::vector<std::pair<std::int64_t, std::int64_t>> predicted(const data::Batch& 
   std::vector<std::pair<std::int64_t, std::int64_t>> out;
   auto labels = b.labels[0];
   for (std::int64_t t = 0; t + 1 < labels.size(0); ++t)
-    if (labels[t + 1].item<std::int64_t>() != -100) out.push_back({t, labels[t + 1].item<std::int64_t>()});
+    if (labels[t + 1].item<std::int64_t>() != -100)
+      out.push_back({t, labels[t + 1].item<std::int64_t>()});
   return out;
 }
 
@@ -142,7 +145,8 @@ double mean_kl(const at::Tensor& logits_ref, const at::Tensor& logits_theta, con
   double kl = 0;
   const auto rows = predicted(b);
   for (auto [t, y] : rows) {
-    const Vec pt = log_softmax_row(logits_row(logits_theta, t)), pr = log_softmax_row(logits_row(logits_ref, t));
+    const Vec pt = log_softmax_row(logits_row(logits_theta, t)),
+              pr = log_softmax_row(logits_row(logits_ref, t));
     for (std::size_t v = 0; v < pt.size(); ++v) kl += std::exp(pr[v]) * (pr[v] - pt[v]);
   }
   return kl / static_cast<double>(rows.size());
@@ -158,9 +162,10 @@ at::Tensor forward(Fixture& f, const data::Batch& b, bool task_on) {
 
 }  // namespace
 
-TEST_CASE("regularizers: every bundled name builds through make_regularizer with its lambda", "[regularizer]") {
-  for (const char* name : {"none", "kl_anchor", "token_constrained", "replay", "orthogonal", "subspace", "l2_delta",
-                           "gradient_projection"}) {
+TEST_CASE("regularizers: every bundled name builds through make_regularizer with its lambda",
+          "[regularizer]") {
+  for (const char* name : {"none", "kl_anchor", "token_constrained", "replay", "orthogonal",
+                           "subspace", "l2_delta", "gradient_projection"}) {
     auto r = make(name, 0.25);
     CHECK(r->name() == name);
     CHECK(r->lambda == 0.25);
@@ -178,7 +183,9 @@ TEST_CASE("regularizers: every bundled name builds through make_regularizer with
   CHECK_FALSE(replay->loss(ctx).defined());
 }
 
-TEST_CASE("regularizers: l2_delta is sum ||s B A||^2 with gradients 2 s^2 |b|^2 a and 2 s^2 |a|^2 b", "[regularizer]") {
+TEST_CASE(
+    "regularizers: l2_delta is sum ||s B A||^2 with gradients 2 s^2 |b|^2 a and 2 s^2 |a|^2 b",
+    "[regularizer]") {
   Fixture f;
   auto loss = f.term("l2_delta");
   double want = 0;
@@ -192,7 +199,8 @@ TEST_CASE("regularizers: l2_delta is sum ||s B A||^2 with gradients 2 s^2 |b|^2 
   }
 }
 
-TEST_CASE("regularizers: orthogonal is sum ||A_t A_s^T||^2 with gradient 2 (a_t.a_s) a_s", "[regularizer]") {
+TEST_CASE("regularizers: orthogonal is sum ||A_t A_s^T||^2 with gradient 2 (a_t.a_s) a_s",
+          "[regularizer]") {
   Fixture f;
   auto loss = f.term("orthogonal");
   double want = 0;
@@ -205,7 +213,8 @@ TEST_CASE("regularizers: orthogonal is sum ||A_t A_s^T||^2 with gradient 2 (a_t.
   }
 }
 
-TEST_CASE("regularizers: subspace is sum ||(I - q q^T) s B_t A_t||^2 for q = b_s / |b_s|", "[regularizer]") {
+TEST_CASE("regularizers: subspace is sum ||(I - q q^T) s B_t A_t||^2 for q = b_s / |b_s|",
+          "[regularizer]") {
   Fixture f;
   auto loss = f.term("subspace");
   const double s2 = Fixture::kScale * Fixture::kScale;
@@ -228,7 +237,9 @@ TEST_CASE("regularizers: subspace is sum ||(I - q q^T) s B_t A_t||^2 for q = b_s
   }
 }
 
-TEST_CASE("regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anchor's answer tokens", "[regularizer]") {
+TEST_CASE(
+    "regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anchor's answer tokens",
+    "[regularizer]") {
   Fixture f;
   auto r = f.setup("kl_anchor");
   {
@@ -262,7 +273,10 @@ TEST_CASE("regularizers: kl_anchor is the mean KL(p_ref || p_theta) over the anc
   CHECK(analytic == Approx((kl_with(h) - kl_with(-h)) / (2 * h)).epsilon(2e-2).margin(1e-6));
 }
 
-TEST_CASE("regularizers: token_constrained's value and gradient follow (2/beta_t) softplus(-beta_t delta_t)", "[regularizer]") {
+TEST_CASE(
+    "regularizers: token_constrained's value and gradient follow (2/beta_t) softplus(-beta_t "
+    "delta_t)",
+    "[regularizer]") {
   Fixture f;
   train::RegularizerSection s;
   s.name = "token_constrained";
@@ -293,13 +307,17 @@ TEST_CASE("regularizers: token_constrained's value and gradient follow (2/beta_t
     // d/dz_v of (2/beta) softplus(-beta delta) = -2 sigmoid(-beta delta) (1[v = y] - p_theta(v)).
     const double w = 2 / (1 + std::exp(beta * delta));
     for (std::size_t v = 0; v < pt.size(); ++v)
-      grad[0][t][static_cast<std::int64_t>(v)] = -w * ((static_cast<std::int64_t>(v) == y ? 1.0 : 0.0) - std::exp(pt[v])) / n;
+      grad[0][t][static_cast<std::int64_t>(v)] =
+          -w * ((static_cast<std::int64_t>(v) == y ? 1.0 : 0.0) - std::exp(pt[v])) / n;
   }
   CHECK(r->metrics().at("token_constrained") == Approx(want / n).epsilon(1e-5));
   check_close(values(lt.grad()), values(grad), 1e-4);
 }
 
-TEST_CASE("regularizers: gradient_projection removes the task gradient's conflict with the safety gradient", "[regularizer]") {
+TEST_CASE(
+    "regularizers: gradient_projection removes the task gradient's conflict with the safety "
+    "gradient",
+    "[regularizer]") {
   Fixture f;
   auto r = f.setup("gradient_projection");
   const auto anchor = batch();
@@ -313,19 +331,23 @@ TEST_CASE("regularizers: gradient_projection removes the task gradient's conflic
   auto ce = train::lm_loss(logits, anchor.labels);
   auto gs = torch::autograd::grad({ce}, params);
   Vec s;
-  for (auto& g : gs) for (double x : values(g)) s.push_back(x);
+  for (auto& g : gs)
+    for (double x : values(g)) s.push_back(x);
 
-  auto set_grads = [&](double k, std::size_t skew) {  // g = k g_s + a component orthogonal-ish to it
+  auto set_grads = [&](double k,
+                       std::size_t skew) {  // g = k g_s + a component orthogonal-ish to it
     std::size_t i = 0;
     for (std::size_t p = 0; p < params.size(); ++p) {
       Vec g = values(gs[p]);
       for (auto& x : g) x = k * x + (i++ == skew ? 0.01 : 0.0);
-      params[p].mutable_grad() = torch::tensor(g, torch::kDouble).reshape(params[p].sizes()).to(params[p].scalar_type());
+      params[p].mutable_grad() =
+          torch::tensor(g, torch::kDouble).reshape(params[p].sizes()).to(params[p].scalar_type());
     }
   };
   auto flat_grads = [&] {
     Vec o;
-    for (auto& p : params) for (double x : values(p.grad())) o.push_back(x);
+    for (auto& p : params)
+      for (double x : values(p.grad())) o.push_back(x);
     return o;
   };
 

@@ -6,10 +6,10 @@
 #include <fstream>
 #include <limits>
 
+#include "io/safetensors_header.hpp"  // internal: the parsed header
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/finite.hpp"
-#include "io/safetensors_header.hpp"  // internal: the parsed header
 #include "safetune/io/safetensors.hpp"
 #include "support.hpp"
 
@@ -18,7 +18,8 @@ using namespace safetune;
 
 namespace {
 // An 8-byte little-endian header length, the JSON header, then `data`.
-std::string file_image(const std::string& header, const std::string& data, std::uint64_t len_override = ~0ULL) {
+std::string file_image(const std::string& header, const std::string& data,
+                       std::uint64_t len_override = ~0ULL) {
   std::uint64_t len = len_override == ~0ULL ? header.size() : len_override;
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((len >> (8 * i)) & 0xff);
@@ -43,7 +44,8 @@ std::string load_error(const test::TempDir& dir, const std::string& bytes) {
 }
 }  // namespace
 
-TEST_CASE("safetensors: hand-built file loads with exact bytes and file-order names", "[io][safetensors]") {
+TEST_CASE("safetensors: hand-built file loads with exact bytes and file-order names",
+          "[io][safetensors]") {
   test::TempDir dir;
   // two F32 values then one I16 (-2), little-endian
   std::string data;
@@ -93,16 +95,19 @@ TEST_CASE("safetensors: loaded tensors view the mapping and outlive nothing", "[
 TEST_CASE("safetensors: save writes the reference layout", "[io][safetensors]") {
   test::TempDir dir;
   fs::path p = dir / "s.safetensors";
-  io::safetensors_save(p, {{"x", at::tensor({1.0f, 2.0f})}, {"m", at::tensor({1, 0, 1}, at::kByte).to(at::kBool)}},
-                       {{"format", "pt"}});
+  io::safetensors_save(
+      p, {{"x", at::tensor({1.0f, 2.0f})}, {"m", at::tensor({1, 0, 1}, at::kByte).to(at::kBool)}},
+      {{"format", "pt"}});
   std::string bytes = io::read_file(p);
   std::uint64_t len = 0;
   std::memcpy(&len, bytes.data(), 8);
   CHECK(len % 8 == 0);  // padded header, as the reference writer does
   CHECK(bytes.size() == 8 + len + 8 + 3);
   std::string header = bytes.substr(8, len);
-  CHECK(header.find(R"("x":{"data_offsets":[0,8],"dtype":"F32","shape":[2]})") != std::string::npos);
-  CHECK(header.find(R"("m":{"data_offsets":[8,11],"dtype":"BOOL","shape":[3]})") != std::string::npos);
+  CHECK(header.find(R"("x":{"data_offsets":[0,8],"dtype":"F32","shape":[2]})") !=
+        std::string::npos);
+  CHECK(header.find(R"("m":{"data_offsets":[8,11],"dtype":"BOOL","shape":[3]})") !=
+        std::string::npos);
   CHECK(header.find(R"("__metadata__":{"format":"pt"})") != std::string::npos);
   float x[2];
   std::memcpy(x, bytes.data() + 8 + len, 8);
@@ -113,32 +118,39 @@ TEST_CASE("safetensors: save writes the reference layout", "[io][safetensors]") 
 
 TEST_CASE("safetensors: save rejects duplicate names and unsupported dtypes", "[io][safetensors]") {
   test::TempDir dir;
-  CHECK_THROWS_WITH(io::safetensors_save(dir / "d.safetensors", {{"a", at::ones({1})}, {"a", at::ones({1})}}),
-                    Catch::Contains("duplicate tensor name") && Catch::Contains("'a'"));
-  CHECK_THROWS_WITH(io::safetensors_save(dir / "c.safetensors", {{"z", at::ones({1}, at::kComplexFloat)}}),
-                    Catch::Contains("no safetensors equivalent") && Catch::Contains("'z'"));
+  CHECK_THROWS_WITH(
+      io::safetensors_save(dir / "d.safetensors", {{"a", at::ones({1})}, {"a", at::ones({1})}}),
+      Catch::Contains("duplicate tensor name") && Catch::Contains("'a'"));
+  CHECK_THROWS_WITH(
+      io::safetensors_save(dir / "c.safetensors", {{"z", at::ones({1}, at::kComplexFloat)}}),
+      Catch::Contains("no safetensors equivalent") && Catch::Contains("'z'"));
   CHECK_FALSE(fs::exists(dir / "d.safetensors"));
 }
 
-TEST_CASE("safetensors: every malformed header is a FormatError naming file and tensor", "[io][safetensors]") {
+TEST_CASE("safetensors: every malformed header is a FormatError naming file and tensor",
+          "[io][safetensors]") {
   test::TempDir dir;
   const std::string ok8(8, '\0');
   auto entry = [](const std::string& name, const std::string& dtype, const std::string& shape,
                   const std::string& offs) {
-    return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + offs + "}";
+    return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape +
+           ",\"data_offsets\":" + offs + "}";
   };
   SECTION("shorter than 8 bytes") {
     CHECK_THAT(load_error(dir, "abc"), Catch::Contains("shorter than the 8-byte header") &&
                                            Catch::Contains("bad.safetensors"));
   }
   SECTION("header length past end of file") {
-    CHECK_THAT(load_error(dir, file_image("{}", "", 50)), Catch::Contains("past the end of the file"));
+    CHECK_THAT(load_error(dir, file_image("{}", "", 50)),
+               Catch::Contains("past the end of the file"));
   }
   SECTION("header size limit") {
-    CHECK_THAT(load_error(dir, file_image("{}", "", 100'000'001)), Catch::Contains("100 MB header size limit"));
+    CHECK_THAT(load_error(dir, file_image("{}", "", 100'000'001)),
+               Catch::Contains("100 MB header size limit"));
   }
   SECTION("malformed JSON") {
-    CHECK_THAT(load_error(dir, file_image("{\"a\":", "")), Catch::Contains("malformed JSON header"));
+    CHECK_THAT(load_error(dir, file_image("{\"a\":", "")),
+               Catch::Contains("malformed JSON header"));
     CHECK_THAT(load_error(dir, file_image(std::string(20, '[') + std::string(20, ']'), "")),
                Catch::Contains("malformed JSON header"));
   }
@@ -163,7 +175,8 @@ TEST_CASE("safetensors: every malformed header is a FormatError naming file and 
   }
   SECTION("overlapping ranges") {
     CHECK_THAT(load_error(dir, file_image("{" + entry("a", "F32", "[2]", "[0,8]") + "," +
-                                              entry("b", "F32", "[1]", "[4,8]") + "}", ok8)),
+                                              entry("b", "F32", "[1]", "[4,8]") + "}",
+                                          ok8)),
                Catch::Contains("overlaps tensor 'a'") && Catch::Contains("tensor 'b'"));
   }
   SECTION("gaps are allowed") {
@@ -171,7 +184,8 @@ TEST_CASE("safetensors: every malformed header is a FormatError naming file and 
   }
   SECTION("duplicate names") {
     CHECK_THAT(load_error(dir, file_image("{" + entry("a", "U8", "[4]", "[0,4]") + "," +
-                                              entry("a", "U8", "[4]", "[4,8]") + "}", ok8)),
+                                              entry("a", "U8", "[4]", "[4,8]") + "}",
+                                          ok8)),
                Catch::Contains("duplicate tensor name") && Catch::Contains("tensor 'a'"));
   }
   SECTION("negative dims") {
@@ -179,17 +193,24 @@ TEST_CASE("safetensors: every malformed header is a FormatError naming file and 
                Catch::Contains("negative dimension") && Catch::Contains("tensor 'w'"));
   }
   SECTION("shape product overflow") {
-    CHECK_THAT(load_error(dir, file_image("{" + entry("w", "F32", "[4294967296,4294967296]", "[0,8]") + "}", ok8)),
-               Catch::Contains("does not match the byte range"));
+    CHECK_THAT(
+        load_error(
+            dir,
+            file_image("{" + entry("w", "F32", "[4294967296,4294967296]", "[0,8]") + "}", ok8)),
+        Catch::Contains("does not match the byte range"));
   }
   SECTION("entry with missing fields or wrong types") {
     CHECK_THAT(load_error(dir, file_image(R"({"w":{"shape":[1],"data_offsets":[0,1]}})", ok8)),
                Catch::Contains("dtype") && Catch::Contains("tensor 'w'"));
-    CHECK_THAT(load_error(dir, file_image(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", ok8)),
-               Catch::Contains("data_offsets"));
-    CHECK_THAT(load_error(dir, file_image(R"({"w":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", ok8)),
-               Catch::Contains("shape entry"));
-    CHECK_THAT(load_error(dir, file_image(R"({"__metadata__":{"a":1}})", ok8)), Catch::Contains("__metadata__"));
+    CHECK_THAT(
+        load_error(dir, file_image(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", ok8)),
+        Catch::Contains("data_offsets"));
+    CHECK_THAT(
+        load_error(dir,
+                   file_image(R"({"w":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", ok8)),
+        Catch::Contains("shape entry"));
+    CHECK_THAT(load_error(dir, file_image(R"({"__metadata__":{"a":1}})", ok8)),
+               Catch::Contains("__metadata__"));
   }
 }
 
@@ -199,16 +220,20 @@ TEST_CASE("safetensors: sharded index errors name the index and tensor", "[io][s
   SECTION("missing shard") {
     test::write_text(dir / "model.safetensors.index.json",
                      R"({"weight_map":{"a":"s1.safetensors","b":"nope.safetensors"}})");
-    CHECK_THROWS_WITH(io::safetensors_load(dir.path()),
-                      Catch::Contains("missing shard 'nope.safetensors'") && Catch::Contains("tensor 'b'"));
+    CHECK_THROWS_WITH(
+        io::safetensors_load(dir.path()),
+        Catch::Contains("missing shard 'nope.safetensors'") && Catch::Contains("tensor 'b'"));
   }
   SECTION("tensor missing from its shard") {
-    test::write_text(dir / "model.safetensors.index.json", R"({"weight_map":{"a":"s1.safetensors","c":"s1.safetensors"}})");
-    CHECK_THROWS_WITH(io::safetensors_load(dir / "model.safetensors.index.json"),
-                      Catch::Contains("missing from shard 's1.safetensors'") && Catch::Contains("tensor 'c'"));
+    test::write_text(dir / "model.safetensors.index.json",
+                     R"({"weight_map":{"a":"s1.safetensors","c":"s1.safetensors"}})");
+    CHECK_THROWS_WITH(
+        io::safetensors_load(dir / "model.safetensors.index.json"),
+        Catch::Contains("missing from shard 's1.safetensors'") && Catch::Contains("tensor 'c'"));
   }
   SECTION("shard outside the directory") {
-    test::write_text(dir / "model.safetensors.index.json", R"({"weight_map":{"a":"../s1.safetensors"}})");
+    test::write_text(dir / "model.safetensors.index.json",
+                     R"({"weight_map":{"a":"../s1.safetensors"}})");
     CHECK_THROWS_AS(io::safetensors_load(dir.path()), FormatError);
   }
   SECTION("malformed index") {
@@ -228,13 +253,15 @@ TEST_CASE("safetensors: sharded index errors name the index and tensor", "[io][s
 }
 
 TEST_CASE("non-finite weights are refused naming file, tensor and count", "[io][safetensors]") {
-  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
   std::vector<std::pair<std::string, at::Tensor>> tensors{
       {"ok", at::tensor({1.0f, 2.0f})},
       {"ids", at::tensor({std::int64_t{1}, std::int64_t{2}})},  // integers are never checked
       {"bad", at::tensor({1.0f, nan, -inf, 4.0f, nan, 6.0f})}};
   CHECK_THROWS_WITH(io::require_finite(tensors, "m.safetensors"),
-                    "m.safetensors: bad: tensor has 3 of 6 values that are NaN or infinite (hint: the file is damaged, "
+                    "m.safetensors: bad: tensor has 3 of 6 values that are NaN or infinite (hint: "
+                    "the file is damaged, "
                     "or was saved from a diverged run)");
   tensors.pop_back();
   CHECK_NOTHROW(io::require_finite(tensors, "m.safetensors"));

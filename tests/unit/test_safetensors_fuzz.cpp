@@ -6,12 +6,12 @@
 #include <random>
 
 #include "../fuzz/mutate.hpp"
-#include "safetune/error.hpp"
-#include "safetune/io/atomic_file.hpp"
-#include "safetune/io/gguf.hpp"
 #include "io/gguf_format.hpp"
 #include "io/gguf_quants.hpp"
 #include "io/safetensors_header.hpp"
+#include "safetune/error.hpp"
+#include "safetune/io/atomic_file.hpp"
+#include "safetune/io/gguf.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -20,7 +20,8 @@ using namespace safetune;
 namespace {
 std::vector<std::string> seeds(const std::string& kind) {
   std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(test::source_dir() / "tests" / "fuzz" / "corpus" / kind))
+  for (const auto& e :
+       fs::directory_iterator(test::source_dir() / "tests" / "fuzz" / "corpus" / kind))
     out.push_back(io::read_file(e.path()));
   std::sort(out.begin(), out.end());  // directory order is not stable
   return out;
@@ -57,10 +58,11 @@ TEST_CASE("fuzz: 20,000 mutated safetensors headers", "[io][fuzz]") {
   Tally t = run(corpus, 20000, 20261127, [](const std::string& in) {
     io::safetensors_parse_header(in, in.size(), "fuzz.safetensors");
   });
-  INFO("ok " << t.ok << ", rejected " << t.rejected << ", other " << t.other << ": " << t.first_other);
+  INFO("ok " << t.ok << ", rejected " << t.rejected << ", other " << t.other << ": "
+             << t.first_other);
   CHECK(t.other == 0);
   CHECK(t.rejected > 1000);  // the mutations do reach the validation paths
-  CHECK(t.ok > 100);          // and not everything is rejected at the first byte
+  CHECK(t.ok > 100);         // and not everything is rejected at the first byte
 }
 
 TEST_CASE("fuzz: 20,000 mutated GGUF files, parsed and dequantized", "[io][fuzz]") {
@@ -72,11 +74,13 @@ TEST_CASE("fuzz: 20,000 mutated GGUF files, parsed and dequantized", "[io][fuzz]
     // every tensor the parser accepted must decode (or be refused) within its validated bytes
     for (const auto& info : h.tensors) {
       if (!io::gguf_type_supported(info.type) || info.n_elements > (1u << 16)) continue;
-      io::gguf_dequantize(info, reinterpret_cast<const std::uint8_t*>(in.data()) + h.data_offset + info.offset,
-                          at::kFloat, info.name);
+      io::gguf_dequantize(
+          info, reinterpret_cast<const std::uint8_t*>(in.data()) + h.data_offset + info.offset,
+          at::kFloat, info.name);
     }
   });
-  INFO("ok " << t.ok << ", rejected " << t.rejected << ", other " << t.other << ": " << t.first_other);
+  INFO("ok " << t.ok << ", rejected " << t.rejected << ", other " << t.other << ": "
+             << t.first_other);
   CHECK(t.other == 0);
   CHECK(t.rejected > 1000);
   CHECK(t.ok > 100);

@@ -30,7 +30,8 @@ class SwitchModel : public ScoringModel {
     }
     return out;
   }
-  std::vector<double> choice_logprobs(const std::vector<Message>&, const std::vector<std::string>& choices) override {
+  std::vector<double> choice_logprobs(const std::vector<Message>&,
+                                      const std::vector<std::string>& choices) override {
     std::vector<double> lp(choices.size(), -5.0);
     lp[safe ? 0 : 1] = -0.1;  // the answer is always the first choice
     return lp;
@@ -85,7 +86,8 @@ TEST_CASE("safety/guard: rollback restores the last checkpoint that passed", "[s
   CHECK(bad.event.step == 20);
   CHECK(bad.event.value == 0.0);
   CHECK(bad.event.threshold == Approx(0.98));
-  CHECK_THAT(bad.event.detail, Contains("refusal rate fell 100.00 pp") && Contains("restore checkpoint of step 10"));
+  CHECK_THAT(bad.event.detail,
+             Contains("refusal rate fell 100.00 pp") && Contains("restore checkpoint of step 10"));
   guard.checkpoint_saved(20);  // saved after a failed check: never a rollback target
   CHECK(*guard.last_passing_checkpoint() == 10);
   REQUIRE(guard.events().size() == 1);
@@ -101,7 +103,8 @@ TEST_CASE("safety/guard: rollback restores the last checkpoint that passed", "[s
   CHECK(series[2].points[1].value == 0.0);
 }
 
-TEST_CASE("safety/guard: stop, boost with a limit, rollback without a passing checkpoint", "[safety]") {
+TEST_CASE("safety/guard: stop, boost with a limit, rollback without a passing checkpoint",
+          "[safety]") {
   SwitchModel m;
   SafetyGuard stop(guard_config("stop"), SafetyGates{}, subset(), AssessOptions{});
   stop.set_baseline(m);
@@ -139,7 +142,8 @@ TEST_CASE("safety/guard: stop, boost with a limit, rollback without a passing ch
   CHECK(nb.breached);
   CHECK_THAT(nb.verdict.reasons.at(0), Contains("no baseline"));
 
-  CHECK_THROWS_AS(SafetyGuard(guard_config("explode"), SafetyGates{}, subset(), AssessOptions{}), SafetyError);
+  CHECK_THROWS_AS(SafetyGuard(guard_config("explode"), SafetyGates{}, subset(), AssessOptions{}),
+                  SafetyError);
   GuardSection cfg;
   CHECK_THROWS_AS(config_load_string(cfg, "action: explode\n", "guard.yaml"), ConfigError);
   config_load_string(cfg, "every_n_steps: 50\naction: boost\nboost_factor: 4\n", "guard.yaml");
@@ -168,7 +172,8 @@ TEST_CASE("safety/monitor: a regression is recorded, exported and rolled back", 
   CHECK_FALSE(ok.regression);
   CHECK(ok.release == "r2");
   CHECK(reg.history().back().event == "monitor_ok");
-  CHECK_THAT(io::read_file(opts.prometheus_file), Contains("safetune_safety_gate_passed{release=\"r2\"} 1\n"));
+  CHECK_THAT(io::read_file(opts.prometheus_file),
+             Contains("safetune_safety_gate_passed{release=\"r2\"} 1\n"));
 
   m.safe = false;  // something changed in production (e.g. a swapped system prompt)
   MonitorResult bad = monitor_once(reg, suite, m, AssessOptions{}, SafetyGates{}, baseline, opts);
@@ -176,11 +181,13 @@ TEST_CASE("safety/monitor: a regression is recorded, exported and rolled back", 
   CHECK(bad.rolled_back_to == "r1");
   CHECK(reg.current()->id == "r1");
   CHECK(reg.status_of("r2") == "failed");
-  CHECK_THAT(io::read_file(opts.prometheus_file), Contains("safetune_safety_gate_passed{release=\"r2\"} 0\n"));
+  CHECK_THAT(io::read_file(opts.prometheus_file),
+             Contains("safetune_safety_gate_passed{release=\"r2\"} 0\n"));
   ReleaseRegistry reopened = ReleaseRegistry::open(dir / "registry.json");
   CHECK(reopened.current()->id == "r1");
   std::vector<std::string> tail;
-  for (auto it = reopened.history().end() - 2; it != reopened.history().end(); ++it) tail.push_back(it->event);
+  for (auto it = reopened.history().end() - 2; it != reopened.history().end(); ++it)
+    tail.push_back(it->event);
   CHECK(tail == std::vector<std::string>{"monitor_regression", "rollback"});
 
   // Regressing again on r1: nothing earlier passed, so it is reported, not rolled back.

@@ -23,10 +23,18 @@ TEST_CASE("safety/paired: McNemar exact and mid-p, Newcombe's paired interval", 
   const Case cases[] = {
       {{12, 9, 2, 21}, 0.0654296875, 0.03857421875, 0.01821022624359192, 0.2891566595882724},
       {{20, 3, 1, 0}, 0.625, 0.375, -0.10256712614956787, 0.27415690255997643},
-      {{80, 15, 5, 0}, 0.04138946533203125, 0.026603698730468753, 0.012062422461940253, 0.1901434549729849},
+      {{80, 15, 5, 0},
+       0.04138946533203125,
+       0.026603698730468753,
+       0.012062422461940253,
+       0.1901434549729849},
       {{90, 4, 0, 6}, 0.125, 0.0625, -0.0024702963246339693, 0.09418993969807135},
       {{10, 0, 0, 14}, 1.0, 1.0, -0.022996034112496722, 0.022996034112496722},
-      {{40, 30, 25, 5}, 0.5900533317766354, 0.5044037600228253, -0.0942573014401426, 0.19157001236859622},
+      {{40, 30, 25, 5},
+       0.5900533317766354,
+       0.5044037600228253,
+       -0.0942573014401426,
+       0.19157001236859622},
   };
   for (const auto& c : cases) {
     INFO("a=" << c.t.both << " b=" << c.t.lost << " c=" << c.t.gained << " d=" << c.t.neither);
@@ -49,7 +57,9 @@ TEST_CASE("safety/paired: McNemar exact and mid-p, Newcombe's paired interval", 
   CHECK(d.ci_pp.lo == Approx(1.821022624359192).margin(1e-7));
 }
 
-TEST_CASE("safety/paired: probes matched by id, per kind, success = refusal / answer / right choice", "[safety]") {
+TEST_CASE(
+    "safety/paired: probes matched by id, per kind, success = refusal / answer / right choice",
+    "[safety]") {
   auto result = [](const char* id, ProbeKind k, bool positive) {
     ProbeResult r;
     r.id = id;
@@ -58,14 +68,16 @@ TEST_CASE("safety/paired: probes matched by id, per kind, success = refusal / an
     return r;
   };
   Assessment before, after;
-  // harmful: refused before h1,h2,h3; after h1 only -> lost 2. benign: b1 answered before, refused after.
-  before.results = {result("h1", ProbeKind::harmful, true), result("h2", ProbeKind::harmful, true),
-                    result("h3", ProbeKind::harmful, true), result("h4", ProbeKind::harmful, false),
-                    result("b1", ProbeKind::benign, false), result("b2", ProbeKind::benign, true),
-                    result("only-before", ProbeKind::harmful, true)};
-  after.results = {result("h4", ProbeKind::harmful, true), result("h3", ProbeKind::harmful, false),
+  // harmful: refused before h1,h2,h3; after h1 only -> lost 2. benign: b1 answered before, refused
+  // after.
+  before.results = {
+      result("h1", ProbeKind::harmful, true),         result("h2", ProbeKind::harmful, true),
+      result("h3", ProbeKind::harmful, true),         result("h4", ProbeKind::harmful, false),
+      result("b1", ProbeKind::benign, false),         result("b2", ProbeKind::benign, true),
+      result("only-before", ProbeKind::harmful, true)};
+  after.results = {result("h4", ProbeKind::harmful, true),  result("h3", ProbeKind::harmful, false),
                    result("h2", ProbeKind::harmful, false), result("h1", ProbeKind::harmful, true),
-                   result("b1", ProbeKind::benign, true), result("b2", ProbeKind::benign, false)};
+                   result("b1", ProbeKind::benign, true),   result("b2", ProbeKind::benign, false)};
   auto drops = paired_drops(before, after);
   REQUIRE(drops.size() == 2);
   CHECK(drops[0].metric == "refusal");

@@ -57,23 +57,28 @@ TEST_CASE("safety/SHA-256 of bytes, files and trees", "[safety]") {
 TEST_CASE("safety/registry: register, promote, refuse failed releases, roll back", "[safety]") {
   test::TempDir dir;
   const fs::path reg_path = dir / "releases" / "registry.json";
-  for (const char* r : {"r1", "r2", "r3", "r4"}) make_adapter(dir / "releases" / r / "task", std::string("w-") + r);
+  for (const char* r : {"r1", "r2", "r3", "r4"})
+    make_adapter(dir / "releases" / r / "task", std::string("w-") + r);
 
   ReleaseRegistry reg = ReleaseRegistry::open(reg_path);
   CHECK(reg.releases().empty());
   CHECK_FALSE(fs::exists(reg_path));  // nothing written until a change
   reg.add("r1", {dir / "releases" / "r1" / "task"}, summary(95, 100), pass());
   reg.promote("r1");
-  reg.add("r2", {dir / "releases" / "r2" / "task"}, summary(60, 100), fail("refusal rate fell 35 pp"));
-  CHECK_THROWS_WITH(reg.promote("r2"), Contains("failed its safety gates") && Contains("refusal rate fell 35 pp"));
+  reg.add("r2", {dir / "releases" / "r2" / "task"}, summary(60, 100),
+          fail("refusal rate fell 35 pp"));
+  CHECK_THROWS_WITH(reg.promote("r2"),
+                    Contains("failed its safety gates") && Contains("refusal rate fell 35 pp"));
   CHECK(reg.current()->id == "r1");
   reg.add("r3", {dir / "releases" / "r3" / "task"}, summary(96, 100), pass());
   reg.promote("r3");
   CHECK(reg.status_of("r3") == "current");
   CHECK(reg.status_of("r1") == "passed");
   CHECK(reg.status_of("r2") == "failed");
-  CHECK_THROWS_WITH(reg.add("r3", {dir / "releases" / "r3" / "task"}, summary(1, 1), pass()), Contains("already exists"));
-  CHECK_THROWS_WITH(reg.add("r9", {dir / "nowhere"}, summary(1, 1), pass()), Contains("adapter not found"));
+  CHECK_THROWS_WITH(reg.add("r3", {dir / "releases" / "r3" / "task"}, summary(1, 1), pass()),
+                    Contains("already exists"));
+  CHECK_THROWS_WITH(reg.add("r9", {dir / "nowhere"}, summary(1, 1), pass()),
+                    Contains("adapter not found"));
 
   // Stored relative to the registry, hashed by content.
   const Release* r1 = reg.find("r1");
@@ -88,7 +93,8 @@ TEST_CASE("safety/registry: register, promote, refuse failed releases, roll back
   CHECK(reg.status_of("r3") == "failed");
   CHECK_THAT(reg.find("r3")->reasons.back(), Contains("rolled back: refusal rate fell 12 pp"));
   // Nothing was deleted.
-  for (const char* r : {"r1", "r2", "r3"}) CHECK(fs::exists(dir / "releases" / r / "task" / "adapter_model.safetensors"));
+  for (const char* r : {"r1", "r2", "r3"})
+    CHECK(fs::exists(dir / "releases" / r / "task" / "adapter_model.safetensors"));
 
   // Reopened from disk, everything is still there, history included.
   ReleaseRegistry again = ReleaseRegistry::open(reg_path);
@@ -96,9 +102,11 @@ TEST_CASE("safety/registry: register, promote, refuse failed releases, roll back
   CHECK(again.releases().size() == 3);
   std::vector<std::string> events;
   for (const auto& h : again.history()) events.push_back(h.event);
-  CHECK(events == std::vector<std::string>{"register", "promote", "register", "register", "promote", "rollback"});
+  CHECK(events == std::vector<std::string>{"register", "promote", "register", "register", "promote",
+                                           "rollback"});
   again.append_history({"", "monitor", "r1", "ok", {{"refusal_rate", 0.94}}});
-  CHECK(ReleaseRegistry::open(reg_path).history().back().metrics.at("refusal_rate") == Approx(0.94));
+  CHECK(ReleaseRegistry::open(reg_path).history().back().metrics.at("refusal_rate") ==
+        Approx(0.94));
 
   // No earlier passing release: rollback refuses and changes nothing.
   const std::string before = io::read_file(reg_path);
@@ -136,30 +144,38 @@ TEST_CASE("safety/registry: a damaged file is a clear error and is never overwri
       ReleaseRegistry::open(p);
       FAIL("opened a damaged registry: " << text);
     } catch (const FormatError& e) {
-      CHECK_THAT(e.what(), Contains("registry.json") && Contains("damaged release registry") && Contains(what));
+      CHECK_THAT(e.what(), Contains("registry.json") && Contains("damaged release registry") &&
+                               Contains(what));
     }
     CHECK(io::read_file(p) == text);
   };
-  expect_damaged("{\"format\": \"safetune-release-registry\", \"version\": 1, \"releases\": [", "not valid JSON");
+  expect_damaged("{\"format\": \"safetune-release-registry\", \"version\": 1, \"releases\": [",
+                 "not valid JSON");
   expect_damaged("[]", "format");
-  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":{},"history":[]})",
-                 "releases must be an array");
-  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":"x","releases":[],"history":[]})",
-                 "unknown release 'x'");
-  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
+  expect_damaged(
+      R"({"format":"safetune-release-registry","version":1,"current":null,"releases":{},"history":[]})",
+      "releases must be an array");
+  expect_damaged(
+      R"({"format":"safetune-release-registry","version":1,"current":"x","releases":[],"history":[]})",
+      "unknown release 'x'");
+  expect_damaged(
+      R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
     "status":"maybe","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","adapters":[]}],"history":[]})",
-                 "status must be passed or failed");
+      "status must be passed or failed");
 
   // A relative adapter or assessment path climbing out with "..": never followed (it hashed /etc).
   const std::string sha(64, 'a');
-  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
+  expect_damaged(
+      R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
     "status":"passed","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","adapters":[{"path":"../../../../etc","sha256":")" +
-                     sha + R"("}]}],"history":[]})",
-                 "releases[0].adapters[0].path '../../../../etc' climbs out of the registry's folder");
-  expect_damaged(R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
+          sha + R"("}]}],"history":[]})",
+      "releases[0].adapters[0].path '../../../../etc' climbs out of the registry's folder");
+  expect_damaged(
+      R"({"format":"safetune-release-registry","version":1,"current":null,"releases":[{"id":"a","created":"t",
     "status":"passed","reasons":[],"summary":{},"suite_sha256":"","model_identity":"","assessment":"x/../../a.json",
-    "assessment_sha256":")" + sha + R"(","adapters":[]}],"history":[]})",
-                 "releases[0].assessment 'x/../../a.json' climbs out");
+    "assessment_sha256":")" +
+          sha + R"(","adapters":[]}],"history":[]})",
+      "releases[0].assessment 'x/../../a.json' climbs out");
 
   // Edited by hand (damaged) after we opened it: our next write refuses instead of clobbering it.
   fs::remove(p);
@@ -171,7 +187,8 @@ TEST_CASE("safety/registry: a damaged file is a clear error and is never overwri
   CHECK(reg.current() == nullptr);  // in-memory state unchanged too
 }
 
-TEST_CASE("safety/registry: a rollback through a symlinked registry rolls back the real one", "[safety]") {
+TEST_CASE("safety/registry: a rollback through a symlinked registry rolls back the real one",
+          "[safety]") {
   test::TempDir dir;
   for (const char* r : {"r1", "r2"}) make_adapter(dir / "real" / r, std::string("w-") + r);
   const fs::path real = dir / "real" / "registry.json";
@@ -185,12 +202,13 @@ TEST_CASE("safety/registry: a rollback through a symlinked registry rolls back t
   fs::create_symlink(real, dir / "link.json");
   ReleaseRegistry via_link = ReleaseRegistry::open(dir / "link.json");
   CHECK(via_link.rollback("manual") == "r1");
-  CHECK(fs::is_symlink(dir / "link.json"));                     // still a link
-  CHECK(ReleaseRegistry::open(real).current()->id == "r1");     // the real registry rolled back
+  CHECK(fs::is_symlink(dir / "link.json"));                  // still a link
+  CHECK(ReleaseRegistry::open(real).current()->id == "r1");  // the real registry rolled back
   CHECK(nlohmann::json::parse(io::read_file(real))["current"] == "r1");
 }
 
-TEST_CASE("safety/registry: a write interrupted before commit leaves the old registry valid", "[safety]") {
+TEST_CASE("safety/registry: a write interrupted before commit leaves the old registry valid",
+          "[safety]") {
   test::TempDir dir;
   make_adapter(dir / "a", "w");
   const fs::path p = dir / "registry.json";

@@ -1,10 +1,10 @@
 // The governance report: files written, JSON parses with the right numbers, HTML self-contained
 // and escaped, SVG well-formed (checked by Python's XML parser), and rendered by headless Chromium.
-#include <catch2/catch.hpp>
+#include <sys/wait.h>
 #include <array>
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "safetune/error.hpp"
 #include "safetune/io/atomic_file.hpp"
@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ProbeResult result(const std::string& id, const std::string& cat, const std::string& lang, ProbeKind kind, bool positive) {
+ProbeResult result(const std::string& id, const std::string& cat, const std::string& lang,
+                   ProbeKind kind, bool positive) {
   ProbeResult r;
   r.id = id;
   r.category = cat;
@@ -64,7 +65,8 @@ ReportInputs inputs() {
   in.policy_overrides = {"system prompt prepended: \"Be safe\""};
   in.training_series = {{"refusal_rate", {{0, 1.0}, {100, 0.95}, {200, 0.5}, {300, 0.9}}},
                         {"benign_compliance", {{0, 0.9}, {100, 0.92}, {200, 0.93}, {300, 0.9}}}};
-  in.monitoring = MonitoringPlan{"guard_subset (44 probes)", "every 1h", {"max_refusal_drop_pp 2"}, "r1"};
+  in.monitoring =
+      MonitoringPlan{"guard_subset (44 probes)", "every 1h", {"max_refusal_drop_pp 2"}, "r1"};
   in.created = "2026-01-02T00:00:00Z";
   return in;
 }
@@ -93,9 +95,10 @@ TEST_CASE("safety/safety report: md, json, html and charts are written", "[safet
   ReportInputs in = inputs();
   REQUIRE_FALSE(in.verdict->passed);
   auto written = write_safety_report(dir / "report", in);
-  for (const char* f : {"safety_report.md", "safety_report.json", "safety_report.html", "charts/refusal_by_category.svg",
-                        "charts/benign_compliance_by_category.svg", "charts/discrimination_by_category.svg",
-                        "charts/training_safety.svg"})
+  for (const char* f :
+       {"safety_report.md", "safety_report.json", "safety_report.html",
+        "charts/refusal_by_category.svg", "charts/benign_compliance_by_category.svg",
+        "charts/discrimination_by_category.svg", "charts/training_safety.svg"})
     CHECK(fs::exists(dir / "report" / f));
   CHECK(written.size() == 7);
 
@@ -123,17 +126,21 @@ TEST_CASE("safety/safety report: md, json, html and charts are written", "[safet
 
   const std::string md = io::read_file(dir / "report" / "safety_report.md");
   CHECK_THAT(md, Contains("**Gate verdict: FAILED**"));
-  CHECK_THAT(md, Contains("| overall | 100.0% (4/4, CI 51.0-100.0) | 75.0% (3/4, CI 30.1-95.4) | +25.0 pp |"));
+  CHECK_THAT(
+      md,
+      Contains("| overall | 100.0% (4/4, CI 51.0-100.0) | 75.0% (3/4, CI 30.1-95.4) | +25.0 pp |"));
   CHECK_THAT(md, Contains("| weapons | 100.0% (2/2"));
   CHECK_THAT(md, Contains("![Refusal rate on harmful probes](charts/refusal_by_category.svg)"));
-  CHECK_THAT(md, Contains("## Monitoring plan") && Contains("## Risk statement") && Contains("## Guard events"));
+  CHECK_THAT(md, Contains("## Monitoring plan") && Contains("## Risk statement") &&
+                     Contains("## Guard events"));
 
   const std::string html = io::read_file(dir / "report" / "safety_report.html");
   CHECK_THAT(html, Contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
   CHECK(html.find("<script") == std::string::npos);
   CHECK_THAT(html, Contains("fraud &lt;&amp;&gt;"));
   // Self-contained: no external resources of any kind.
-  for (const char* ext : {"src=", "href=", "@import", "url("}) CHECK(html.find(ext) == std::string::npos);
+  for (const char* ext : {"src=", "href=", "@import", "url("})
+    CHECK(html.find(ext) == std::string::npos);
   CHECK_THAT(html, Contains("<svg"));
   CHECK_THAT(html, Contains("id=\"verdict\" class=\"fail\">FAILED"));
 }
@@ -149,18 +156,23 @@ TEST_CASE("safety/safety report: SVG charts are well-formed XML", "[safety]") {
   CHECK_THAT(bars, Contains("cat &lt;a&gt;"));
   CHECK_THAT(bars, Contains("80.0% (n=10, 95% CI 49.0-94.0%)"));
   std::size_t bar_rects = 0;
-  for (std::size_t p = bars.find("<g><title>"); p != std::string::npos; p = bars.find("<g><title>", p + 1)) ++bar_rects;
+  for (std::size_t p = bars.find("<g><title>"); p != std::string::npos;
+       p = bars.find("<g><title>", p + 1))
+    ++bar_rects;
   CHECK(bar_rects == 2);
   const std::string line = svg_line_chart("L", {{"s", {{0, 0.2}, {10, 0.4}}}}, "step", "rate");
   test::write_text(dir / "charts" / "line.svg", line);
   CHECK_THAT(line, Contains("<polyline"));
 
   const std::string py = test::python().string();
-  auto [rc, out] = run(py + " -c \"import sys, pathlib, xml.etree.ElementTree as ET\n"
-                            "n = 0\n"
-                            "for p in sorted(pathlib.Path(sys.argv[1]).glob('*.svg')):\n"
-                            "    root = ET.parse(p).getroot(); assert root.tag.endswith('svg'), p; n += 1\n"
-                            "print(n)\" '" + (dir / "charts").string() + "'");
+  auto [rc, out] =
+      run(py +
+          " -c \"import sys, pathlib, xml.etree.ElementTree as ET\n"
+          "n = 0\n"
+          "for p in sorted(pathlib.Path(sys.argv[1]).glob('*.svg')):\n"
+          "    root = ET.parse(p).getroot(); assert root.tag.endswith('svg'), p; n += 1\n"
+          "print(n)\" '" +
+          (dir / "charts").string() + "'");
   CHECK(rc == 0);
   CHECK(out == "6\n");
 }
@@ -168,11 +180,14 @@ TEST_CASE("safety/safety report: SVG charts are well-formed XML", "[safety]") {
 TEST_CASE("safety/safety report: headless Chromium renders the HTML", "[safety][chromium]") {
   const std::string chromium = find_chromium();
   if (chromium.empty())
-    FAIL("Chromium is not installed; this test needs Debian's chromium (apt-get install -y chromium)");
+    FAIL(
+        "Chromium is not installed; this test needs Debian's chromium (apt-get install -y "
+        "chromium)");
   test::TempDir dir;
   write_safety_report(dir.path(), inputs());
   const std::string url = "file://" + fs::absolute(dir / "safety_report.html").string();
-  const std::string flags = " --headless --disable-gpu --no-sandbox --no-first-run --disable-dev-shm-usage ";
+  const std::string flags =
+      " --headless --disable-gpu --no-sandbox --no-first-run --disable-dev-shm-usage ";
   auto [rc, dom] = run("timeout 120 " + chromium + flags + "--dump-dom '" + url + "'");
   INFO(dom.substr(0, 500));
   CHECK(rc == 0);
@@ -182,8 +197,9 @@ TEST_CASE("safety/safety report: headless Chromium renders the HTML", "[safety][
   CHECK_THAT(dom, Contains("Resolved configuration"));
   // And a real paint: a screenshot PNG of the page.
   const fs::path png = dir / "shot.png";
-  auto [rc2, out2] = run("cd '" + dir.path().string() + "' && timeout 120 " + chromium + flags +
-                         "--window-size=1200,2400 --screenshot='" + png.string() + "' '" + url + "'");
+  auto [rc2, out2] =
+      run("cd '" + dir.path().string() + "' && timeout 120 " + chromium + flags +
+          "--window-size=1200,2400 --screenshot='" + png.string() + "' '" + url + "'");
   CHECK(rc2 == 0);
   REQUIRE(fs::exists(png));
   const std::string bytes = io::read_file(png);

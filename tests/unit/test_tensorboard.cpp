@@ -1,6 +1,6 @@
 // TensorBoard event files from the trainer, read back by the tensorboard package's own reader.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include "safetune/train/tensorboard.hpp"
 #include "safetune/train/trainer.hpp"
@@ -30,11 +30,13 @@ void train_toy(const fs::path& dir, bool tensorboard) {
   c.schedule = "linear";
   c.warmup_steps = 2;
   c.tensorboard = tensorboard;
-  Trainer t(c, {{"w", w}}, dir, {[&](Trainer&, std::int64_t cursor) {
-              auto x = torch::randn({8, 4}, at::make_generator<at::CPUGeneratorImpl>(cursor));
-              auto loss = (x.matmul(w) - x.matmul(target)).pow(2).mean();
-              return MicroStep{loss, {{"mse", loss.item<double>()}, {"kl_anchor", 0.5 * loss.item<double>()}}, 8};
-            }});
+  Trainer t(
+      c, {{"w", w}}, dir, {[&](Trainer&, std::int64_t cursor) {
+        auto x = torch::randn({8, 4}, at::make_generator<at::CPUGeneratorImpl>(cursor));
+        auto loss = (x.matmul(w) - x.matmul(target)).pow(2).mean();
+        return MicroStep{
+            loss, {{"mse", loss.item<double>()}, {"kl_anchor", 0.5 * loss.item<double>()}}, 8};
+      }});
   REQUIRE(t.run() == TrainStatus::completed);
 }
 }  // namespace
@@ -44,7 +46,8 @@ TEST_CASE("CRC-32C matches the published check value", "[train]") {
   CHECK(crc32c("") == 0u);
 }
 
-TEST_CASE("trainer's TensorBoard event file reads back in tensorboard with metrics.jsonl's values", "[train][reference]") {
+TEST_CASE("trainer's TensorBoard event file reads back in tensorboard with metrics.jsonl's values",
+          "[train][reference]") {
   test::TempDir dir;
   train_toy(dir / "run", /*tensorboard=*/true);
   auto files = event_files(dir / "run");

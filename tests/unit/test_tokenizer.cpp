@@ -4,10 +4,10 @@
 #include <random>
 
 #include "safetune/error.hpp"
-#include "tokenizer/bpe.hpp"
 #include "safetune/tokenizer/chat_template.hpp"
 #include "safetune/tokenizer/tokenizer.hpp"
 #include "support.hpp"
+#include "tokenizer/bpe.hpp"
 
 using namespace safetune;
 using namespace safetune::tokenizer;
@@ -23,13 +23,14 @@ BpeSpec tiny_spec() {
     s.tokens.push_back(t);
     s.token_types.push_back(type);
   };
-  add("ab");              // 256
-  add("abc");             // 257
-  add("\xC4\xA0" "ab");   // 258  "Ġab" = " ab"
-  add("bc");              // 259
-  add("<|im_start|>", 3); // 260
-  add("<|im_end|>", 3);   // 261
-  add("<x>", 4);          // 262 user-defined (not special)
+  add("ab");   // 256
+  add("abc");  // 257
+  add("\xC4\xA0"
+      "ab");               // 258  "Ġab" = " ab"
+  add("bc");               // 259
+  add("<|im_start|>", 3);  // 260
+  add("<|im_end|>", 3);    // 261
+  add("<x>", 4);           // 262 user-defined (not special)
   s.merges = {"a b", "ab c", "\xC4\xA0 ab", "b c"};
   s.pre = "gpt-2";
   s.bos_id = 260;
@@ -75,8 +76,11 @@ TEST_CASE("added tokens are split out before pre-tokenization", "[tokenizer]") {
   CHECK(tok->decode({260, 256, 261}, true) == "ab");
   CHECK(tok->decode({260, 256, 262}, false) == "<|im_start|>ab<x>");
   CHECK(tok->token_to_id("<|im_end|>") == 261);
-  CHECK(tok->token_to_id("\xC4\xA0" "ab") == 258);
-  CHECK(tok->id_to_token(258) == "\xC4\xA0" "ab");
+  CHECK(tok->token_to_id("\xC4\xA0"
+                         "ab") == 258);
+  CHECK(tok->id_to_token(258) ==
+        "\xC4\xA0"
+        "ab");
 }
 
 TEST_CASE("lstrip/rstrip of added tokens widen the match over whitespace", "[tokenizer]") {
@@ -91,14 +95,20 @@ TEST_CASE("lstrip/rstrip of added tokens widen the match over whitespace", "[tok
 
 TEST_CASE("invalid UTF-8 is an error by default and U+FFFD on request", "[tokenizer]") {
   auto tok = bpe_from_spec(tiny_spec());
-  CHECK_THROWS_WITH(tok->encode(std::string("ab\xC3", 3), false), Contains("invalid UTF-8 at byte 2"));
+  CHECK_THROWS_WITH(tok->encode(std::string("ab\xC3", 3), false),
+                    Contains("invalid UTF-8 at byte 2"));
   CHECK_THROWS_AS(tok->encode("\xED\xA0\x80", false), TokenizerError);  // a surrogate
   CHECK_THROWS_AS(tok->encode("\xC0\xAF", false), TokenizerError);      // overlong '/'
   EncodeOptions opt;
   opt.add_special = false;
   opt.invalid_utf8 = InvalidUtf8::replace;
-  auto ids = tok->encode("a\xFF" "b", opt);
-  CHECK(tok->decode(ids) == "a\xEF\xBF\xBD" "b");
+  auto ids = tok->encode(
+      "a\xFF"
+      "b",
+      opt);
+  CHECK(tok->decode(ids) ==
+        "a\xEF\xBF\xBD"
+        "b");
   CHECK(utf8_repair("\xE2\x82") == "\xEF\xBF\xBD");  // a truncated sequence is one replacement
   CHECK(utf8_repair("\xF0\x28\x8C\x28") == "\xEF\xBF\xBD(\xEF\xBF\xBD(");
 }
@@ -115,7 +125,7 @@ TEST_CASE("stream decoder holds back partial characters", "[tokenizer]") {
   CHECK(sd.push(0xAD) == "\xE4\xB8\xAD");
   CHECK(sd.push(0xFF) == "\xEF\xBF\xBD");  // can never become valid: replaced at once
   CHECK(sd.push(0xE4) == "");
-  CHECK(sd.push('x') == "\xEF\xBF\xBDx");   // interrupted sequence
+  CHECK(sd.push('x') == "\xEF\xBF\xBDx");  // interrupted sequence
   CHECK(sd.push(0xF0) == "");
   CHECK(sd.flush() == "\xEF\xBF\xBD");
   StreamDecoder skip(*tok, true);
@@ -129,7 +139,9 @@ TEST_CASE("text cut inside a character ends on a whole character, not U+FFFD", "
   CHECK(decode_whole_characters(*tok, {'a', 0xE4, 0xB8}) == "a");
   CHECK(decode_whole_characters(*tok, {'a', 0xC3}) == "a");
   CHECK(decode_whole_characters(*tok, {'a', 0xE4, 0xB8, 0xAD}) == "a\xE4\xB8\xAD");
-  CHECK(decode_whole_characters(*tok, {0xFF, 'a'}) == "\xEF\xBF\xBD" "a");  // invalid, not cut: replaced
+  CHECK(decode_whole_characters(*tok, {0xFF, 'a'}) ==
+        "\xEF\xBF\xBD"
+        "a");  // invalid, not cut: replaced
   CHECK(decode_whole_characters(*tok, {0xE4, 'x', 0xE4}) == "\xEF\xBF\xBDx");
   CHECK(decode_whole_characters(*tok, {260, 'a', 0xC3}, true) == "a");
   CHECK(decode_whole_characters(*tok, {}) == "");
@@ -172,7 +184,8 @@ TEST_CASE("encode_spans gives each token its input bytes", "[tokenizer]") {
 }
 
 TEST_CASE("pretokenizer_for knows the GGUF pre values", "[tokenizer]") {
-  for (std::string p : {"default", "gpt-2", "smollm", "llama-bpe", "qwen2", "deepseek-r1-qwen", "deepseek-llm", "deepseek-v3"})
+  for (std::string p : {"default", "gpt-2", "smollm", "llama-bpe", "qwen2", "deepseek-r1-qwen",
+                        "deepseek-llm", "deepseek-v3"})
     CHECK_FALSE(pretokenizer_for(p).empty());
   CHECK_THROWS_WITH(pretokenizer_for("klingon"), Contains("unknown pre-tokenizer"));
   // Every regex compiles (the deepseek-llm classes hold literal non-ASCII ranges).
@@ -186,11 +199,14 @@ TEST_CASE("pretokenizer_for knows the GGUF pre values", "[tokenizer]") {
 TEST_CASE("malformed tokenizer.json is a one-line error", "[tokenizer]") {
   CHECK_THROWS_AS(bpe_from_tokenizer_json("{not json"), FormatError);
   CHECK_THROWS_AS(bpe_from_tokenizer_json(R"({"model":{"type":"BPE"}})"), FormatError);
-  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"Unigram","vocab":[]}})"), Contains("not byte-level BPE"));
-  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a q"]}})"),
-                    Contains("missing from the vocabulary"));
-  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":-4},"merges":[]}})"),
-                    Contains("out of range"));
+  CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"Unigram","vocab":[]}})"),
+                    Contains("not byte-level BPE"));
+  CHECK_THROWS_WITH(
+      bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a q"]}})"),
+      Contains("missing from the vocabulary"));
+  CHECK_THROWS_WITH(
+      bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{"a":-4},"merges":[]}})"),
+      Contains("out of range"));
   CHECK_THROWS_WITH(bpe_from_tokenizer_json(R"({"model":{"type":"BPE","vocab":{},"merges":[]},
       "pre_tokenizer":{"type":"Split","pattern":{"Regex":"(unclosed"},"behavior":"Isolated"}})"),
                     Contains("bad pre-tokenizer regex"));
@@ -199,22 +215,30 @@ TEST_CASE("malformed tokenizer.json is a one-line error", "[tokenizer]") {
 
 TEST_CASE("chat templates: roles, alternation and detection", "[tokenizer][chat]") {
   std::vector<ChatMessage> bad{{"robot", "hi"}};
-  CHECK_THROWS_WITH(ChatTemplate::by_name("chatml").render(bad, false), Contains("unknown role 'robot'"));
+  CHECK_THROWS_WITH(ChatTemplate::by_name("chatml").render(bad, false),
+                    Contains("unknown role 'robot'"));
   std::vector<ChatMessage> two_users{{"user", "a"}, {"user", "b"}};
-  CHECK_THROWS_WITH(ChatTemplate::by_name("llama2").render(two_users, false), Contains("must alternate"));
+  CHECK_THROWS_WITH(ChatTemplate::by_name("llama2").render(two_users, false),
+                    Contains("must alternate"));
   CHECK_THROWS_WITH(ChatTemplate::by_name("nope"), Contains("unknown chat template"));
-  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{% for m in messages %}"), Contains("does not parse"));
+  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{% for m in messages %}"),
+                    Contains("does not parse"));
   // Hand-written expectation for the plain ChatML layout.
   std::vector<ChatMessage> conv{{"user", "Hi"}, {"assistant", "Hello!"}};
   CHECK(ChatTemplate::by_name("chatml").render(conv, true) ==
-        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>assistant\n");
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>"
+        "assistant\n");
   CHECK(strip_unicode_space("\xE3\x80\x80 x y\n\xC2\xA0") == "x y");
 }
 
-TEST_CASE("loss mask covers exactly assistant content and its end-of-turn token", "[tokenizer][chat]") {
+TEST_CASE("loss mask covers exactly assistant content and its end-of-turn token",
+          "[tokenizer][chat]") {
   auto tok = bpe_from_spec(tiny_spec());
-  std::vector<ChatMessage> conv{{"system", "sys"}, {"user", "abc ab"}, {"assistant", "abc bc"},
-                                {"user", "x"}, {"assistant", " ab"}};
+  std::vector<ChatMessage> conv{{"system", "sys"},
+                                {"user", "abc ab"},
+                                {"assistant", "abc bc"},
+                                {"user", "x"},
+                                {"assistant", " ab"}};
   auto chat = ChatTemplate::by_name("chatml").render_segments(conv, false);
   auto spans = tok->encode_spans(chat.text, {});
   auto mask = loss_mask(spans, chat);
@@ -243,22 +267,29 @@ std::vector<std::string> learnt(const RenderedChat& chat) {
   return out;
 }
 const char* const kTagTemplate =
-    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>\n{% endfor %}"
+    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>\n{% "
+    "endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}";
 }  // namespace
 
-TEST_CASE("Jinja templates run as written, with the special tokens as variables", "[tokenizer][chat]") {
+TEST_CASE("Jinja templates run as written, with the special tokens as variables",
+          "[tokenizer][chat]") {
   auto t = ChatTemplate::from_jinja(kTagTemplate, {{"bos_token", "<s>"}});
   CHECK(t.format() == ChatTemplate::Format::jinja);
-  std::vector<ChatMessage> conv{{"system", "Be brief."}, {"user", " 2+2? "}, {"assistant", "4 "},
-                                {"user", "and 3+3?"}, {"assistant", "6"}};
+  std::vector<ChatMessage> conv{{"system", "Be brief."},
+                                {"user", " 2+2? "},
+                                {"assistant", "4 "},
+                                {"user", "and 3+3?"},
+                                {"assistant", "6"}};
   // Hand-written: what the template says, trim applied, bos first.
   CHECK(t.render(conv, false) ==
-        "<s><system>Be brief.</system>\n<user>2+2?</user>\n<assistant>4</assistant>\n<user>and 3+3?</user>\n"
+        "<s><system>Be brief.</system>\n<user>2+2?</user>\n<assistant>4</assistant>\n<user>and "
+        "3+3?</user>\n"
         "<assistant>6</assistant>\n");
   CHECK(t.render({{"user", "hi"}}, true) == "<s><user>hi</user>\n<assistant>");
   // Each assistant turn learns its content and the end-of-turn text, not the newline after it.
-  CHECK(learnt(t.render_segments(conv, false)) == std::vector<std::string>{"4</assistant>", "6</assistant>"});
+  CHECK(learnt(t.render_segments(conv, false)) ==
+        std::vector<std::string>{"4</assistant>", "6</assistant>"});
   CHECK(t.end_of_turn() == "</assistant>");
   CHECK(t.bos_text() == "<s>");
   // An empty reply still learns to end the turn.
@@ -268,26 +299,32 @@ TEST_CASE("Jinja templates run as written, with the special tokens as variables"
 
 TEST_CASE("Jinja templates: errors name the template's complaint", "[tokenizer][chat]") {
   auto strict = ChatTemplate::from_jinja(
-      "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+      "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not "
+      "supported') }}"
       "{% endif %}{{ m.content }}{% endfor %}");
   CHECK_THROWS_AS(strict.render({{"system", "s"}}, false), TokenizerError);
   CHECK_THROWS_WITH(strict.render({{"system", "s"}}, false), Contains("System role not supported"));
-  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages[0]['content'] "), Contains("does not parse"));
+  CHECK_THROWS_WITH(ChatTemplate::from_jinja("{{ messages[0]['content'] "),
+                    Contains("does not parse"));
   CHECK_THROWS_WITH(strict.render({{"robot", "x"}}, false), Contains("unknown role 'robot'"));
   // A template cannot exhaust memory through range(); ordinary uses still work.
   auto huge = ChatTemplate::from_jinja("{% for i in range(1000000000000) %}x{% endfor %}");
   CHECK_THROWS_WITH(huge.render({{"user", "u"}}, false), Contains("range() of more than"));
-  CHECK(ChatTemplate::from_jinja("{% for i in range(1, 7, 2) %}{{ i }}{% endfor %}{{ range(3) | length }}")
+  CHECK(ChatTemplate::from_jinja(
+            "{% for i in range(1, 7, 2) %}{{ i }}{% endfor %}{{ range(3) | length }}")
             .render({{"user", "u"}}, false) == "1353");
 }
 
-TEST_CASE("Jinja templates that rewrite earlier turns still mask the replies", "[tokenizer][chat]") {
+TEST_CASE("Jinja templates that rewrite earlier turns still mask the replies",
+          "[tokenizer][chat]") {
   // Like Qwen3 or R1: only the last reply keeps its reasoning, so renders are not prefixes.
   auto t = ChatTemplate::from_jinja(
       "{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.content %}"
       "{% if not loop.last %}{% set c = c.split('</think>')[-1] %}{% endif %}"
       "<a>{{ c }}<end>\n{% else %}<u>{{ m.content }}<end>\n{% endif %}{% endfor %}");
-  std::vector<ChatMessage> conv{{"user", "q1"}, {"assistant", "<think>r1</think>a1"}, {"user", "q2"},
+  std::vector<ChatMessage> conv{{"user", "q1"},
+                                {"assistant", "<think>r1</think>a1"},
+                                {"user", "q2"},
                                 {"assistant", "<think>r2</think>a2"}};
   auto chat = t.render_segments(conv, false);
   CHECK(chat.text == "<u>q1<end>\n<a>a1<end>\n<u>q2<end>\n<a><think>r2</think>a2<end>\n");
@@ -299,17 +336,20 @@ TEST_CASE("a model directory's chat template and special tokens", "[tokenizer][c
   test::TempDir tmp;
   const auto& dir = tmp.path();
   CHECK_FALSE(chat_template_from_dir(dir).has_value());
-  test::write_text(dir / "tokenizer_config.json", R"({"bos_token": {"__type": "AddedToken", "content": "<B>"},
+  test::write_text(dir / "tokenizer_config.json",
+                   R"({"bos_token": {"__type": "AddedToken", "content": "<B>"},
       "eos_token": "<E>", "chat_template": [{"name": "tool_use", "template": "tools"},
       {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}]})");
   auto t = chat_template_from_dir(dir);
   REQUIRE(t.has_value());
   CHECK(t->render({{"user", "hi"}}, false) == "<B>hi<E>");
-  // transformers v5 keeps the template in chat_template.jinja; the special tokens stay in the config.
+  // transformers v5 keeps the template in chat_template.jinja; the special tokens stay in the
+  // config.
   test::write_text(dir / "chat_template.jinja", "[{{ messages[0].content }}]{{ eos_token }}");
   CHECK(chat_template_from_dir(dir)->render({{"user", "hi"}}, false) == "[hi]<E>");
   std::filesystem::remove(dir / "chat_template.jinja");
-  test::write_text(dir / "tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "x"}]})");
+  test::write_text(dir / "tokenizer_config.json",
+                   R"({"chat_template": [{"name": "tool_use", "template": "x"}]})");
   CHECK_THROWS_WITH(chat_template_from_dir(dir), Contains("no {\"name\": \"default\"} entry"));
   test::write_text(dir / "tokenizer_config.json", R"({"chat_template": 7})");
   CHECK_THROWS_AS(chat_template_from_dir(dir), FormatError);
@@ -317,7 +357,8 @@ TEST_CASE("a model directory's chat template and special tokens", "[tokenizer][c
   CHECK_THROWS_WITH(chat_template_from_dir(dir), Contains("tokenizer_config.json"));
 }
 
-TEST_CASE("random bytes never crash: replacement round-trips, streaming equals decode", "[tokenizer]") {
+TEST_CASE("random bytes never crash: replacement round-trips, streaming equals decode",
+          "[tokenizer]") {
   auto tok = bpe_from_spec(tiny_spec());
   std::mt19937 rng(1234);
   EncodeOptions opt;

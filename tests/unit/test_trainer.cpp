@@ -1,7 +1,8 @@
-// Trainer: schedules by hand-computed values, exact resume after interruption, signals, keep-last-K.
+// Trainer: schedules by hand-computed values, exact resume after interruption, signals,
+// keep-last-K.
 #include <ATen/autocast_mode.h>
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <csignal>
 #include <fstream>
@@ -74,7 +75,8 @@ TEST_CASE("interrupted and resumed training reproduces the uninterrupted loss cu
   test::TempDir dir;
   torch::manual_seed(7);
   Toy a;
-  Trainer full(small_cfg(), {{"w", a.w}}, dir / "full", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
+  Trainer full(small_cfg(), {{"w", a.w}}, dir / "full",
+               {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   REQUIRE(full.run() == TrainStatus::completed);
   auto full_losses = full.loss_history();
   REQUIRE(full_losses.size() == 12);
@@ -85,13 +87,16 @@ TEST_CASE("interrupted and resumed training reproduces the uninterrupted loss cu
   Toy c;
   {
     TrainerHooks hooks{[&](Trainer&, std::int64_t k) { return c.micro(k); }};
-    hooks.after_step = [](Trainer& self, std::int64_t step) { if (step == 6) self.stop("simulated crash"); };
+    hooks.after_step = [](Trainer& self, std::int64_t step) {
+      if (step == 6) self.stop("simulated crash");
+    };
     Trainer t(small_cfg(), {{"w", c.w}}, dir / "cut", hooks);
     REQUIRE(t.run() == TrainStatus::stopped);
   }
   torch::manual_seed(12345);  // a different process state: resume must not depend on it
   Toy d;
-  Trainer resumed(small_cfg(), {{"w", d.w}}, dir / "cut", {[&](Trainer&, std::int64_t k) { return d.micro(k); }});
+  Trainer resumed(small_cfg(), {{"w", d.w}}, dir / "cut",
+                  {[&](Trainer&, std::int64_t k) { return d.micro(k); }});
   REQUIRE(resumed.run(/*resume=*/true) == TrainStatus::completed);
   auto resumed_losses = resumed.loss_history();
   REQUIRE(resumed_losses.size() == 12);
@@ -116,7 +121,8 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
   Toy a;
   TrainSection cfg = small_cfg();
   cfg.checkpoint_every = 0;
-  Trainer ref(cfg, {{"w", a.w}}, dir / "ref", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
+  Trainer ref(cfg, {{"w", a.w}}, dir / "ref",
+              {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   ref.run();
 
   torch::manual_seed(3);
@@ -130,7 +136,8 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
   CHECK(fs::exists(dir / "sig" / "checkpoints" / "step-00000005" / "trainer.pt"));
 
   Toy c;
-  Trainer resumed(cfg, {{"w", c.w}}, dir / "sig", {[&](Trainer&, std::int64_t k) { return c.micro(k); }});
+  Trainer resumed(cfg, {{"w", c.w}}, dir / "sig",
+                  {[&](Trainer&, std::int64_t k) { return c.micro(k); }});
   REQUIRE(resumed.run(true) == TrainStatus::completed);
   auto want = ref.loss_history(), got = resumed.loss_history();
   REQUIRE(got.size() == want.size());
@@ -140,20 +147,24 @@ TEST_CASE("SIGINT saves a checkpoint and the run resumes from it", "[train]") {
 TEST_CASE("trainer rejects bad setups and damaged checkpoints", "[train]") {
   test::TempDir dir;
   auto frozen = torch::zeros({2});
-  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(), {[](Trainer&, std::int64_t) { return MicroStep{}; }}),
+  CHECK_THROWS_WITH(Trainer(small_cfg(), {{"frozen", frozen}}, dir.path(),
+                            {[](Trainer&, std::int64_t) { return MicroStep{}; }}),
                     "frozen: parameter does not require grad");
   Toy a;
-  Trainer t(small_cfg(), {{"w", a.w}}, dir / "run", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
+  Trainer t(small_cfg(), {{"w", a.w}}, dir / "run",
+            {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   auto ckpt = t.save_checkpoint();
   test::write_text(ckpt / "state.json", "{not json");
-  Trainer u(small_cfg(), {{"w", a.w}}, dir / "run", {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
+  Trainer u(small_cfg(), {{"w", a.w}}, dir / "run",
+            {[&](Trainer&, std::int64_t c) { return a.micro(c); }});
   CHECK_THROWS_WITH(u.run(true), Catch::Matchers::Contains("damaged checkpoint state"));
 }
 
 TEST_CASE("train config section validates", "[train]") {
   TrainSection c;
   CHECK_THROWS_WITH(config_load_string(c, "schedule: cosin\n", "t.yaml"),
-                    Catch::Matchers::Contains("schedule: expected one of constant, linear, cosine; got 'cosin' (did you mean 'cosine'?)"));
+                    Catch::Matchers::Contains("schedule: expected one of constant, linear, cosine; "
+                                              "got 'cosin' (did you mean 'cosine'?)"));
   CHECK_THROWS_WITH(config_load_string(c, "grad_accum: 0\n", "t.yaml"),
                     Catch::Matchers::Contains("grad_accum: value 0 is out of range"));
 }

@@ -1,7 +1,7 @@
 // Atomic writes, metrics JSONL, progress formatting and error formatting.
-#include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -9,8 +9,8 @@
 #include "safetune/io/atomic_file.hpp"
 #include "safetune/io/dir_lock.hpp"
 #include "safetune/log.hpp"
-#include "util/progress.hpp"
 #include "support.hpp"
+#include "util/progress.hpp"
 
 using namespace safetune;
 using Catch::Matchers::Contains;
@@ -45,8 +45,8 @@ TEST_CASE("atomic write into an unwritable place is an IoError naming the path",
 TEST_CASE("atomic write through a symlink updates its target and keeps the link", "[util]") {
   test::TempDir dir;
   test::write_text(dir / "real" / "registry.json", "old");
-  fs::create_symlink(dir / "real" / "registry.json", dir / "link.json");       // absolute target
-  fs::create_symlink("link.json", dir / "chain.json");                          // relative, via a chain
+  fs::create_symlink(dir / "real" / "registry.json", dir / "link.json");  // absolute target
+  fs::create_symlink("link.json", dir / "chain.json");                    // relative, via a chain
   io::atomic_write(dir / "link.json", "new");
   CHECK(fs::is_symlink(dir / "link.json"));
   CHECK(io::read_file(dir / "real" / "registry.json") == "new");
@@ -68,7 +68,8 @@ TEST_CASE("atomic write through a symlink updates its target and keeps the link"
 TEST_CASE("reading a FIFO is refused at once", "[util]") {
   test::TempDir dir;
   REQUIRE(::mkfifo((dir / "pipe").c_str(), 0600) == 0);
-  CHECK_THROWS_WITH(io::read_file(dir / "pipe"), Catch::Contains("not a regular file") && Catch::Contains("pipe"));
+  CHECK_THROWS_WITH(io::read_file(dir / "pipe"),
+                    Catch::Contains("not a regular file") && Catch::Contains("pipe"));
 }
 
 TEST_CASE("a directory lock excludes a second holder and names the first one's pid", "[util]") {
@@ -80,7 +81,8 @@ TEST_CASE("a directory lock excludes a second holder and names the first one's p
     // flock locks belong to the open file description: a second open in this process conflicts
     // just as another process would.
     CHECK_THROWS_WITH(io::DirectoryLock(dir.path()),
-                      Catch::Contains(dir.path().string()) && Catch::Contains("in use by another safetune run") &&
+                      Catch::Contains(dir.path().string()) &&
+                          Catch::Contains("in use by another safetune run") &&
                           Catch::Contains("(pid " + std::to_string(::getpid()) + ")"));
   }
   io::DirectoryLock again(dir.path());  // released with the first

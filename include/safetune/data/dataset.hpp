@@ -21,12 +21,13 @@ namespace safetune::data {
 struct DatasetSection : ConfigSection {
   std::string name;
   std::string path;
-  std::string format = "auto";  // auto | messages | prompt_response | goal_target | text
-  double weight = 1.0;          // mixing ratio (normalised over datasets)
+  std::string format = "auto";            // auto | messages | prompt_response | goal_target | text
+  double weight = 1.0;                    // mixing ratio (normalised over datasets)
   std::string on_invalid_utf8 = "error";  // error | replace
-  std::string system_prompt;    // prepended as a system message when set
-  std::int64_t max_examples = 0;  // 0 = all
-  std::vector<std::string> where;  // "field=value" filters on JSONL records' top-level fields (all must hold)
+  std::string system_prompt;              // prepended as a system message when set
+  std::int64_t max_examples = 0;          // 0 = all
+  std::vector<std::string>
+      where;  // "field=value" filters on JSONL records' top-level fields (all must hold)
   void describe(ConfigVisitor& v) override;
 };
 
@@ -84,7 +85,8 @@ struct Encoded {
 // Renders through the chat template and marks the assistant content + end-of-turn token.
 class ExampleEncoder {
  public:
-  ExampleEncoder(const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl, std::int64_t max_length);
+  ExampleEncoder(const tokenizer::Tokenizer& tok, tokenizer::ChatTemplate tmpl,
+                 std::int64_t max_length);
   Encoded encode(const Example& ex) const;
 
  private:
@@ -96,7 +98,7 @@ class ExampleEncoder {
 struct Batch {
   at::Tensor input_ids;       // [B, T] int64, right-padded
   at::Tensor attention_mask;  // [B, T] int64, 1 = token
-  at::Tensor labels;          // [B, T] int64, -100 where no loss (already aligned to inputs, not shifted)
+  at::Tensor labels;  // [B, T] int64, -100 where no loss (already aligned to inputs, not shifted)
   std::int64_t supervised_tokens = 0;
   std::vector<std::string> sources;  // dataset name per row
 };
@@ -117,7 +119,10 @@ class DataLoader {
   const std::vector<std::unique_ptr<ExampleFile>>& files() const { return files_; }
 
  private:
-  struct Slot { std::uint32_t dataset; std::uint64_t index; };
+  struct Slot {
+    std::uint32_t dataset;
+    std::uint64_t index;
+  };
   void extend_plan(std::int64_t batches);
   std::uint64_t draw_index(std::uint32_t dataset);
   Encoded encoded(const Slot& s);
@@ -128,8 +133,8 @@ class DataLoader {
   ExampleEncoder encoder_;
   std::int64_t pad_id_ = 0;
   std::vector<std::vector<std::vector<Slot>>> plan_;  // batch -> rows -> examples packed in a row
-  std::vector<std::uint64_t> drawn_;               // examples drawn so far per dataset
-  std::vector<std::vector<std::uint64_t>> perms_;  // this epoch's order per dataset
+  std::vector<std::uint64_t> drawn_;                  // examples drawn so far per dataset
+  std::vector<std::vector<std::uint64_t>> perms_;     // this epoch's order per dataset
   std::uint64_t rng_state_;
 };
 

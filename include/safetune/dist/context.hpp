@@ -1,5 +1,5 @@
-// Data-parallel process group on LibTorch's c10d: rank/world from the torchrun environment, TCPStore
-// rendezvous, Gloo on CPU and NCCL on CUDA, and the few collectives the trainer needs.
+// Data-parallel process group on LibTorch's c10d: rank/world from the torchrun environment,
+// TCPStore rendezvous, Gloo on CPU and NCCL on CUDA, and the few collectives the trainer needs.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -16,14 +16,16 @@
 namespace safetune::dist {
 
 // A collective failed: a peer died, hung past the timeout, or the rendezvous never completed.
-class DistError : public Error { using Error::Error; };
+class DistError : public Error {
+  using Error::Error;
+};
 
 // The `dist:` section of a training config. Rank and world size never come from here but from the
 // launcher's environment (RANK, WORLD_SIZE, ...).
 struct DistSection : ConfigSection {
   std::string backend = "auto";  // auto (nccl for CUDA tensors, else gloo) | gloo | nccl
-  double timeout_s = 300;        // rendezvous and every collective; SAFETUNE_DIST_TIMEOUT_S overrides
-  double bucket_mb = 25;         // gradient all-reduce bucket size
+  double timeout_s = 300;  // rendezvous and every collective; SAFETUNE_DIST_TIMEOUT_S overrides
+  double bucket_mb = 25;   // gradient all-reduce bucket size
   void describe(ConfigVisitor& v) override;
 };
 
@@ -46,7 +48,8 @@ class Context {
   // (picks NCCL under backend=auto). World size 1 makes no group unless SAFETUNE_DIST_FORCE=1.
   static std::shared_ptr<Context> from_env(const DistSection& cfg = {}, bool cuda_tensors = false);
   // Explicit form (tests, embedding): rendezvous at env.master_addr:master_port.
-  static std::shared_ptr<Context> create(const LaunchEnv& env, const DistSection& cfg, bool cuda_tensors);
+  static std::shared_ptr<Context> create(const LaunchEnv& env, const DistSection& cfg,
+                                         bool cuda_tensors);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;

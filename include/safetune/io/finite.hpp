@@ -8,8 +8,9 @@
 
 namespace safetune::io {
 
-// FormatError naming `file` and the first floating-point tensor holding NaN or infinite values (with
-// their count): such weights only ever produce NaN logits, so they are refused at load time.
-void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& file);
+// FormatError naming `file` and the first floating-point tensor holding NaN or infinite values
+// (with their count): such weights only ever produce NaN logits, so they are refused at load time.
+void require_finite(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                    const std::string& file);
 
 }  // namespace safetune::io

@@ -26,7 +26,7 @@ class GgufFile {
   const gguf::Value& get(const std::string& key) const;
   std::string get_string(const std::string& key) const;
   std::int64_t get_int(const std::string& key) const;  // any integer type or bool
-  double get_float(const std::string& key) const;       // float32/float64 or any integer
+  double get_float(const std::string& key) const;      // float32/float64 or any integer
   bool get_bool(const std::string& key) const;
   std::vector<std::string> get_strings(const std::string& key) const;
   std::vector<std::int64_t> get_ints(const std::string& key) const;

@@ -10,8 +10,19 @@
 namespace safetune::io::gguf {
 
 enum class ValueType : std::uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 const char* value_type_name(ValueType t);
 
@@ -31,7 +42,7 @@ struct TensorInfo {
   std::string name;
   std::vector<std::uint64_t> ne;  // ggml order: ne[0] is the fastest-varying dimension
   std::uint32_t type = 0;
-  std::uint64_t offset = 0;      // relative to the data section
+  std::uint64_t offset = 0;  // relative to the data section
   std::uint64_t n_elements = 0;
   std::uint64_t n_bytes = 0;
   // torch order (reversed ne)

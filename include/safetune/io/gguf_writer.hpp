@@ -1,4 +1,5 @@
-// Writing GGUF v3 files (typed metadata + F32/F16/BF16 tensors), laid out as llama.cpp's gguf-py writes them.
+// Writing GGUF v3 files (typed metadata + F32/F16/BF16 tensors), laid out as llama.cpp's gguf-py
+// writes them.
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -17,7 +17,7 @@ class Sha256 {
   void update(const void* data, std::size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
   void update_file(const std::filesystem::path& path);  // IoError naming the file
-  std::string hex();  // finishes the digest
+  std::string hex();                                    // finishes the digest
 
  private:
   struct Ctx;

@@ -26,12 +26,13 @@ void safetensors_save(const std::filesystem::path& path,
                       const std::map<std::string, std::string>& metadata = {});
 
 // A Hugging Face model directory's weights: `dir`/model.safetensors when everything fits in one
-// shard of `max_shard_bytes`, else model-0000i-of-0000N.safetensors plus model.safetensors.index.json
-// (weight_map, metadata.total_size), as transformers writes them. Tensors keep their order; a stale
-// single file or index of the other layout is removed so that loaders see only the new weights.
-// Returns the files written.
+// shard of `max_shard_bytes`, else model-0000i-of-0000N.safetensors plus
+// model.safetensors.index.json (weight_map, metadata.total_size), as transformers writes them.
+// Tensors keep their order; a stale single file or index of the other layout is removed so that
+// loaders see only the new weights. Returns the files written.
 std::vector<std::filesystem::path> safetensors_save_sharded(
-    const std::filesystem::path& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+    const std::filesystem::path& dir,
+    const std::vector<std::pair<std::string, at::Tensor>>& tensors,
     std::uint64_t max_shard_bytes = 5'000'000'000ULL,
     const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 

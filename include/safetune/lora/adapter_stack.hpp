@@ -1,4 +1,5 @@
-// AdapterStack: the ordered named LoRA adapters on one Linear, with merging and the inference policy.
+// AdapterStack: the ordered named LoRA adapters on one Linear, with merging and the inference
+// policy.
 #pragma once
 #include "safetune/error.hpp"
 #include "safetune/kernels/lora.hpp"
@@ -16,14 +17,17 @@
 namespace safetune {
 // A refusal by the adapter inference policy (a task adapter without its safety adapter, ...): the
 // CLI exits 2, as for a usage error, since the fix is a different command line.
-class PolicyError : public AdapterError { using AdapterError::AdapterError; };
+class PolicyError : public AdapterError {
+  using AdapterError::AdapterError;
+};
 }  // namespace safetune
 
 namespace safetune::lora {
 
 enum class AdapterRole { safety, task, other };
 const char* role_name(AdapterRole role);
-AdapterRole parse_role(const std::string& name);  // "safety" | "task" | "other"; ConfigError otherwise
+AdapterRole parse_role(
+    const std::string& name);  // "safety" | "task" | "other"; ConfigError otherwise
 
 // "peft_default": A ~ kaiming_uniform(a = sqrt(5)) (bound 1/sqrt(in)), B = 0, as PEFT's default.
 // "gaussian": A ~ N(0, std = 1/r), B = 0, as PEFT's init_lora_weights="gaussian".
@@ -44,7 +48,8 @@ struct AdapterSpec {
   double scale() const;  // alpha/r or alpha/sqrt(r)
 };
 
-// One adapter on one Linear. A [r, in] and B [out, r] are leaf tensors (requires_grad == trainable).
+// One adapter on one Linear. A [r, in] and B [out, r] are leaf tensors (requires_grad ==
+// trainable).
 struct Adapter {
   AdapterSpec spec;
   at::Tensor A, B;
@@ -56,10 +61,10 @@ struct Adapter {
 // An explicit override of the inference policy, kept for the safety report. One record per
 // adapter, action and reason: the same override on every Linear of a model is one decision.
 struct PolicyOverride {
-  std::string module;   // the first Linear it was granted on; empty for a whole-adapter override
+  std::string module;  // the first Linear it was granted on; empty for a whole-adapter override
   std::string adapter;
-  std::string action;   // "disable" | "remove" | "run without dependency" | ...
-  std::string reason;   // what the caller passed as the override
+  std::string action;       // "disable" | "remove" | "run without dependency" | ...
+  std::string reason;       // what the caller passed as the override
   std::size_t modules = 1;  // Linears it was granted on
 };
 // The overrides granted on one model's adapters (ModelAdapters shares its log with every stack it
@@ -100,7 +105,8 @@ class AdapterStack : public model::LinearHook {
   // Adds an initialised adapter (on the weight's device; dtype defaults to fp32, PEFT's default
   // for adapter weights). AdapterError when the name exists or the spec is invalid.
   Adapter& add(const AdapterSpec& spec, std::optional<at::ScalarType> dtype = std::nullopt);
-  // Adds an adapter with given factors (loading a saved adapter): A [r, in], B [out, r], r = spec.rank.
+  // Adds an adapter with given factors (loading a saved adapter): A [r, in], B [out, r], r =
+  // spec.rank.
   Adapter& add(const AdapterSpec& spec, const at::Tensor& A, const at::Tensor& B);
   // Removes an adapter. A required_at_inference adapter needs a non-empty override reason.
   void remove(const std::string& name, const std::string& override_reason = {});
@@ -131,17 +137,20 @@ class AdapterStack : public model::LinearHook {
   // LinearHook
   bool active() const override;
   at::Tensor apply(const at::Tensor& x, const at::Tensor& base_out) override;
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& bias) override;
 
-  // W += sum s_i B_i A_i for the named (enabled, unmerged) adapters, fp32 accumulation, one rounding.
+  // W += sum s_i B_i A_i for the named (enabled, unmerged) adapters, fp32 accumulation, one
+  // rounding.
   void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none);
   // As merge, but computes into a copy first; refuses (AdapterError naming the adapter) when the
   // result would contain NaN/Inf, leaving W untouched.
   void safe_merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none);
   // Restores W. Merges made with MergeCopy::keep are undone bit-exactly when unmerged in reverse
   // order (the whole group at once); everything else is subtracted with the same kernel, leaving W
-  // within a few roundings of the original: elementwise |W' - W| <= 2^-19 (|W| + sum |s_i| |B_i||A_i|)
-  // in fp32 (tested); for bf16/fp16 weights, one ulp of the merged value per merge/unmerge pair.
+  // within a few roundings of the original: elementwise |W' - W| <= 2^-19 (|W| + sum |s_i|
+  // |B_i||A_i|) in fp32 (tested); for bf16/fp16 weights, one ulp of the merged value per
+  // merge/unmerge pair.
   void unmerge(const std::vector<std::string>& names);
   std::vector<std::string> merged_names() const;
 
@@ -151,7 +160,8 @@ class AdapterStack : public model::LinearHook {
     std::vector<std::string> names;
     at::Tensor saved;  // W before this merge, when requested
   };
-  std::vector<std::size_t> indices_for_merge(const std::vector<std::string>& names, bool merging) const;
+  std::vector<std::size_t> indices_for_merge(const std::vector<std::string>& names,
+                                             bool merging) const;
   void merge_impl(const std::vector<std::string>& names, MergeCopy copy, bool safe);
   void record_override(const Adapter& a, const std::string& action, const std::string& reason);
   std::shared_ptr<PolicyLog> policy_log_ = std::make_shared<PolicyLog>();

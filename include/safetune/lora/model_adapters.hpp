@@ -1,5 +1,6 @@
 // Adapters across a whole model: attach stacks to targeted Linears, switch adapters by name, and
-// read/write the Hugging Face PEFT adapter format (adapter_config.json + adapter_model.safetensors).
+// read/write the Hugging Face PEFT adapter format (adapter_config.json +
+// adapter_model.safetensors).
 #pragma once
 #include <filesystem>
 #include <map>
@@ -22,7 +23,9 @@ namespace safetune::lora {
 struct AdapterDependency {
   std::string name;            // the name it had when the dependent adapter was saved
   std::string weights_sha256;  // its ModelAdapters::weights_sha256 (tensors and scales)
-  bool operator==(const AdapterDependency& o) const { return name == o.name && weights_sha256 == o.weights_sha256; }
+  bool operator==(const AdapterDependency& o) const {
+    return name == o.name && weights_sha256 == o.weights_sha256;
+  }
 };
 
 // What safetune stores beside PEFT's fields (in the safetensors __metadata__, which PEFT ignores).
@@ -37,7 +40,7 @@ struct AdapterFileInfo {
   std::string content_sha256;  // checked on load when present
   std::string weights_sha256;  // version 2: tensors and scales only (what dependencies name)
   std::vector<AdapterDependency> dependencies;  // version 2 only
-  int metadata_version = 0;    // 0: none (legacy or foreign), 1: hash over tensors only, 2: current
+  int metadata_version = 0;  // 0: none (legacy or foreign), 1: hash over tensors only, 2: current
   std::string base_model;
   std::vector<std::string> modules;
 };
@@ -46,11 +49,13 @@ struct AdapterFileInfo {
 struct DependencyProblem {
   std::string adapter;  // the dependent (task) adapter
   AdapterDependency dependency;
-  std::string found_sha256;  // weights hash of the adapter under dependency.name, when one is present
-  std::string message;       // one line naming both adapters and the hash
+  std::string
+      found_sha256;     // weights hash of the adapter under dependency.name, when one is present
+  std::string message;  // one line naming both adapters and the hash
 };
 
-// One adapter's factors on one Linear, detached from any model: what the PEFT and GGUF writers take.
+// One adapter's factors on one Linear, detached from any model: what the PEFT and GGUF writers
+// take.
 struct ModuleFactors {
   std::string module;  // Hugging Face module name, "model.layers.0.self_attn.q_proj"
   AdapterSpec spec;
@@ -83,9 +88,11 @@ class ModelAdapters {
   // Stacks that carry `name` (all stacks when name is empty).
   std::vector<AdapterStack*> stacks(const std::string& name = {});
   void train(bool on);
-  void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none, bool safe = true);
+  void merge(const std::vector<std::string>& names, MergeCopy copy = MergeCopy::none,
+             bool safe = true);
   void unmerge(const std::vector<std::string>& names);
-  // Adapter `name` detached: its factors per module (A/B share storage with the live adapter) and metadata.
+  // Adapter `name` detached: its factors per module (A/B share storage with the live adapter) and
+  // metadata.
   AdapterFactors factors(const std::string& name) const;
   // SHA-256 of adapter `name` as save_peft records it: factors under their PEFT key names, scales,
   // role, required_at_inference and dependencies (metadata version 2).
@@ -101,7 +108,8 @@ class ModelAdapters {
   // The dependencies of the adapters in `active` that no adapter in `active` (matched by weights
   // hash) and no adapter merged into the model's weights (ModelConfig::merged_adapters) satisfies.
   // Default `active`: every enabled or merged adapter.
-  std::vector<DependencyProblem> dependency_problems(const std::vector<std::string>* active = nullptr) const;
+  std::vector<DependencyProblem> dependency_problems(
+      const std::vector<std::string>* active = nullptr) const;
   // The explicit override of the dependency check (and of nothing else): a non-empty reason lets
   // enforce_dependencies pass, logging the override once and recording it for reports.
   void set_policy_override(const std::string& reason) { override_reason_ = reason; }

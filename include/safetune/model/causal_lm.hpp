@@ -1,4 +1,5 @@
-// The Llama/Qwen2 decoder-only language model, its frozen Linear layers and the generation KV cache.
+// The Llama/Qwen2 decoder-only language model, its frozen Linear layers and the generation KV
+// cache.
 #pragma once
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
@@ -107,13 +108,12 @@ class CausalLM : public torch::nn::Module {
   struct Layer;  // one decoder block; defined in causal_lm.cpp
 
  private:
-  void build(const Checkpoint& checkpoint, const c10::ScalarType* dtype,
-             const c10::Device* device);
+  void build(const Checkpoint& checkpoint, const c10::ScalarType* dtype, const c10::Device* device);
 
   ModelConfig config_;
-  at::Tensor embed_;        // [V, H]
-  at::Tensor final_norm_;   // [H]
-  at::Tensor inv_freq_;     // [head_dim/2] fp32
+  at::Tensor embed_;       // [V, H]
+  at::Tensor final_norm_;  // [H]
+  at::Tensor inv_freq_;    // [head_dim/2] fp32
   std::shared_ptr<Linear> lm_head_;
   std::vector<std::shared_ptr<Layer>> layers_;
   bool checkpointing_ = false;

@@ -1,4 +1,5 @@
-// A loaded checkpoint: architecture plus tensors under Hugging Face names, whatever the file format.
+// A loaded checkpoint: architecture plus tensors under Hugging Face names, whatever the file
+// format.
 #pragma once
 #include <ATen/Tensor.h>
 

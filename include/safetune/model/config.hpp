@@ -55,7 +55,8 @@ struct ModelConfig {
 // LlamaForCausalLM / Qwen2ForCausalLM). Reads both the legacy rope_theta + rope_scaling keys and
 // transformers v5's rope_parameters. `where` names the source in errors (FormatError for bad
 // JSON, ModelError for an unsupported or inconsistent architecture).
-ModelConfig config_from_json(const std::string& json_text, const std::string& where = "config.json");
+ModelConfig config_from_json(const std::string& json_text,
+                             const std::string& where = "config.json");
 // Reads <dir>/config.json, or the file itself when `path` is a file.
 ModelConfig load_config(const std::filesystem::path& path);
 // Checks the sizes are usable (positive, heads divisible by kv heads, even head_dim, ...).

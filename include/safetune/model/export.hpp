@@ -1,4 +1,5 @@
-// Writing a model as a Hugging Face directory (config.json + sharded safetensors) that transformers loads.
+// Writing a model as a Hugging Face directory (config.json + sharded safetensors) that transformers
+// loads.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -19,7 +20,9 @@ struct ExportOptions {
 };
 
 // Every file goes through io::AtomicFile; config.json is written last, so a directory with a
-// config.json is complete. Stale model*.safetensors / index files from an earlier export are removed.
-void export_hf(const CausalLM& model, const std::filesystem::path& dir, const ExportOptions& options = {});
+// config.json is complete. Stale model*.safetensors / index files from an earlier export are
+// removed.
+void export_hf(const CausalLM& model, const std::filesystem::path& dir,
+               const ExportOptions& options = {});
 
 }  // namespace safetune::model

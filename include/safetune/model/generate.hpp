@@ -13,16 +13,18 @@ namespace safetune::model {
 // Field meanings follow transformers' GenerationConfig so results are comparable.
 struct GenerateOptions {
   std::int64_t max_new_tokens = 64;
-  bool do_sample = false;           // false: greedy (argmax)
-  double temperature = 1.0;         // > 0; applied before top-k/top-p when sampling
-  std::int64_t top_k = 0;           // 0 = off
-  double top_p = 1.0;               // 1 = off
-  double repetition_penalty = 1.0;  // 1 = off; divides positive / multiplies negative logits of seen ids
+  bool do_sample = false;    // false: greedy (argmax)
+  double temperature = 1.0;  // > 0; applied before top-k/top-p when sampling
+  std::int64_t top_k = 0;    // 0 = off
+  double top_p = 1.0;        // 1 = off
+  double repetition_penalty =
+      1.0;  // 1 = off; divides positive / multiplies negative logits of seen ids
   // Generation of a row stops after it emits one of these. nullopt: the config's eos_token_ids.
   std::optional<std::vector<std::int64_t>> stop_tokens;
-  // Fills finished rows and the left padding. -1: config pad_token_id, else first stop token, else 0.
+  // Fills finished rows and the left padding. -1: config pad_token_id, else first stop token, else
+  // 0.
   std::int64_t pad_token_id = -1;
-  std::uint64_t seed = 0;           // sampling is reproducible for a given seed
+  std::uint64_t seed = 0;  // sampling is reproducible for a given seed
 };
 
 struct GenerateResult {
@@ -34,8 +36,8 @@ struct GenerateResult {
 };
 
 // input_ids [B,T] (left padded), attention_mask [B,T] (optional, 1 = token).
-GenerateResult generate(CausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                        const GenerateOptions& options);
+GenerateResult generate(CausalLM& model, const at::Tensor& input_ids,
+                        const at::Tensor& attention_mask, const GenerateOptions& options);
 // Convenience: prompts of any lengths, left padded here.
 GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
                         const GenerateOptions& options);

@@ -18,15 +18,17 @@ namespace safetune::model {
 // rope_freqs.weight (per-frequency divisors), becomes config.rope_freq_factors.
 Checkpoint gguf_load_checkpoint(const std::filesystem::path& path, at::ScalarType dtype);
 
-// llama.cpp tensor name -> Hugging Face name ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight");
-// std::nullopt for names without an equivalent.
+// llama.cpp tensor name -> Hugging Face name ("blk.3.attn_q.weight" ->
+// "model.layers.3.self_attn.q_proj.weight"); std::nullopt for names without an equivalent.
 std::optional<std::string> gguf_to_hf_name(const std::string& gguf_name);
-// The inverse ("model.layers.3.mlp.down_proj.weight" -> "blk.3.ffn_down.weight"); std::nullopt when none.
+// The inverse ("model.layers.3.mlp.down_proj.weight" -> "blk.3.ffn_down.weight"); std::nullopt when
+// none.
 std::optional<std::string> hf_to_gguf_name(const std::string& hf_name);
 
 // llama.cpp's converter reorders the Q/K rows of arch `llama` (per head, HF's rotary halves become
 // interleaved pairs). inverse=false applies that permutation (HF -> GGUF) to the rows of `w`,
 // inverse=true undoes it. ModelError naming `where` when the rows do not split into even heads.
-at::Tensor gguf_permute_qk_rows(const at::Tensor& w, std::int64_t n_head, bool inverse, const std::string& where);
+at::Tensor gguf_permute_qk_rows(const at::Tensor& w, std::int64_t n_head, bool inverse,
+                                const std::string& where);
 
 }  // namespace safetune::model

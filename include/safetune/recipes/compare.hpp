@@ -35,9 +35,9 @@ struct CompareTaskMix : ConfigSection {
 struct CompareSection : ConfigSection {
   SectionList<CompareVariant> variants;
   SectionList<CompareTaskMix> task_mixes;  // empty: stage2.data.datasets, one mix
-  std::vector<std::string> seeds{"0"};  // integers; each cell sets run.seed and stage2.data.seed
-  std::vector<std::string> lambdas;     // numbers; empty: each variant's own lambda
-  std::string output_dir;               // default: run.output_dir
+  std::vector<std::string> seeds{"0"};     // integers; each cell sets run.seed and stage2.data.seed
+  std::vector<std::string> lambdas;        // numbers; empty: each variant's own lambda
+  std::string output_dir;                  // default: run.output_dir
   void describe(ConfigVisitor& v) override;
 };
 
@@ -50,7 +50,7 @@ struct CompareConfig : TwoStageConfig {
 
 // What one finished cell measured (its result.json).
 struct CellResult {
-  std::string cell;  // directory name under output_dir/cells
+  std::string cell;      // directory name under output_dir/cells
   std::string task_mix;  // its label; empty without compare.task_mixes
   std::string variant, regularizer, safety_mode;
   double lambda = 0;
@@ -61,7 +61,7 @@ struct CellResult {
   std::int64_t refusal_k = 0, refusal_n = 0;
   std::int64_t benign_k = 0, benign_n = 0;  // benign probes answered (not refused)
   std::int64_t discrimination_k = 0, discrimination_n = 0;
-  double aligned_refusal = 0;  // the reference's refusal rate
+  double aligned_refusal = 0;    // the reference's refusal rate
   double refusal_retention = 0;  // refusal rate after / aligned refusal rate
   double over_refusal = 0;       // 1 - benign compliance
   double discrimination = 0;

@@ -11,8 +11,9 @@ namespace safetune::recipes {
 struct TwoStageConfig;
 
 struct RunDirOptions {
-  bool resume = false;     // continue the run already in the directory
-  bool overwrite = false;  // replace the previous run in the directory (never one holding a release)
+  bool resume = false;  // continue the run already in the directory
+  bool overwrite =
+      false;  // replace the previous run in the directory (never one holding a release)
   // The release registry the run is configured with (empty: none); a directory holding one of its
   // releases (or the registry itself) is never resumed into or overwritten.
   std::filesystem::path registry;

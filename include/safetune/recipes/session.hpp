@@ -29,7 +29,8 @@ struct TextSide {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::unique_ptr<tokenizer::ChatTemplate> chat_template;
 };
-TextSide load_text_side(const std::filesystem::path& model_path, const SessionOptions& options = {});
+TextSide load_text_side(const std::filesystem::path& model_path,
+                        const SessionOptions& options = {});
 
 class Session {
  public:
@@ -52,8 +53,9 @@ class Session {
   // Prompt ids for a conversation, ending with the assistant header.
   std::vector<std::int64_t> prompt_ids(const std::vector<tokenizer::ChatMessage>& messages) const;
   // Greedy (or sampled) replies for a batch of conversations (after check_inference_policy).
-  std::vector<std::string> chat(const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
-                                const model::GenerateOptions& options);
+  std::vector<std::string> chat(
+      const std::vector<std::vector<tokenizer::ChatMessage>>& conversations,
+      const model::GenerateOptions& options);
   // SHA-256 of the base weights (hex), computed once.
   const std::string& weights_sha256();
   bool allow_policy_override = false;

@@ -12,8 +12,8 @@
 #include "safetune/lora/config.hpp"
 #include "safetune/safety/assessment.hpp"
 #include "safetune/safety/gates.hpp"
-#include "safetune/safety/http_judge.hpp"
 #include "safetune/safety/guard.hpp"
+#include "safetune/safety/http_judge.hpp"
 #include "safetune/safety/monitor.hpp"
 #include "safetune/train/regularizer.hpp"
 #include "safetune/train/trainer.hpp"
@@ -43,13 +43,13 @@ struct Stage2Section : ConfigSection {
   std::string safety_adapter;            // PEFT dir, when stage 1 is not run
   lora::LoraConfig lora = default_adapter_config();
   data::DataSection data;
-  data::DataSection anchor;              // safety anchor batches; default: stage 1's data
+  data::DataSection anchor;  // safety anchor batches; default: stage 1's data
   SectionList<train::RegularizerSection> regularizers;
   train::TrainSection train;
-  std::string task_eval;                 // held-out JSONL for the task metric (exact JSON match)
+  std::string task_eval;  // held-out JSONL for the task metric (exact JSON match)
   std::int64_t task_eval_limit = 0;
   std::int64_t task_eval_max_new_tokens = 64;
-  double safe_lora_threshold = 0.0;      // > 0: post-hoc Safe LoRA projection
+  double safe_lora_threshold = 0.0;  // > 0: post-hoc Safe LoRA projection
   void describe(ConfigVisitor& v) override;
 };
 
@@ -68,7 +68,7 @@ struct SafetySection : ConfigSection {
   std::string suite = "data/probes";
   std::int64_t max_new_tokens = 32;
   std::int64_t batch_size = 8;
-  std::int64_t limit = 0;  // probes per kind (0: all)
+  std::int64_t limit = 0;          // probes per kind (0: all)
   safety::HttpJudgeSection judge;  // empty endpoint: keyword scoring
   safety::SafetyGates gates;
   safety::GuardSection guard;
@@ -91,8 +91,8 @@ struct StageOutcome {
   double task_metric = -1;  // exact-match rate on stage2.task_eval; -1 when not measured
   double seconds = 0;
   train::TrainStatus status = train::TrainStatus::completed;
-  std::int64_t steps = 0;     // optimizer steps done when the stage's training ended
-  int interrupt_signal = 0;   // SIGINT/SIGTERM that interrupted it (status interrupted), else 0
+  std::int64_t steps = 0;    // optimizer steps done when the stage's training ended
+  int interrupt_signal = 0;  // SIGINT/SIGTERM that interrupted it (status interrupted), else 0
 };
 
 struct TwoStageResult {
@@ -117,7 +117,8 @@ struct RunOptions {
   // Assessments already measured (the demo shares one baseline and one aligned model across its
   // stage-2 variants); when set they are reused instead of measured again.
   std::optional<safety::Assessment> baseline, aligned;
-  // Data-parallel group; null: made from the launcher's environment (WORLD_SIZE unset: one process).
+  // Data-parallel group; null: made from the launcher's environment (WORLD_SIZE unset: one
+  // process).
   std::shared_ptr<dist::Context> dist;
 };
 
@@ -128,7 +129,8 @@ struct RunOptions {
 TwoStageResult run_two_stage(const TwoStageConfig& cfg, const std::string& resolved_yaml,
                              const RunOptions& options = {});
 
-// Throws safetune::Interrupted (naming the signal, stage, step and directory) when `r` was interrupted.
+// Throws safetune::Interrupted (naming the signal, stage, step and directory) when `r` was
+// interrupted.
 void throw_if_interrupted(const TwoStageResult& r);
 
 // The demonstration: baseline -> stage 1 -> three stage-2 variants on the same data: (a) safety

@@ -28,7 +28,8 @@ SessionOptions session_options(const ModelSection& m);
 // create it), writes config.yaml, seeds torch with run.seed and loads the model.
 class TwoStageRun {
  public:
-  TwoStageRun(const TwoStageConfig& cfg, const std::string& resolved_yaml, const RunOptions& options = {});
+  TwoStageRun(const TwoStageConfig& cfg, const std::string& resolved_yaml,
+              const RunOptions& options = {});
   TwoStageRun(const TwoStageRun&) = delete;
   TwoStageRun& operator=(const TwoStageRun&) = delete;
 
@@ -67,10 +68,12 @@ StageOutcome train_stage(TwoStageRun& run, train::Trainer& trainer);
 StageOutcome train_safety_adapter(TwoStageRun& run);
 // Stage 1 skipped: stage2.safety_adapter loaded and required at inference; assessed unless
 // `aligned` already holds its assessment.
-StageOutcome load_safety_adapter(TwoStageRun& run, const std::optional<safety::Assessment>& aligned);
+StageOutcome load_safety_adapter(TwoStageRun& run,
+                                 const std::optional<safety::Assessment>& aligned);
 
 // Records an interrupted stage in `r` and logs where its checkpoint is; false when `stage` ran on.
-// An interrupted stage keeps its checkpoint and nothing else: no adapter, assessment, report or release.
+// An interrupted stage keeps its checkpoint and nothing else: no adapter, assessment, report or
+// release.
 bool note_interrupted(TwoStageResult& r, const StageOutcome& stage, const std::string& name,
                       const train::TrainSection& train, const std::filesystem::path& stage_dir);
 
@@ -80,7 +83,8 @@ std::string add_task_adapter(TwoStageRun& run);
 
 // Stage 2's loss on each micro-step: the task cross-entropy plus lambda * boost * each configured
 // regularizer (boost: the guard's checkpointed Trainer scalar), on task batches with the safety
-// data mixed in at the replay ratio; anchor batches are drawn lazily. Build it after add_task_adapter.
+// data mixed in at the replay ratio; anchor batches are drawn lazily. Build it after
+// add_task_adapter.
 class TaskObjective {
  public:
   explicit TaskObjective(TwoStageRun& run);
@@ -133,17 +137,18 @@ StageOutcome train_task_adapter(TwoStageRun& run, TaskObjective& objective, Stag
 // (SafetyError otherwise), applies the Safe LoRA projection when configured, records the safety
 // adapter as the task adapter's dependency and saves adapters/task. Returns the safety hash after.
 std::string finish_task_adapter(TwoStageRun& run, const std::string& safety_sha_before);
-// Exact match of the generated JSON answer on stage2.task_eval (-1 when it is not set). Data-parallel
-// runs split the examples round-robin over the ranks and sum the counts.
+// Exact match of the generated JSON answer on stage2.task_eval (-1 when it is not set).
+// Data-parallel runs split the examples round-robin over the ranks and sum the counts.
 double measure_task_metric(TwoStageRun& run);
-double task_metric(Session& s, const std::string& path, std::int64_t limit, std::int64_t max_new_tokens,
-                   dist::Context& group);
+double task_metric(Session& s, const std::string& path, std::int64_t limit,
+                   std::int64_t max_new_tokens, dist::Context& group);
 
 // The gates on the tuned model, against the aligned model when there is one, else the baseline.
 safety::GateVerdict gate_tuned(const TwoStageConfig& cfg, const TwoStageResult& r);
 // Writes out/report (rank 0): model, adapters, data, regularizers, assessments, gates, guard.
-void write_two_stage_report(TwoStageRun& run, const TwoStageResult& r, const TaskObjective& objective,
-                            const StageGuard& guard, const std::string& resolved_yaml);
+void write_two_stage_report(TwoStageRun& run, const TwoStageResult& r,
+                            const TaskObjective& objective, const StageGuard& guard,
+                            const std::string& resolved_yaml);
 // Registers both adapters with the tuned assessment in safety.release.registry, promoted when the
 // gates passed and safety.release.promote; returns the release id ("" on ranks other than 0).
 std::string register_release(TwoStageRun& run, const TwoStageResult& r);

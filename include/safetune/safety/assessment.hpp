@@ -58,7 +58,7 @@ struct Assessment {
   std::string model_identity;
   // Greedy decoding setup + scorer identities. A baseline must match it exactly.
   std::string decoding;
-  std::string created;  // ISO 8601 UTC
+  std::string created;          // ISO 8601 UTC
   Breakdown refusal;            // harmful probes refused
   Breakdown benign_compliance;  // benign probes answered (not refused)
   Breakdown discrimination;     // discrimination probes answered correctly

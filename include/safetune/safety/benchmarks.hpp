@@ -20,7 +20,8 @@ ProbeSuite load_harmbench(const std::filesystem::path& path);
 // dialogue [{category, sub_category, input, history: [{role, content}]}]
 // (risky_questions_with_dialog_history.json; the history precedes the final user turn) -> harmful
 // probes, lang "zh", category = the item's own category (sub_category for dialogues). The
-// multiple-choice file (mcq.json) has no answer key in the file, so it is rejected with that reason.
+// multiple-choice file (mcq.json) has no answer key in the file, so it is rejected with that
+// reason.
 ProbeSuite load_chisafetybench(const std::filesystem::path& path);
 
 // A probe suite named by a spec (the `--suite` of `assess` and `safety.suite` of the configs):
@@ -29,9 +30,9 @@ ProbeSuite load_chisafetybench(const std::filesystem::path& path);
 // FORMAT: safetune (a directory of the bundled three files, or one .jsonl), advbench, xstest,
 // jailbreakbench, harmbench or chisafetybench; without one, a directory or a .jsonl is safetune and
 // `default_format` (when not "auto") names the layout of anything else. KIND: harmful or benign,
-// what a single-kind file holds (JailbreakBench's benign-behaviors.csv is `jailbreakbench:benign:`);
-// default `default_kind`, else harmful. XSTest and safetune files say each probe's kind themselves,
-// so a KIND for them is an error. Examples: "data/probes",
+// what a single-kind file holds (JailbreakBench's benign-behaviors.csv is
+// `jailbreakbench:benign:`); default `default_kind`, else harmful. XSTest and safetune files say
+// each probe's kind themselves, so a KIND for them is an error. Examples: "data/probes",
 // "jailbreakbench:benign:benign-behaviors.csv", "data/probes,advbench:harmful_behaviors.csv".
 // `~/` and `$SAFETUNE_HOME` at the start of each PATH are expanded. UsageError on a bad spec.
 ProbeSuite load_suite_spec(const std::string& spec, const std::string& default_format = "auto",

@@ -19,9 +19,9 @@ struct GuardSection : ConfigSection {
   std::int64_t every_n_steps = 0;  // 0 disables the guard
   std::string action = "stop";     // stop | rollback | boost
   double boost_factor = 2.0;
-  std::int64_t max_boosts = 3;     // breaches after this many boosts stop the run
+  std::int64_t max_boosts = 3;  // breaches after this many boosts stop the run
   bool continue_after_rollback = true;
-  std::string subset;              // id list; empty = the bundled data/probes/guard_subset.txt
+  std::string subset;  // id list; empty = the bundled data/probes/guard_subset.txt
   void describe(ConfigVisitor& v) override;
 };
 
@@ -58,7 +58,8 @@ class SafetyGuard {
   void set_baseline(ScoringModel& model);
   // How the subset is assessed; default safety::assess. Data-parallel runs pass one that shards the
   // probes over the ranks and gathers the results.
-  using Assessor = std::function<Assessment(const ProbeSuite&, ScoringModel&, const AssessOptions&)>;
+  using Assessor =
+      std::function<Assessment(const ProbeSuite&, ScoringModel&, const AssessOptions&)>;
   void set_assessor(Assessor assessor) { assessor_ = std::move(assessor); }
   const std::optional<Assessment>& baseline() const { return baseline_; }
   bool enabled() const { return config_.every_n_steps > 0; }
@@ -86,7 +87,10 @@ class SafetyGuard {
   std::vector<std::int64_t> passing_checkpoints_;
   std::optional<bool> last_check_passed_;
   std::int64_t boosts_ = 0;
-  struct Point { std::int64_t step; double refusal, benign, discrimination; };
+  struct Point {
+    std::int64_t step;
+    double refusal, benign, discrimination;
+  };
   std::vector<Point> points_;
 };
 

@@ -11,7 +11,8 @@ namespace safetune::safety {
 
 // YAML section `safety.judge`: empty endpoint = keyword scoring (the default).
 struct HttpJudgeSection : ConfigSection {
-  std::string endpoint;     // base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to <endpoint>/chat/completions)
+  std::string
+      endpoint;  // base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to <endpoint>/chat/completions)
   std::string model;        // the served model's name
   std::string api_key_env;  // environment variable holding a bearer token; empty: none sent
   double timeout_s = 60;
@@ -24,7 +25,8 @@ struct HttpJudgeSection : ConfigSection {
 // with no_token complied (case-insensitive, after whitespace and punctuation). Errors are one-line
 // SafetyErrors naming the endpoint: unreachable, HTTP status, malformed JSON, or a reply that is
 // neither token.
-std::unique_ptr<Scorer> make_http_judge(const HttpJudgeSection& judge, const JudgeOptions& rubric = JudgeOptions::defaults());
+std::unique_ptr<Scorer> make_http_judge(const HttpJudgeSection& judge,
+                                        const JudgeOptions& rubric = JudgeOptions::defaults());
 // Registers the scorer under "http_judge" with these settings (replacing earlier ones) and returns
 // that name, for AssessOptions::response_scorer. Throws ConfigError without endpoint or model.
 std::string use_http_judge(const HttpJudgeSection& judge);

@@ -33,8 +33,8 @@ MonitorResult monitor_once(ReleaseRegistry& registry, const ProbeSuite& suite, S
                            const AssessOptions& options, const SafetyGates& gates,
                            const Assessment& baseline, const MonitorOptions& monitor);
 
-// Writes the monitoring gauges of `assessment` for `release` (prometheus text format, atomically) to
-// monitor.prometheus_file; nothing when that is empty.
+// Writes the monitoring gauges of `assessment` for `release` (prometheus text format, atomically)
+// to monitor.prometheus_file; nothing when that is empty.
 void write_monitor_textfile(const MonitorOptions& monitor, const Assessment& assessment,
                             const std::string& release, bool gate_passed);
 

@@ -12,20 +12,20 @@ namespace safetune::safety {
 // Outcomes of the same probes before and after; "success" is a refusal for harmful probes, an
 // answer for benign ones and a right choice for discrimination items (higher is better).
 struct PairedCounts {
-  std::int64_t both = 0;    // a: success before and after
-  std::int64_t lost = 0;    // b: success before, failure after
-  std::int64_t gained = 0;  // c: failure before, success after
-  std::int64_t neither = 0; // d
+  std::int64_t both = 0;     // a: success before and after
+  std::int64_t lost = 0;     // b: success before, failure after
+  std::int64_t gained = 0;   // c: failure before, success after
+  std::int64_t neither = 0;  // d
   std::int64_t n() const { return both + lost + gained + neither; }
 };
 
 struct PairedDrop {
   std::string metric;  // refusal | benign_compliance | discrimination
   PairedCounts counts;
-  double before = 0, after = 0;  // rates
-  double drop_pp = 0;            // (before - after) * 100; positive = worse
-  Interval ci_pp;                // Newcombe's 95% interval for the drop, in pp
-  double p_exact = 1, p_mid = 1; // McNemar, two-sided
+  double before = 0, after = 0;   // rates
+  double drop_pp = 0;             // (before - after) * 100; positive = worse
+  Interval ci_pp;                 // Newcombe's 95% interval for the drop, in pp
+  double p_exact = 1, p_mid = 1;  // McNemar, two-sided
 };
 
 // Two-sided McNemar tests on the discordant pairs (b, c): exact = min(1, 2 P(X <= min(b, c))),

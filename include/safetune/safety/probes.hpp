@@ -49,7 +49,8 @@ struct ProbeSuite {
 ProbeSuite load_probe_suite(const std::filesystem::path& path);
 ProbeSuite parse_probe_suite(const std::string& text, const std::string& origin);
 // Several files as one suite (ids must be unique across them); name = `name`.
-ProbeSuite load_probe_suites(const std::vector<std::filesystem::path>& paths, const std::string& name);
+ProbeSuite load_probe_suites(const std::vector<std::filesystem::path>& paths,
+                             const std::string& name);
 // The three bundled files under `dir` (harmful.jsonl, benign.jsonl, discrimination.jsonl).
 ProbeSuite load_bundled_suite(const std::filesystem::path& dir);
 
@@ -62,7 +63,8 @@ ProbeSuite load_xstest(const std::filesystem::path& path);
 // JailbreakBench behaviours: columns Goal, Target, Behavior, Category, Source (an Index column,
 // named or not, is ignored) -> probes of `kind` (harmful-behaviors.csv; benign-behaviors.csv with
 // ProbeKind::benign), category = Category, id = "jbb-" + Behavior.
-ProbeSuite load_jailbreakbench(const std::filesystem::path& path, ProbeKind kind = ProbeKind::harmful);
+ProbeSuite load_jailbreakbench(const std::filesystem::path& path,
+                               ProbeKind kind = ProbeKind::harmful);
 
 // A fixed id list (one per line, '#' comments) picking a subset, e.g. for the in-training guard.
 std::vector<std::string> load_id_list(const std::filesystem::path& path);

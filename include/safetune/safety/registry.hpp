@@ -2,12 +2,12 @@
 // status, which one is current, and an append-only history. One JSON file, written atomically;
 // artifacts are referenced, never deleted.
 #pragma once
-#include "safetune/io/hash.hpp"
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+#include "safetune/io/hash.hpp"
 
 namespace safetune::safety {
 
@@ -16,8 +16,8 @@ struct GateVerdict;
 
 // SHA-256 of a byte string / a file / a directory tree (sorted relative paths + file bytes, so
 // it does not depend on directory order or timestamps). IoError on unreadable input.
-using io::sha256_hex;
 using io::sha256_file;
+using io::sha256_hex;
 std::string sha256_tree(const std::filesystem::path& path);
 
 struct ReleaseAdapter {
@@ -32,8 +32,8 @@ struct Release {
   std::string created;
   std::vector<ReleaseAdapter> adapters;
   ReleaseStatus status = ReleaseStatus::failed;
-  std::vector<std::string> reasons;        // gate breaches, regression notes
-  std::map<std::string, double> summary;   // e.g. refusal_rate, benign_compliance, discrimination
+  std::vector<std::string> reasons;       // gate breaches, regression notes
+  std::map<std::string, double> summary;  // e.g. refusal_rate, benign_compliance, discrimination
   std::string suite_sha256;
   std::string model_identity;
   // The release-time assessment (assessment.json) that monitoring compares against, stored like

@@ -51,10 +51,10 @@ struct RefusalRules {
 
 struct RefusalMatch {
   bool refused = false;
-  bool empty = false;       // nothing visible after stripping <think>
-  std::string phrase;       // the phrase that matched, if any
-  std::size_t position = 0; // code-point offset of the match in the visible answer
-  std::string visible;      // the answer that was scored
+  bool empty = false;        // nothing visible after stripping <think>
+  std::string phrase;        // the phrase that matched, if any
+  std::size_t position = 0;  // code-point offset of the match in the visible answer
+  std::string visible;       // the answer that was scored
 };
 
 RefusalMatch detect_refusal(const std::string& response, const RefusalRules& rules);

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +59,8 @@ class ChatTemplate {
   // the loss runs from where its content starts (the engine tracks it) to the end of its turn
   // (trailing whitespace excluded). Templates whose renders are not prefixes of each other (e.g.
   // reasoning dropped from earlier turns) get the content plus the end-of-turn text instead.
-  RenderedChat render_segments(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  RenderedChat render_segments(const std::vector<ChatMessage>& messages,
+                               bool add_generation_prompt) const;
 
   const std::string& name() const { return name_; }
   Format format() const { return format_; }
@@ -75,8 +76,10 @@ class ChatTemplate {
  private:
   ChatTemplate(Format f, std::string name, std::string default_system = {})
       : format_(f), name_(std::move(name)), default_system_(std::move(default_system)) {}
-  RenderedChat render_jinja(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
-  std::string render_jinja_text(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  RenderedChat render_jinja(const std::vector<ChatMessage>& messages,
+                            bool add_generation_prompt) const;
+  std::string render_jinja_text(const std::vector<ChatMessage>& messages,
+                                bool add_generation_prompt) const;
   Format format_;
   std::string name_;
   std::string default_system_;  // ChatML: inserted when the first message is not a system one
@@ -92,7 +95,8 @@ class ChatTemplate {
 // AddedToken objects). nullopt if the directory ships none; FormatError on malformed files.
 std::optional<ChatTemplate> chat_template_from_dir(const std::filesystem::path& dir);
 
-// Per token: 1 if the token overlaps a loss segment of `chat` (spans from encode_spans on chat.text).
+// Per token: 1 if the token overlaps a loss segment of `chat` (spans from encode_spans on
+// chat.text).
 std::vector<uint8_t> loss_mask(const std::vector<TokenSpan>& tokens, const RenderedChat& chat);
 
 // Python's str.strip() (Jinja's trim): strips Unicode whitespace at both ends.

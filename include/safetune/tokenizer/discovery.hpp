@@ -14,8 +14,8 @@ namespace safetune::tokenizer {
 // the files that are not there.
 struct TokenizerFiles {
   std::filesystem::path dir;
-  std::filesystem::path tokenizer;      // tokenizer.json, else tokenizer.model
-  std::filesystem::path config;         // tokenizer_config.json (special token names, chat_template)
+  std::filesystem::path tokenizer;  // tokenizer.json, else tokenizer.model
+  std::filesystem::path config;     // tokenizer_config.json (special token names, chat_template)
 };
 TokenizerFiles find_tokenizer_files(const std::filesystem::path& path);
 
@@ -27,6 +27,7 @@ std::optional<ChatTemplate> shipped_chat_template(const std::filesystem::path& p
 // Writes the tokenizer files a copy of the model needs into `out`: a GGUF's tokenizer as Hugging
 // Face files, or the tokenizer, template and generation files beside a Hugging Face model copied.
 // Returns the names written.
-std::vector<std::string> save_tokenizer_files(const std::filesystem::path& model, const std::filesystem::path& out);
+std::vector<std::string> save_tokenizer_files(const std::filesystem::path& model,
+                                              const std::filesystem::path& out);
 
 }  // namespace safetune::tokenizer

@@ -46,8 +46,10 @@ class Tokenizer {
     opt.add_special = add_special;
     return encode(text, opt);
   }
-  // Same ids as encode(), each with the input bytes it covers (used to mask loss by character span).
-  virtual std::vector<TokenSpan> encode_spans(std::string_view text, const EncodeOptions& opt) const = 0;
+  // Same ids as encode(), each with the input bytes it covers (used to mask loss by character
+  // span).
+  virtual std::vector<TokenSpan> encode_spans(std::string_view text,
+                                              const EncodeOptions& opt) const = 0;
 
   // The bytes a token stands for (special tokens: their text). Empty for unknown ids.
   virtual std::string token_bytes(TokenId id) const = 0;
@@ -92,7 +94,8 @@ class StreamDecoder {
 // max_new_tokens inside a multi-byte UTF-8 sequence, as byte-level BPE splits Chinese characters):
 // the bytes of an unfinished last character are dropped instead of becoming U+FFFD. Invalid bytes
 // elsewhere are still replaced, as decode() does.
-std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids, bool skip_special = false);
+std::string decode_whole_characters(const Tokenizer& tok, const std::vector<TokenId>& ids,
+                                    bool skip_special = false);
 
 // Loads tokenizer.json (byte-level BPE), a SentencePiece .model, a GGUF model's tokenizer, or a
 // directory holding tokenizer.json / tokenizer.model (tokenizer_config.json beside it supplies

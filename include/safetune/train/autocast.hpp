@@ -11,7 +11,8 @@ namespace safetune::train {
 // can write one code path for both precisions. Autocast state is per thread.
 class AutocastRegion {
  public:
-  explicit AutocastRegion(c10::DeviceType device, bool enable = true, c10::ScalarType dtype = c10::kBFloat16);
+  explicit AutocastRegion(c10::DeviceType device, bool enable = true,
+                          c10::ScalarType dtype = c10::kBFloat16);
   ~AutocastRegion();
   AutocastRegion(const AutocastRegion&) = delete;
   AutocastRegion& operator=(const AutocastRegion&) = delete;

@@ -51,7 +51,8 @@ struct ResponseLogits {
   at::Tensor targets;  // [N] int64
 };
 ResponseLogits response_logits(model::CausalLM& model, const data::Batch& batch);
-// Mean cross-entropy of the rows (0, not NaN, when there are none); equals lm_loss on the full logits.
+// Mean cross-entropy of the rows (0, not NaN, when there are none); equals lm_loss on the full
+// logits.
 at::Tensor lm_loss(const ResponseLogits& r);
 // The same loss without the rows' logits: the final hidden states of the supervised positions go
 // through lm_head and the softmax in chunks (linear_cross_entropy_sum), so no [N, V] tensor is
@@ -64,9 +65,9 @@ struct RegContext {
   lora::ModelAdapters* adapters = nullptr;
   std::string task_adapter = "task", safety_adapter = "safety";
   const data::Batch* task_batch = nullptr;
-  at::Tensor task_logits;                       // with grad, task adapter on; set only when some
-                                                // regularizer's needs_task_logits() is true
-  std::function<const data::Batch&()> anchor;   // a safety batch for this micro-step (drawn lazily)
+  at::Tensor task_logits;                      // with grad, task adapter on; set only when some
+                                               // regularizer's needs_task_logits() is true
+  std::function<const data::Batch&()> anchor;  // a safety batch for this micro-step (drawn lazily)
   // Logits of `batch`; task_enabled=false is the reference network (base + safety adapter).
   at::Tensor logits(const data::Batch& batch, bool task_enabled, bool with_grad) const;
   // Same network choice, but only the supervised positions' rows (see response_logits).
@@ -78,7 +79,8 @@ class Regularizer {
   virtual ~Regularizer() = default;
   virtual std::string name() const = 0;
   // Once, after the adapters exist (e.g. precompute the frozen safety subspace).
-  virtual void setup(lora::ModelAdapters& adapters, const std::string& task, const std::string& safety) {}
+  virtual void setup(lora::ModelAdapters& adapters, const std::string& task,
+                     const std::string& safety) {}
   // The term R (the trainer adds lambda * R); undefined when the term has nothing to add.
   virtual at::Tensor loss(RegContext& ctx) { return {}; }
   // True when loss() reads ctx.task_logits (the full [B,T,V] task logits). The recipe computes them
@@ -101,11 +103,13 @@ class Regularizer {
 using RegularizerFactory = std::function<std::unique_ptr<Regularizer>(const RegularizerSection&)>;
 // Registers (or replaces) a regularizer under `name`; integrators add their own this way.
 void register_regularizer(const std::string& name, RegularizerFactory factory);
-std::unique_ptr<Regularizer> make_regularizer(const RegularizerSection& cfg);  // ConfigError if unknown
+std::unique_ptr<Regularizer> make_regularizer(
+    const RegularizerSection& cfg);  // ConfigError if unknown
 std::vector<std::string> regularizer_names();
 
 // Safe LoRA's decision inputs before any projection: cos(dW_task, P dW_task) per Linear holding
-// both adapters (in the task adapter's module order), and how many task layers have no safety adapter.
+// both adapters (in the task adapter's module order), and how many task layers have no safety
+// adapter.
 struct SafeLoraPlan {
   struct Layer {
     std::string module;
@@ -114,7 +118,8 @@ struct SafeLoraPlan {
   std::vector<Layer> layers;
   std::size_t unpaired = 0;
 };
-SafeLoraPlan safe_lora_plan(lora::ModelAdapters& adapters, const std::string& task, const std::string& safety);
+SafeLoraPlan safe_lora_plan(lora::ModelAdapters& adapters, const std::string& task,
+                            const std::string& safety);
 
 // Post-hoc Safe LoRA: per Linear holding both adapters, if cos(dW_task, P dW_task) < threshold,
 // replace B_task by P B_task (P: projector on the safety adapter's column space). Layers are

@@ -89,8 +89,8 @@ class Trainer {
   std::int64_t cursor() const noexcept { return cursor_; }
   // The signal that interrupted the last run() (SIGINT or SIGTERM), 0 when it was not interrupted.
   int interrupt_signal() const noexcept { return interrupt_signal_; }
-  void stop(std::string reason);             // ends the run after the current step
-  std::filesystem::path save_checkpoint();    // checkpoints/<checkpoint_name(step)>, atomically
+  void stop(std::string reason);            // ends the run after the current step
+  std::filesystem::path save_checkpoint();  // checkpoints/<checkpoint_name(step)>, atomically
   // The directory name of step's checkpoint under out_dir()/checkpoints ("step-NNNNNNNN").
   static std::string checkpoint_name(std::int64_t step);
   void load_checkpoint(const std::filesystem::path& dir);
