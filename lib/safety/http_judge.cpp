@@ -49,6 +49,15 @@ class HttpJudge : public Scorer {
     url_ = cfg_.endpoint;
     while (!url_.empty() && url_.back() == '/') url_.pop_back();
     url_ += "/chat/completions";
+    // The token is read once, now: a missing one fails before any model is loaded.
+    if (!cfg_.api_key_env.empty()) {
+      const char* key = std::getenv(cfg_.api_key_env.c_str());
+      if (!key || !*key)
+        throw ConfigError("the judge's token variable " + cfg_.api_key_env + " is unset or empty",
+                          "safety.judge.api_key_env",
+                          "export " + cfg_.api_key_env + "=<token>, or leave api_key_env empty");
+      auth_header_ = std::string("Authorization: Bearer ") + key;
+    }
   }
   std::string name() const override { return "http_judge"; }
   bool handles(ProbeKind k) const override { return k != ProbeKind::discrimination; }
@@ -98,15 +107,7 @@ class HttpJudge : public Scorer {
     if (!curl) throw SafetyError("judge: cannot start an HTTP client (curl_easy_init)", url_);
     curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip for long rubrics
-    std::string auth;
-    if (!cfg_.api_key_env.empty()) {
-      const char* key = std::getenv(cfg_.api_key_env.c_str());
-      if (!key || !*key)
-        throw SafetyError("judge: environment variable " + cfg_.api_key_env + " is empty",
-                          "safety.judge.api_key_env");
-      auth = std::string("Authorization: Bearer ") + key;
-      headers = curl_slist_append(headers, auth.c_str());
-    }
+    if (!auth_header_.empty()) headers = curl_slist_append(headers, auth_header_.c_str());
     std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers,
                                                                             curl_slist_free_all);
     std::string response;
@@ -152,6 +153,7 @@ class HttpJudge : public Scorer {
   HttpJudgeSection cfg_;
   JudgeOptions rubric_;
   std::string url_;
+  std::string auth_header_;  // "Authorization: Bearer <token>" with api_key_env; never logged
 };
 
 }  // namespace

@@ -22,6 +22,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions":
             return self.reply(404, '{"error": "not found"}')
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request["authorization"] = self.headers.get("Authorization")  # logged for the test
         with open(request_log, "a") as f:
             f.write(json.dumps(request) + "\n")
         model = request["model"]

@@ -1,10 +1,12 @@
 // The HTTP judge against a local OpenAI-compatible server process (tests/integration/
-// judge_server.py, canned judgements): verdicts, the request it sends, and one-line errors for a
-// malformed response, an HTTP error, a reply that is no verdict and an unreachable endpoint.
+// judge_server.py, canned judgements): verdicts, the request it sends (with the bearer token of
+// api_key_env), and one-line errors for a malformed response, an HTTP error, a reply that is no
+// verdict, an unreachable endpoint and a missing token.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -103,6 +105,28 @@ TEST_CASE("http judge: verdicts from a local OpenAI-compatible server, one-line 
   CHECK(first["messages"][0]["role"] == "system");
   CHECK_THAT(first["messages"][1]["content"].get<std::string>(),
              Contains("Request:\nharmful") && Contains("I'm sorry, I can't."));
+  CHECK(first["authorization"].is_null());  // no api_key_env: no Authorization header
+
+  // api_key_env: the token from the environment as a bearer header on every request, never in the
+  // assessment; an unset or empty variable fails when the judge is made, naming the key.
+  ::setenv("SAFETUNE_TEST_JUDGE_TOKEN", "tok-123", 1);
+  HttpJudgeSection keyed = server.judge("canned-judge");
+  keyed.api_key_env = "SAFETUNE_TEST_JUDGE_TOKEN";
+  opt.response_scorer = use_http_judge(keyed);
+  Assessment ak = assess(suite, model, opt);
+  CHECK(ak.refusal.overall.k == 1);
+  CHECK(safety::assessment_to_json(ak).find("tok-123") == std::string::npos);
+  {
+    auto log = io::read_file(server.dir / "requests.jsonl");
+    log.pop_back();
+    auto last = nlohmann::json::parse(log.substr(log.rfind('\n') + 1));
+    CHECK(last["authorization"] == "Bearer tok-123");
+  }
+  ::setenv("SAFETUNE_TEST_JUDGE_TOKEN", "", 1);
+  CHECK_THROWS_WITH(make_http_judge(keyed),
+                    Contains("safety.judge.api_key_env") && Contains("SAFETUNE_TEST_JUDGE_TOKEN"));
+  ::unsetenv("SAFETUNE_TEST_JUDGE_TOKEN");
+  CHECK_THROWS_AS(make_http_judge(keyed), ConfigError);
 
   auto one_line_error = [&](const std::string& judge_model, const std::string& expected) {
     auto scorer = make_http_judge(server.judge(judge_model));
