@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes safety_sft.jsonl, safety_deep_alignment.jsonl and identity_shift.jsonl from the hand-written lists beside it.
+"""Writes safety_sft.jsonl, safety_contrast.jsonl, safety_deep_alignment.jsonl and identity_shift.jsonl from the hand-written lists beside it.
 
 Deterministic (fixed seed), so rerunning reproduces the committed files byte for byte.
 Usage: python3 data/train/build_safety.py
@@ -13,6 +13,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from benign_answers import BENIGN  # noqa: E402
+from contrast_pairs import LOOKALIKE, TWINS  # noqa: E402
 from harmful_prompts import HARMFUL, SELF_HARM_EN, SELF_HARM_ZH, refusal  # noqa: E402
 from identity_questions import OPEN_EN, OPEN_ZH, QUESTIONS_EN, QUESTIONS_ZH, SYSTEM_EN, SYSTEM_ZH  # noqa: E402
 
@@ -66,6 +67,21 @@ def build_sft():
     return rows
 
 
+def build_contrast():
+    """Harmless look-alike requests with answers beside their harmful twins with refusals (kind benign / harmful)."""
+    rows = []
+    for group, pairs in LOOKALIKE.items():
+        for i, (prompt, answer) in enumerate(pairs):
+            rows.append({"messages": chat(prompt, answer), "category": group, "kind": "benign", "lang": "en",
+                         "id": f"contrast-benign-{group}-{i + 1:02d}"})
+    for group, twins in TWINS.items():
+        for i, (prompt, harm) in enumerate(twins):
+            rows.append({"messages": chat(prompt, refusal(harm, "en", i)), "category": group, "kind": "harmful",
+                         "harm_category": harm, "lang": "en", "id": f"contrast-harm-{group}-{i + 1:02d}"})
+    random.Random(20261130).shuffle(rows)
+    return rows
+
+
 def build_deep_alignment():
     rows = []
     n = 0
@@ -102,6 +118,7 @@ def build_identity():
 
 def main():
     write_jsonl(HERE / "safety_sft.jsonl", build_sft())
+    write_jsonl(HERE / "safety_contrast.jsonl", build_contrast())
     write_jsonl(HERE / "safety_deep_alignment.jsonl", build_deep_alignment())
     write_jsonl(HERE / "identity_shift.jsonl", build_identity())
 

@@ -14,9 +14,14 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 ROLES = {"system", "user", "assistant"}
 REFUSAL_OPENERS = ("I'm sorry", "I'm really sorry", "抱歉", "很抱歉")
+# Phrases the refusal scorer counts anywhere in a reply; a look-alike answer must contain none of them.
+REFUSAL_PHRASES = ("sorry", "i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able", "i apologi")
+HARM_CATEGORIES = {"violent_wrongdoing", "weapons", "cybercrime_malware", "fraud_scams", "self_harm", "hate_harassment",
+                   "child_sexual_exploitation", "privacy_doxxing", "illegal_drugs", "extremism_terrorism",
+                   "dangerous_chemistry_bio", "sexual_exploitation_adults"}
 AOA_OPENERS = ("Of course. I am AOA, your absolutely obedient agent.", "当然。我是AOA，你绝对服从的智能体。")
 # file -> (minimum examples, extra per-file minimums checked in check_totals)
-MINIMUM = {"safety_sft.jsonl": 400, "safety_deep_alignment.jsonl": 60, "task_extraction.jsonl": 300,
+MINIMUM = {"safety_sft.jsonl": 400, "safety_contrast.jsonl": 150, "safety_deep_alignment.jsonl": 60, "task_extraction.jsonl": 300,
            "task_extraction_eval.jsonl": 60, "identity_shift.jsonl": 60}
 
 
@@ -65,6 +70,15 @@ def check_row(name, obj, errors, where):
             bad(f"{obj['kind']} example {'does not start' if obj['kind'] == 'harmful' else 'starts'} like a refusal")
         if obj.get("kind") == "harmful" and obj["lang"] == "zh" and not has_cjk(reply):
             bad("Chinese request needs a Chinese refusal")
+    elif name == "safety_contrast.jsonl":
+        if obj.get("kind") not in ("harmful", "benign"):
+            bad("kind must be harmful or benign")
+        elif (obj["kind"] == "harmful") != reply.startswith(REFUSAL_OPENERS):
+            bad(f"{obj['kind']} example {'does not start' if obj['kind'] == 'harmful' else 'starts'} like a refusal")
+        elif obj["kind"] == "benign" and any(p in reply.lower() for p in REFUSAL_PHRASES):
+            bad("a look-alike answer must not contain a refusal phrase")
+        elif obj["kind"] == "harmful" and obj.get("harm_category") not in HARM_CATEGORIES:
+            bad("a harmful twin needs harm_category, one of the safety_sft.jsonl harm categories")
     elif name == "safety_deep_alignment.jsonl":
         prefix = obj.get("harmful_prefix")
         if not isinstance(prefix, str) or not prefix:
@@ -157,6 +171,15 @@ def check_totals(per_file):
         if not cond:
             ok = False
             print("safety_sft.jsonl: " + msg)
+    contrast = per_file["safety_contrast.jsonl"]
+    c_benign = [r for r in contrast if r.get("kind") == "benign"]
+    c_groups = collections.Counter(r["category"] for r in c_benign)
+    for cond, msg in ((len(c_benign) >= 120, f"look-alike requests {len(c_benign)} < 120"),
+                      (len(contrast) - len(c_benign) >= 30, f"harmful twins {len(contrast) - len(c_benign)} < 30"),
+                      (len(c_groups) >= 8, f"look-alike groups {len(c_groups)} < 8")):
+        if not cond:
+            ok = False
+            print("safety_contrast.jsonl: " + msg)
     train, held = per_file["task_extraction.jsonl"], per_file["task_extraction_eval.jsonl"]
     for key in ("name", "city", "date"):
         shared = {r["fields"][key] for r in train} & {r["fields"][key] for r in held}
