@@ -74,9 +74,8 @@ void CompareVariant::describe(ConfigVisitor& v) {
   v.field("label", label,
           Field("Name of the variant in the table; default: the regularizer's name."));
   v.field("safety_mode", safety_mode,
-          Field("separate: safety adapter frozen and active; merged: folded into the weights (the "
-                "reactive "
-                "baseline).")
+          Field("separate: safety adapter frozen and active; merged: folded into the weights "
+                "(the reactive baseline).")
               .one_of({"separate", "merged"}));
   RegularizerSection::describe(v);
 }
@@ -95,10 +94,9 @@ void CompareSection::describe(ConfigVisitor& v) {
       Field("Stage-2 variants: a stage2.regularizers entry each (name: none for no regularizer)."));
   v.list("task_mixes", task_mixes,
          Field("The harmful-fine-tuning grid: stage-2 task data per column, each replacing "
-               "stage2.data.datasets "
-               "(e.g. benign; benign + identity-shifting; benign + 5% / 30% AdvBench goal/target "
-               "pairs); every "
-               "variant x seed runs on each. Empty: stage2.data.datasets."));
+               "stage2.data.datasets (e.g. benign; benign + identity-shifting; benign + 5% / 30% "
+               "AdvBench goal/target pairs); every variant x seed runs on each. Empty: "
+               "stage2.data.datasets."));
   v.field("seeds", seeds,
           Field("Seeds; each cell sets run.seed and stage2.data.seed.")
               .check(check_integer, "integers >= 0"));

@@ -15,10 +15,9 @@ std::string pct_pm(const MeanStd& m) {
 
 std::string compare_table_markdown(const std::vector<CompareRow>& rows) {
   std::string md =
-      "| variant | regularizer | lambda | safety adapter | seeds | n harmful / benign | task "
-      "metric (%) | "
-      "refusal retention (%) | over-refusal (%) | discrimination (%) | stage-2 time (s) | Pareto "
-      "|\n"
+      "| variant | regularizer | lambda | safety adapter | seeds | n harmful / benign | "
+      "task metric (%) | refusal retention (%) | over-refusal (%) | discrimination (%) | "
+      "stage-2 time (s) | Pareto |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     md += "| " + row_name(r) + " | " + r.regularizer + " | " +
@@ -30,22 +29,19 @@ std::string compare_table_markdown(const std::vector<CompareRow>& rows) {
           fmt("%.0f", r.train_seconds.std) + " | " + (r.pareto ? "yes" : "") + " |\n";
   }
   md +=
-      "\nMean ± sample standard deviation over seeds. Refusal retention = refusal rate on harmful "
-      "probes "
-      "after stage 2 / the aligned model's; over-refusal = 1 - benign compliance; task metric = "
-      "exact match on "
-      "stage2.task_eval; n = probes per kind in each cell's assessment. Pareto: not dominated in "
-      "(task metric, refusal "
-      "retention) among the rows on the same task data.\n";
+      "\nMean ± sample standard deviation over seeds. Refusal retention = refusal rate on "
+      "harmful probes after stage 2 / the aligned model's; over-refusal = 1 - benign compliance; "
+      "task metric = exact match on stage2.task_eval; n = probes per kind in each cell's "
+      "assessment. Pareto: not dominated in (task metric, refusal retention) among the rows on "
+      "the same task data.\n";
   return md;
 }
 
 std::string compare_table_csv(const std::vector<CompareRow>& rows) {
   std::string csv =
-      "variant,regularizer,lambda,safety_mode,seeds,task_metric_mean,task_metric_std,refusal_"
-      "retention_mean,"
-      "refusal_retention_std,over_refusal_mean,over_refusal_std,discrimination_mean,discrimination_"
-      "std,"
+      "variant,regularizer,lambda,safety_mode,seeds,"
+      "task_metric_mean,task_metric_std,refusal_retention_mean,refusal_retention_std,"
+      "over_refusal_mean,over_refusal_std,discrimination_mean,discrimination_std,"
       "train_seconds_mean,train_seconds_std,pareto,task_mix,harmful_n,benign_n\n";
   auto quote = [](const std::string& s) {
     if (s.find_first_of(",\"\n") == std::string::npos) return s;
