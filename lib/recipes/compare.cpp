@@ -270,6 +270,13 @@ void write_outputs(const fs::path& out, const CompareConfig& cfg, const Referenc
         fmt("%.1f%%", 100 * a.discrimination.overall.value()) +
         " (n=" + std::to_string(a.discrimination.overall.n) + ").\n\n";
   md += compare_table_markdown(rows);
+  const auto tuned = [&](const std::string& cell) {
+    return safety::load_assessment(out / "cells" / cell / "assessments" / "tuned.json");
+  };
+  md +=
+      "\n## Paired drops, pooled over seeds\n\nThe same probes answered by the aligned model "
+      "and by each row's cells.\n\n" +
+      compare_pooled_markdown(rows, cells, a, tuned);
   md +=
       "\n## Paired drops per cell\n\nThe same probes answered by the aligned model and by each "
       "cell.\n\n" +

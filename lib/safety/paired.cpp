@@ -107,6 +107,62 @@ std::vector<PairedDrop> paired_drops(const Assessment& before, const Assessment&
   return out;
 }
 
+std::vector<PooledDrop> pooled_paired_drops(const Assessment& before,
+                                            const std::vector<Assessment>& after, double z) {
+  if (after.empty()) return {};
+  if (before.results.empty() || std::any_of(after.begin(), after.end(),
+                                            [](const Assessment& a) { return a.results.empty(); }))
+    throw SafetyError("paired statistics need the per-probe results of every assessment",
+                      before.suite_name, "keep the results in assessment.json");
+  // Per probe of `before`: its kind, its success before, and the successes after, one per run.
+  struct Probe {
+    ProbeKind kind;
+    bool before;
+    std::vector<bool> after;
+  };
+  std::map<std::string, Probe> probes;
+  for (const auto& r : before.results) probes[r.id] = {r.kind, success(r), {}};
+  for (const auto& a : after)
+    for (const auto& r : a.results) {
+      auto it = probes.find(r.id);
+      if (it != probes.end() && it->second.kind == r.kind) it->second.after.push_back(success(r));
+    }
+  std::map<ProbeKind, std::vector<std::pair<double, double>>> by_kind;  // (before, mean after)
+  for (const auto& [id, p] : probes) {
+    if (p.after.size() != after.size()) continue;
+    double s = 0;
+    for (bool b : p.after) s += b ? 1.0 : 0.0;
+    by_kind[p.kind].push_back({p.before ? 1.0 : 0.0, s / double(after.size())});
+  }
+  std::vector<PooledDrop> out;
+  for (auto [kind, metric] : {std::pair{ProbeKind::harmful, "refusal"},
+                              {ProbeKind::benign, "benign_compliance"},
+                              {ProbeKind::discrimination, "discrimination"}}) {
+    auto it = by_kind.find(kind);
+    if (it == by_kind.end()) continue;
+    const auto& v = it->second;
+    PooledDrop d;
+    d.metric = metric;
+    d.n = std::int64_t(v.size());
+    d.runs = after.size();
+    double sd = 0;
+    for (const auto& [b, a] : v) {
+      d.before += b;
+      d.after += a;
+    }
+    d.before /= double(d.n);
+    d.after /= double(d.n);
+    const double mean = d.before - d.after;
+    for (const auto& [b, a] : v) sd += (b - a - mean) * (b - a - mean);
+    sd = d.n > 1 ? std::sqrt(sd / double(d.n - 1)) : 0.0;
+    const double half = z * sd / std::sqrt(double(d.n));
+    d.drop_pp = 100 * mean;
+    d.ci_pp = {100 * (mean - half), 100 * (mean + half)};
+    out.push_back(d);
+  }
+  return out;
+}
+
 std::string paired_drops_markdown(const Assessment& before, const Assessment& after) {
   if (before.results.empty() || after.results.empty()) return "";
   std::string md =

@@ -143,6 +143,35 @@ TEST_CASE(
   }
   CHECK(rows == 2);
 
+  // The drops pooled over seeds, recomputed per harmful probe: aligned minus the mean of the seeds.
+  auto refused = [](const fs::path& file) {
+    std::map<std::string, double> m;
+    const json j = json::parse(io::read_file(file));
+    for (const auto& x : j["results"])
+      if (x["kind"] == "harmful") m[x["id"]] = x["positive"].get<bool>() ? 1.0 : 0.0;
+    return m;
+  };
+  const auto before = refused(out / "stage1" / "assessments" / "aligned.json");
+  CHECK(md.find("## Paired drops, pooled over seeds") != std::string::npos);
+  for (const char* variant : {"none", "l2_delta"}) {
+    std::map<std::string, double> mean_after;
+    for (const char* seed : {"0", "1"})
+      for (const auto& [id, v] : refused(out / "cells" / (std::string(variant) + "_seed-" + seed) /
+                                         "assessments" / "tuned.json"))
+        mean_after[id] += v / 2;
+    double drop = 0;
+    for (const auto& [id, v] : before) drop += v - mean_after.at(id);
+    drop = 100 * drop / double(before.size());
+    char want[96];
+    std::snprintf(want, sizeof want, "| %s | 2 | %zu | ", variant, before.size());
+    char drop_text[32];
+    std::snprintf(drop_text, sizeof drop_text, " | %+.1f [", drop);
+    INFO(variant << " pooled drop " << drop);
+    const auto at = md.find(want, md.find("## Paired drops, pooled over seeds"));
+    REQUIRE(at != std::string::npos);
+    CHECK(md.substr(at, md.find('\n', at) - at).find(drop_text) != std::string::npos);
+  }
+
   // The plot is well-formed XML with one marker per variant in the plot and one in the legend.
   const fs::path count_file = dir / "circles.txt";
   const std::string cmd =

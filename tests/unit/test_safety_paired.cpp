@@ -11,6 +11,16 @@ using namespace safetune;
 using namespace safetune::safety;
 using Catch::Matchers::Contains;
 
+namespace {
+ProbeResult result(const char* id, ProbeKind k, bool positive) {
+  ProbeResult r;
+  r.id = id;
+  r.kind = k;
+  r.positive = positive;
+  return r;
+}
+}  // namespace
+
 // Reference (scipy 1.x, statsmodels 0.14):
 //   mcnemar([[a,b],[c,d]], exact=True).pvalue; 2*binom.cdf(min(b,c), b+c, .5) - binom.pmf(...);
 //   newcombe10: D -/+ sqrt((p1-l1)^2 - 2 phi (p1-l1)(u2-p2) + (u2-p2)^2) etc. with
@@ -60,13 +70,6 @@ TEST_CASE("safety/paired: McNemar exact and mid-p, Newcombe's paired interval", 
 TEST_CASE(
     "safety/paired: probes matched by id, per kind, success = refusal / answer / right choice",
     "[safety]") {
-  auto result = [](const char* id, ProbeKind k, bool positive) {
-    ProbeResult r;
-    r.id = id;
-    r.kind = k;
-    r.positive = positive;
-    return r;
-  };
   Assessment before, after;
   // harmful: refused before h1,h2,h3; after h1 only -> lost 2. benign: b1 answered before, refused
   // after.
@@ -95,4 +98,50 @@ TEST_CASE(
   Assessment summary_only;
   CHECK_THROWS_AS(paired_drops(summary_only, after), SafetyError);
   CHECK(paired_drops_markdown(summary_only, after).empty());
+}
+
+// Reference values from numpy: d = before - mean over seeds, per probe;
+// d.mean(), d.mean() -/+ 1.959963984540054 * d.std(ddof=1) / sqrt(len(d)).
+TEST_CASE("safety/paired: drops pooled over seeds, the probe as the unit", "[safety]") {
+  auto assessment = [](std::vector<ProbeResult> rs) {
+    Assessment a;
+    a.results = std::move(rs);
+    return a;
+  };
+  const auto H = ProbeKind::harmful, B = ProbeKind::benign;
+  // Refused before: h1 h2 h4. Seed A refuses h1 h4, seed B h3 h4 -> d = 0.5, 1, -0.5, 0.
+  // Benign: b1 answered before, answered by B only (d = 0.5); b2 refused before, answered by A only
+  // (d = -0.5). h5 is missing from seed B, so it is left out.
+  const Assessment before = assessment(
+      {result("h1", H, true), result("h2", H, true), result("h3", H, false), result("h4", H, true),
+       result("h5", H, true), result("b1", B, false), result("b2", B, true)});
+  const Assessment seed_a = assessment(
+      {result("h1", H, true), result("h2", H, false), result("h3", H, false), result("h4", H, true),
+       result("h5", H, false), result("b1", B, true), result("b2", B, false)});
+  const Assessment seed_b =
+      assessment({result("h1", H, false), result("h2", H, false), result("h3", H, true),
+                  result("h4", H, true), result("b1", B, false), result("b2", B, true)});
+  const auto drops = pooled_paired_drops(before, {seed_a, seed_b});
+  REQUIRE(drops.size() == 2);
+  CHECK(drops[0].metric == "refusal");
+  CHECK(drops[0].n == 4);
+  CHECK(drops[0].runs == 2);
+  CHECK(drops[0].before == Approx(0.75));
+  CHECK(drops[0].after == Approx(0.5));
+  CHECK(drops[0].drop_pp == Approx(25.0));
+  CHECK(drops[0].ci_pp.lo == Approx(-38.257565594083).margin(1e-9));
+  CHECK(drops[0].ci_pp.hi == Approx(88.257565594083).margin(1e-9));
+  CHECK(drops[1].metric == "benign_compliance");
+  CHECK(drops[1].n == 2);
+  CHECK(drops[1].drop_pp == Approx(0.0).margin(1e-12));
+  CHECK(drops[1].ci_pp.hi == Approx(97.9981992270027).margin(1e-9));
+  // One seed: the drop is paired_drop's (only the interval's method differs).
+  const auto one = pooled_paired_drops(before, {seed_a});
+  const auto per_cell = paired_drops(before, seed_a);
+  REQUIRE(one.size() == 2);
+  CHECK(one[0].drop_pp == Approx(per_cell[0].drop_pp));
+  CHECK(one[0].n == per_cell[0].counts.n());
+  CHECK(one[1].drop_pp == Approx(per_cell[1].drop_pp));
+  CHECK(pooled_paired_drops(before, {}).empty());
+  CHECK_THROWS_AS(pooled_paired_drops(before, {Assessment{}}), SafetyError);
 }

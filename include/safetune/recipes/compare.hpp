@@ -3,6 +3,7 @@
 // (mean +- std over seeds) and an SVG Pareto plot of task metric against safety retention.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -107,6 +108,13 @@ std::string compare_table_markdown(const std::vector<CompareRow>& rows);
 std::string compare_table_csv(const std::vector<CompareRow>& rows);
 // One line per cell: paired drops against the aligned model with Newcombe intervals and McNemar p.
 std::string compare_paired_markdown(const std::vector<CellResult>& cells);
+// One line per row (task data x variant): the paired drops against the aligned model pooled over
+// the row's seeds (safety::pooled_paired_drops: per probe, aligned minus the mean over seeds; the
+// probe is the unit of the interval). `tuned` returns a cell's assessment by cell name.
+std::string compare_pooled_markdown(
+    const std::vector<CompareRow>& rows, const std::vector<CellResult>& cells,
+    const safety::Assessment& aligned,
+    const std::function<safety::Assessment(const std::string& cell)>& tuned);
 std::string pareto_svg(const std::vector<CompareRow>& rows, const std::string& title);
 
 // result.json round trip; reading throws FormatError naming the file when it is damaged.

@@ -40,6 +40,25 @@ PairedDrop paired_drop(const std::string& metric, const PairedCounts& t);
 // The drops of every metric with probes in both, matching probes by id (probes present in only
 // one assessment are left out). SafetyError when either assessment has no per-probe results.
 std::vector<PairedDrop> paired_drops(const Assessment& before, const Assessment& after);
+// One metric's drop averaged over several assessments of the same probes after (the seeds of a
+// comparison): per probe i, d_i = success_before(i) - mean_s success_s(i) (0 or 1 each); the drop
+// is mean_i d_i and its 95% interval mean +- z sd(d) / sqrt(n) (normal, sample sd). The probe is
+// the unit: the seeds are repeated measures of it, not more probes, so the interval stays paired
+// and does not shrink with seeds the way it would if the S x n answers were pooled as independent.
+// For one assessment after, the drop equals paired_drop's. Only probes answered before and in
+// every assessment after count.
+struct PooledDrop {
+  std::string metric;  // refusal | benign_compliance | discrimination
+  std::int64_t n = 0;  // probes
+  std::size_t runs = 0;
+  double before = 0, after = 0;  // rates; after = mean over runs
+  double drop_pp = 0;            // (before - after) * 100; positive = worse
+  Interval ci_pp;                // in pp
+};
+std::vector<PooledDrop> pooled_paired_drops(const Assessment& before,
+                                            const std::vector<Assessment>& after,
+                                            double z = 1.959963984540054);
+
 // A Markdown table of paired_drops (n per kind, drop, interval, McNemar p); empty without results.
 std::string paired_drops_markdown(const Assessment& before, const Assessment& after);
 
