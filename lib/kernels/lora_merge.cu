@@ -1,5 +1,5 @@
-// CUDA multi-adapter merge: W += Bc·Ac computed tile by tile in registers, one read + one write of
-// W.
+// CUDA multi-adapter merge: W += Bc·Ac, computed tile by tile in registers (one read and one
+// write of W).
 #include "kernels/lora_launch.hpp"
 
 #include <cuda_bf16.h>

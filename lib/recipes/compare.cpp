@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -255,9 +256,12 @@ Reference reference_stage(const CompareConfig& cfg, const fs::path& out, bool& r
   return ref;
 }
 
+// `tuned` holds the cells' assessments by cell name: filled as cells finish, and read from disk
+// once for cells finished by an earlier run, so rewriting the outputs after each cell reads nothing
+// twice.
 void write_outputs(const fs::path& out, const CompareConfig& cfg, const Reference& ref,
                    const std::vector<CellResult>& cells, std::vector<CompareRow>& rows,
-                   std::size_t planned) {
+                   std::size_t planned, std::map<std::string, safety::Assessment>& tuned) {
   rows = summarise_cells(cells);
   std::string md = "# Regularizer comparison: " + cfg.run.name + "\n\n";
   md += std::to_string(cells.size()) + " of " + std::to_string(planned) + " cells finished.\n\n";
@@ -270,13 +274,19 @@ void write_outputs(const fs::path& out, const CompareConfig& cfg, const Referenc
         fmt("%.1f%%", 100 * a.discrimination.overall.value()) +
         " (n=" + std::to_string(a.discrimination.overall.n) + ").\n\n";
   md += compare_table_markdown(rows);
-  const auto tuned = [&](const std::string& cell) {
-    return safety::load_assessment(out / "cells" / cell / "assessments" / "tuned.json");
+  const auto tuned_of = [&](const std::string& cell) {
+    auto it = tuned.find(cell);
+    if (it == tuned.end())
+      it = tuned
+               .emplace(cell, safety::load_assessment(out / "cells" / cell / "assessments" /
+                                                      "tuned.json"))
+               .first;
+    return it->second;
   };
   md +=
       "\n## Paired drops, pooled over seeds\n\nThe same probes answered by the aligned model "
       "and by each row's cells.\n\n" +
-      compare_pooled_markdown(rows, cells, a, tuned);
+      compare_pooled_markdown(rows, cells, a, tuned_of);
   md +=
       "\n## Paired drops per cell\n\nThe same probes answered by the aligned model and by each "
       "cell.\n\n" +
@@ -378,6 +388,7 @@ CompareResult run_compare(const CompareConfig& cfg) {
   ro.aligned = ref.aligned;
 
   double run_seconds = 0;
+  std::map<std::string, safety::Assessment> tuned;  // per-probe results for the pooled drops
   for (std::size_t i = 0; i < cells.size(); ++i) {
     const Cell& cell = cells[i];
     const fs::path dir = out / "cells" / cell.name;
@@ -410,11 +421,12 @@ CompareResult run_compare(const CompareConfig& cfg) {
     const CellResult cr = cell_result(cell, sha, r, *ref.aligned);
     io::atomic_write(dir / "result.json", cell_result_to_json(cr));
     result.cells.push_back(cr);
+    tuned[cell.name] = *r.tuned.assessment;
     ++result.cells_run;
     run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    write_outputs(out, cfg, ref, result.cells, result.rows, cells.size());
+    write_outputs(out, cfg, ref, result.cells, result.rows, cells.size(), tuned);
   }
-  write_outputs(out, cfg, ref, result.cells, result.rows, cells.size());
+  write_outputs(out, cfg, ref, result.cells, result.rows, cells.size(), tuned);
   return result;
 }
 

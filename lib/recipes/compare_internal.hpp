@@ -21,6 +21,11 @@ inline std::string fmt(const char* f, double x) {
   return buf;
 }
 
+// Whether a cell belongs to a row: same task data, variant and lambda (its seeds make the row).
+inline bool in_row(const CompareRow& r, const CellResult& c) {
+  return r.task_mix == c.task_mix && r.variant == c.variant && r.lambda == c.lambda;
+}
+
 // A row's name in the tables and the plot: the variant, its task data and its swept lambda.
 inline std::string row_name(const CompareRow& r) {
   std::string s = r.variant;

@@ -121,9 +121,8 @@ CellResult read_cell_result(const fs::path& path) {
 std::vector<CompareRow> summarise_cells(const std::vector<CellResult>& cells) {
   std::vector<CompareRow> rows;
   for (const auto& c : cells) {
-    auto it = std::find_if(rows.begin(), rows.end(), [&](const CompareRow& r) {
-      return r.task_mix == c.task_mix && r.variant == c.variant && r.lambda == c.lambda;
-    });
+    auto it =
+        std::find_if(rows.begin(), rows.end(), [&](const CompareRow& r) { return in_row(r, c); });
     if (it == rows.end()) {
       CompareRow r;
       r.task_mix = c.task_mix;
@@ -138,7 +137,7 @@ std::vector<CompareRow> summarise_cells(const std::vector<CellResult>& cells) {
   for (auto& r : rows) {
     std::vector<double> task, retention, over, disc, secs;
     for (const auto& c : cells) {
-      if (c.task_mix != r.task_mix || c.variant != r.variant || c.lambda != r.lambda) continue;
+      if (!in_row(r, c)) continue;
       r.harmful_n = std::max(r.harmful_n, c.refusal_n);
       r.benign_n = std::max(r.benign_n, c.benign_n);
       task.push_back(c.task_metric >= 0 ? c.task_metric : kNaN);

@@ -103,8 +103,7 @@ std::string compare_pooled_markdown(
   for (const auto& r : rows) {
     std::vector<safety::Assessment> after;
     for (const auto& c : cells)
-      if (c.task_mix == r.task_mix && c.variant == r.variant && c.lambda == r.lambda)
-        after.push_back(tuned(c.cell));
+      if (in_row(r, c)) after.push_back(tuned(c.cell));
     const auto drops = safety::pooled_paired_drops(aligned, after);
     md += "| " + row_name(r) + " | " + std::to_string(after.size()) + " | " +
           cols(drops, "refusal") + " | " + cols(drops, "benign_compliance") + " |\n";
